@@ -1,0 +1,167 @@
+//! The control-plane HTTP API: one router per dialect, merged with health checks and the
+//! OpenAPI document generated from the same handlers.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use url::Url;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::config::ApiSettings;
+use crate::domain::data_connection::DataConnections;
+use crate::domain::token::ApiTokens;
+use crate::store::Store;
+
+pub mod betterstack;
+
+pub struct AppServices {
+    pub store: Arc<dyn Store>,
+    pub tokens: ApiTokens,
+    pub data_connections: DataConnections,
+    /// Base of absolute links in responses, without a trailing slash.
+    pub public_url: String,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Arc<AppServices>,
+    openapi_json: Arc<OnceLock<String>>,
+}
+
+impl AppServices {
+    pub fn public_base(url: &Url) -> String {
+        url.as_str().trim_end_matches('/').to_owned()
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Switchboard",
+        description = "Data connections (Better Stack dialect) and integration connections (Pica dialect)."
+    ),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "connections", description = "ClickHouse data connections (Better Stack dialect)"),
+        (name = "operations", description = "Health and service documents"),
+    )
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The complete API router with its middleware.
+pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
+    let state = AppState {
+        services,
+        openapi_json: Arc::new(OnceLock::new()),
+    };
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(betterstack::router())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi_document))
+        .split_for_parts();
+    state
+        .openapi_json
+        .set(
+            openapi
+                .to_pretty_json()
+                .expect("the OpenAPI document serialises"),
+        )
+        .expect("set once");
+
+    // Outermost first: the request id exists before the span that records it; the span
+    // wraps everything so panics and timeouts are logged inside it; the id is copied to the
+    // response after the inner layers ran; the timeout bounds the handler and body reading.
+    let middleware = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<Body>| {
+                    let request_id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    // The path only: query strings may carry credentials.
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(CatchPanicLayer::custom(|_| betterstack::ApiError::Internal.into_response()))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            settings.request_timeout,
+        ))
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes));
+
+    router
+        .fallback(not_found)
+        .with_state(state)
+        .layer(middleware)
+}
+
+async fn not_found() -> Response {
+    betterstack::ApiError::RouteNotFound.into_response()
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is running", body = serde_json::Value)))]
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// The process can serve requests: its store answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "The store is reachable", body = serde_json::Value),
+        (status = 503, description = "The store is unreachable", body = serde_json::Value),
+    ))]
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.services.store.ping().await {
+        Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed: store unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({"status": "unavailable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// This document: OpenAPI 3.1, generated from the handlers.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = serde_json::Value)))]
+async fn openapi_document(State(state): State<AppState>) -> Response {
+    let json = state.openapi_json.get().cloned().unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+}

@@ -1,0 +1,247 @@
+//! Building the application: store, keys, services, listeners.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::net::TcpListener;
+use url::Url;
+
+use crate::api::{self, AppServices};
+use crate::config::{DatabaseUrl, Settings};
+use crate::crypto::{self, CredentialHasher, MasterKey};
+use crate::domain::data_connection::DataConnections;
+use crate::domain::token::{ApiTokens, MIN_PROVIDED_TOKEN_LEN};
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+
+const META_KEY_FINGERPRINT: &str = "master_key_fingerprint";
+const META_CREDENTIAL_HASH_KEY: &str = "credential_hash_key";
+const HASH_KEY_AAD: &[u8] = b"switchboard/credential-hash-key";
+
+/// What every command needs: the store and the keys, checked against each other.
+pub struct Core {
+    pub store: Arc<dyn Store>,
+    pub master_key: MasterKey,
+    pub password_hasher: CredentialHasher,
+    pub token_hasher: CredentialHasher,
+}
+
+impl Core {
+    pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
+        create_private_dir(&settings.data_dir)?;
+        let store: Arc<dyn Store> = match &settings.database {
+            DatabaseUrl::Sqlite(url) => Arc::new(
+                SqliteStore::open(url)
+                    .await
+                    .with_context(|| format!("cannot open the SQLite database {url}"))?,
+            ),
+            DatabaseUrl::Postgres(_) => {
+                bail!("PostgreSQL support is not built yet; use a sqlite:// database.url")
+            }
+        };
+        let master_key = resolve_master_key(settings, store.as_ref()).await?;
+        let sealer = master_key.sealer();
+
+        // The credential-hash key is random and stored sealed, so a master key rotation
+        // re-seals it instead of invalidating every issued credential.
+        let fresh = crypto::random_key();
+        let sealed = store
+            .init_meta(
+                META_CREDENTIAL_HASH_KEY,
+                &sealer.seal(fresh.as_ref(), HASH_KEY_AAD),
+            )
+            .await?;
+        let hash_key = sealer
+            .open(&sealed, HASH_KEY_AAD)
+            .context("cannot open the stored credential-hash key with this master key")?;
+        Ok(Self {
+            password_hasher: CredentialHasher::new(
+                &hash_key,
+                "switchboard/data-connection-password/v1",
+            ),
+            token_hasher: CredentialHasher::new(&hash_key, "switchboard/api-token/v1"),
+            store,
+            master_key,
+        })
+    }
+
+    pub fn api_tokens(&self) -> ApiTokens {
+        ApiTokens::new(self.store.clone(), self.token_hasher.clone())
+    }
+
+    /// On a database without tokens, installs `SWITCHBOARD_BOOTSTRAP_TOKEN` or a generated
+    /// token as the first global token. A generated one is printed once, on stdout.
+    pub async fn bootstrap(&self) -> anyhow::Result<()> {
+        let provided = std::env::var("SWITCHBOARD_BOOTSTRAP_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(SecretString::from);
+        if let Some(t) = &provided {
+            if t.expose_secret().len() < MIN_PROVIDED_TOKEN_LEN {
+                bail!(
+                    "SWITCHBOARD_BOOTSTRAP_TOKEN must be at least {MIN_PROVIDED_TOKEN_LEN} characters"
+                );
+            }
+        }
+        let token = provided.clone().unwrap_or_else(ApiTokens::generate);
+        if self.api_tokens().install_first(&token).await? {
+            if provided.is_some() {
+                tracing::info!(
+                    "installed SWITCHBOARD_BOOTSTRAP_TOKEN as the first global API token"
+                );
+            } else {
+                println!(
+                    "\nSwitchboard created the first global API token. It is shown only this once; store it now:\n\n    {}\n",
+                    token.expose_secret()
+                );
+                tracing::info!("generated the first global API token (printed on stdout, once)");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))
+}
+
+async fn resolve_master_key(settings: &Settings, store: &dyn Store) -> anyhow::Result<MasterKey> {
+    let stored = store.get_meta(META_KEY_FINGERPRINT).await?;
+    let stored = stored.map(|v| String::from_utf8_lossy(&v).into_owned());
+    let key = match &settings.master_key_file {
+        Some(path) => MasterKey::load(path)?,
+        None => {
+            let path: PathBuf = settings.data_dir.join("master.key");
+            if path.exists() {
+                MasterKey::load(&path)?
+            } else if let Some(fingerprint) = &stored {
+                bail!(
+                    "this database was initialised with master key {fingerprint}, but no key is configured \
+                     and {} does not exist; set master_key_file (or SWITCHBOARD_MASTER_KEY_FILE) to that key's file",
+                    path.display()
+                );
+            } else {
+                let key = MasterKey::generate_into(&path)?;
+                tracing::warn!(
+                    path = %path.display(),
+                    fingerprint = %key.fingerprint(),
+                    "generated a new master key; back it up, stored secrets cannot be read without it"
+                );
+                key
+            }
+        }
+    };
+    let fingerprint = key.fingerprint();
+    let recorded = store
+        .init_meta(META_KEY_FINGERPRINT, fingerprint.as_bytes())
+        .await?;
+    if recorded != fingerprint.as_bytes() {
+        bail!(
+            "the master key (fingerprint {fingerprint}) is not the key this database was initialised with \
+             (fingerprint {}); start with the original key file",
+            String::from_utf8_lossy(&recorded)
+        );
+    }
+    Ok(key)
+}
+
+/// The running server: bound listeners and the router behind them.
+pub struct Application {
+    api_listener: TcpListener,
+    api_addr: SocketAddr,
+    router: axum::Router,
+    store: Arc<dyn Store>,
+}
+
+impl Application {
+    /// Opens everything and binds the listeners (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let core = Core::open(&settings).await?;
+        core.bootstrap().await?;
+        let api_listener = TcpListener::bind(settings.api.listen)
+            .await
+            .with_context(|| format!("cannot listen on api.listen = {}", settings.api.listen))?;
+        let api_addr = api_listener.local_addr()?;
+        let public_url = match &settings.public_url {
+            Some(url) => url.clone(),
+            None => Url::parse(&format!("http://{api_addr}")).expect("socket address forms a URL"),
+        };
+        let topology = Arc::new(settings.topology.clone());
+        let services = Arc::new(AppServices {
+            store: core.store.clone(),
+            tokens: core.api_tokens(),
+            data_connections: DataConnections::new(
+                core.store.clone(),
+                topology,
+                core.password_hasher.clone(),
+            ),
+            public_url: AppServices::public_base(&public_url),
+        });
+        let router = api::router(services, &settings.api);
+        Ok(Self {
+            api_listener,
+            api_addr,
+            router,
+            store: core.store,
+        })
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests and closes.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.api_addr, "api listening");
+        axum::serve(
+            self.api_listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("the API server failed")?;
+        drop(self.store);
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}

@@ -1,0 +1,147 @@
+//! The command line: `serve` and `token create`. Every command reads the same layered
+//! configuration (`--config`, `SWITCHBOARD_*`, flags).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use secrecy::ExposeSecret;
+
+use crate::app::{self, Application, Core};
+use crate::config::{DatabaseOverride, FlagOverrides, ListenOverride, Settings};
+use crate::domain::token::TokenScope;
+use crate::telemetry;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Self-hosted connections service"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// TOML configuration file (see examples/switchboard.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Overrides `data_dir`.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Overrides `database.url`.
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
+    /// Overrides `api.listen`.
+    #[arg(long, global = true, value_name = "ADDR")]
+    api_listen: Option<String>,
+    /// Overrides `gateway.listen`.
+    #[arg(long, global = true, value_name = "ADDR")]
+    gateway_listen: Option<String>,
+    /// Overrides `public_url`.
+    #[arg(long, global = true, value_name = "URL")]
+    public_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the API server.
+    Serve,
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create an API token and print it on stdout (shown only this once).
+    Create {
+        /// Make a team-scoped token for this team id instead of a global token.
+        #[arg(long, value_name = "ID")]
+        team: Option<i64>,
+        /// The user the token acts for; shown as `created_by` on what it creates.
+        #[arg(long, value_name = "EMAIL")]
+        email: Option<String>,
+    },
+}
+
+impl GlobalArgs {
+    fn overrides(&self) -> FlagOverrides {
+        FlagOverrides {
+            data_dir: self.data_dir.clone(),
+            public_url: self.public_url.clone(),
+            api: self
+                .api_listen
+                .clone()
+                .map(|listen| ListenOverride { listen }),
+            gateway: self
+                .gateway_listen
+                .clone()
+                .map(|listen| ListenOverride { listen }),
+            database: self
+                .database_url
+                .clone()
+                .map(|url| DatabaseOverride { url }),
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.global.config.as_deref(), cli.global.overrides()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("switchboard: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(settings.log_format, &settings.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("switchboard: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("switchboard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => {
+            let app = Application::build(settings).await?;
+            app.run_until(app::shutdown_signal()).await
+        }
+        Command::Token(TokenCommand::Create { team, email }) => {
+            let scope = match team {
+                None => TokenScope::Global,
+                Some(id) => {
+                    if settings.topology.team(id).is_none() {
+                        anyhow::bail!(
+                            "--team {id}: no team with this id is configured in [[teams]]"
+                        );
+                    }
+                    TokenScope::Team(id)
+                }
+            };
+            let core = Core::open(&settings).await?;
+            let token = core.api_tokens().create(scope, email.as_deref()).await?;
+            println!("{}", token.expose_secret());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,543 @@
+//! Layered configuration: defaults, then a TOML file, then `SWITCHBOARD_*` environment
+//! variables, then command-line flags. Validation turns the raw layers into [`Settings`]
+//! and refuses bad input with a message that says how to fix it.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use ipnet::IpNet;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::domain::topology::{Region, Source, Team, Topology};
+
+/// Environment variables that override file keys. Other `SWITCHBOARD_*` variables (the
+/// bootstrap secrets) are read where they are used and never enter the config tree.
+const ENV_KEYS: &[(&str, &str)] = &[
+    ("DATA_DIR", "data_dir"),
+    ("PUBLIC_URL", "public_url"),
+    ("API_LISTEN", "api.listen"),
+    ("GATEWAY_LISTEN", "gateway.listen"),
+    ("DATABASE_URL", "database.url"),
+    ("MASTER_KEY_FILE", "master_key_file"),
+    ("LOG_FORMAT", "log.format"),
+    ("LOG_LEVEL", "log.level"),
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+    public_url: Option<String>,
+    #[serde(default)]
+    master_key_file: Option<PathBuf>,
+    #[serde(default)]
+    api: RawApi,
+    #[serde(default)]
+    gateway: RawGateway,
+    #[serde(default)]
+    database: RawDatabase,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    regions: Vec<RawRegion>,
+    #[serde(default)]
+    teams: Vec<RawTeam>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./switchboard-data")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawApi {
+    listen: String,
+    request_timeout_seconds: u64,
+    max_body_bytes: usize,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            request_timeout_seconds: 30,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawGateway {
+    listen: String,
+    trusted_proxies: Vec<String>,
+}
+
+impl Default for RawGateway {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8124".into(),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDatabase {
+    url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: String,
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegion {
+    name: String,
+    id: String,
+    host: String,
+    port: u16,
+    #[serde(default)]
+    tls: bool,
+    #[serde(default)]
+    upstreams: Vec<String>,
+    #[serde(default)]
+    default: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTeam {
+    id: i64,
+    name: String,
+    upstream_user: Option<String>,
+    upstream_password_file: Option<PathBuf>,
+    #[serde(default)]
+    sources: Vec<RawSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    id: i64,
+    name: String,
+    #[serde(default)]
+    tables: Vec<String>,
+}
+
+/// Command-line overrides; only the flags that were given are layered on top.
+#[derive(Debug, Default, Serialize)]
+pub struct FlagOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<ListenOverride>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<ListenOverride>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseOverride>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListenOverride {
+    pub listen: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DatabaseOverride {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(String),
+    Postgres(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub listen: SocketAddr,
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    pub listen: SocketAddr,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    /// Base of the links the API returns; `None` means "the API's own bound address".
+    pub public_url: Option<Url>,
+    pub master_key_file: Option<PathBuf>,
+    pub api: ApiSettings,
+    pub gateway: GatewaySettings,
+    pub database: DatabaseUrl,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub topology: Topology,
+}
+
+impl Settings {
+    /// Reads every layer. `file` is `--config`; a missing file named there is an error.
+    pub fn load(file: Option<&Path>, flags: FlagOverrides) -> anyhow::Result<Self> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            if !path.is_file() {
+                bail!("configuration file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let env = Env::prefixed("SWITCHBOARD_").filter_map(|key| {
+            ENV_KEYS
+                .iter()
+                .find(|(var, _)| key.as_str().eq_ignore_ascii_case(var))
+                .map(|(_, path)| (*path).into())
+        });
+        figment = figment.merge(env).merge(Serialized::defaults(flags));
+        let raw: RawConfig = figment.extract().map_err(|e| {
+            let mut msg = String::from("invalid configuration:");
+            for err in e {
+                msg.push_str(&format!("\n  - {err}"));
+            }
+            msg.push_str("\n(see examples/switchboard.toml for every key and its meaning)");
+            anyhow::anyhow!(msg)
+        })?;
+        let base = file.and_then(Path::parent).unwrap_or(Path::new("."));
+        validate(raw, base)
+    }
+}
+
+fn parse_listen(what: &str, s: &str) -> anyhow::Result<SocketAddr> {
+    s.parse().with_context(|| {
+        format!(
+            "{what} = \"{s}\" is not an address and port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""
+        )
+    })
+}
+
+fn read_secret_file(what: &str, path: &Path) -> anyhow::Result<SecretString> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{what}: cannot read {}", path.display()))?;
+    let trimmed = text.trim_end_matches(['\n', '\r']);
+    if trimmed.is_empty() {
+        bail!("{what}: {} is empty", path.display());
+    }
+    Ok(SecretString::from(trimmed.to_owned()))
+}
+
+/// Relative paths in the file are relative to the file's directory.
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn validate(raw: RawConfig, base: &Path) -> anyhow::Result<Settings> {
+    let api_listen = parse_listen("api.listen", &raw.api.listen)?;
+    let gateway_listen = parse_listen("gateway.listen", &raw.gateway.listen)?;
+    if raw.api.request_timeout_seconds == 0 {
+        bail!("api.request_timeout_seconds must be at least 1");
+    }
+    if raw.api.max_body_bytes < 1024 {
+        bail!("api.max_body_bytes must be at least 1024");
+    }
+    let trusted_proxies = raw
+        .gateway
+        .trusted_proxies
+        .iter()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .with_context(|| {
+                    format!("gateway.trusted_proxies: '{s}' is not an IP address or CIDR range")
+                })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let public_url = raw
+        .public_url
+        .as_deref()
+        .map(|s| {
+            let url = Url::parse(s).with_context(|| {
+                format!("public_url = \"{s}\" is not a URL; write it like \"https://switchboard.example.com\"")
+            })?;
+            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                bail!("public_url = \"{s}\" must be an http:// or https:// URL with a host");
+            }
+            Ok(url)
+        })
+        .transpose()?;
+
+    let database = match raw.database.url {
+        None => DatabaseUrl::Sqlite(format!(
+            "sqlite://{}",
+            raw.data_dir.join("switchboard.db").display()
+        )),
+        Some(url) if url.starts_with("sqlite:") => DatabaseUrl::Sqlite(url),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            DatabaseUrl::Postgres(url)
+        }
+        Some(_) => bail!(
+            "database.url must start with sqlite:// (embedded) or postgres:// (shared); e.g. \"sqlite://./switchboard-data/switchboard.db\""
+        ),
+    };
+
+    let log_format = match raw.log.format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => bail!("log.format = \"{other}\": use \"text\" or \"json\""),
+    };
+
+    let regions = if raw.regions.is_empty() {
+        // A fresh install: one region whose gateway is this server's own listener.
+        vec![Region {
+            name: "local".into(),
+            id: "local-1".into(),
+            host: gateway_listen.ip().to_string(),
+            port: gateway_listen.port(),
+            tls: false,
+            upstreams: vec![Url::parse("http://127.0.0.1:8123").expect("literal URL")],
+            default: true,
+        }]
+    } else {
+        validate_regions(raw.regions)?
+    };
+    let teams = validate_teams(raw.teams, base)?;
+
+    Ok(Settings {
+        master_key_file: raw.master_key_file.map(|p| resolve(base, &p)),
+        data_dir: raw.data_dir,
+        public_url,
+        api: ApiSettings {
+            listen: api_listen,
+            request_timeout: Duration::from_secs(raw.api.request_timeout_seconds),
+            max_body_bytes: raw.api.max_body_bytes,
+        },
+        gateway: GatewaySettings {
+            listen: gateway_listen,
+            trusted_proxies,
+        },
+        database,
+        log_format,
+        log_level: raw.log.level,
+        topology: Topology::new(regions, teams),
+    })
+}
+
+fn validate_regions(raw: Vec<RawRegion>) -> anyhow::Result<Vec<Region>> {
+    let mut names = HashSet::new();
+    let mut ids = HashSet::new();
+    let single = raw.len() == 1;
+    let mut regions = Vec::with_capacity(raw.len());
+    for r in raw {
+        let at = format!("[[regions]] name = \"{}\"", r.name);
+        if r.name.trim().is_empty() || r.id.trim().is_empty() {
+            bail!("every [[regions]] entry needs a non-empty name and id");
+        }
+        if !names.insert(r.name.clone()) {
+            bail!("{at}: the name is used by two regions; region names must be unique");
+        }
+        if !ids.insert(r.id.clone()) {
+            bail!(
+                "{at}: id \"{}\" is used by two regions; region ids must be unique",
+                r.id
+            );
+        }
+        if url::Host::parse(&r.host).is_err() || r.host.contains(['/', '\'', '"', ' ']) {
+            bail!("{at}: host \"{}\" is not a host name or IP address", r.host);
+        }
+        if r.port == 0 {
+            bail!("{at}: port must be between 1 and 65535");
+        }
+        let upstreams = r
+            .upstreams
+            .iter()
+            .map(|u| {
+                let url = Url::parse(u).with_context(|| {
+                    format!("{at}: upstream \"{u}\" is not a URL like \"http://127.0.0.1:8123\"")
+                })?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    bail!("{at}: upstream \"{u}\" must be http:// or https://");
+                }
+                Ok(url)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        regions.push(Region {
+            default: r.default || single,
+            name: r.name,
+            id: r.id,
+            host: r.host,
+            port: r.port,
+            tls: r.tls,
+            upstreams,
+        });
+    }
+    match regions.iter().filter(|r| r.default).count() {
+        1 => Ok(regions),
+        0 => bail!(
+            "several regions are configured and none is the default: set `default = true` on one [[regions]] entry"
+        ),
+        _ => bail!("more than one region has `default = true`: keep it on exactly one"),
+    }
+}
+
+fn validate_teams(raw: Vec<RawTeam>, base: &Path) -> anyhow::Result<Vec<Team>> {
+    let mut ids = HashSet::new();
+    let mut names = HashSet::new();
+    let mut source_ids = HashSet::new();
+    let mut teams = Vec::with_capacity(raw.len());
+    for t in raw {
+        let at = format!("[[teams]] id = {}", t.id);
+        if t.name.trim().is_empty() {
+            bail!("{at}: name must not be empty");
+        }
+        if !ids.insert(t.id) {
+            bail!("{at}: two teams have this id; team ids must be unique");
+        }
+        if !names.insert(t.name.clone()) {
+            bail!(
+                "{at}: name \"{}\" is used by two teams; team names must be unique",
+                t.name
+            );
+        }
+        let upstream_password = match (&t.upstream_user, &t.upstream_password_file) {
+            (Some(_), Some(p)) => Some(read_secret_file(
+                &format!("{at}: upstream_password_file"),
+                &resolve(base, p),
+            )?),
+            (None, Some(_)) => {
+                bail!("{at}: upstream_password_file is set but upstream_user is not")
+            }
+            _ => None,
+        };
+        let mut sources = Vec::with_capacity(t.sources.len());
+        for s in t.sources {
+            if !source_ids.insert(s.id) {
+                bail!(
+                    "{at}: source id {} is used twice; source ids must be unique",
+                    s.id
+                );
+            }
+            sources.push(Source {
+                id: s.id,
+                name: s.name,
+                tables: s.tables,
+            });
+        }
+        teams.push(Team {
+            id: t.id,
+            name: t.name,
+            upstream_user: t.upstream_user,
+            upstream_password,
+            sources,
+        });
+    }
+    Ok(teams)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_toml(text: &str) -> anyhow::Result<Settings> {
+        let raw: RawConfig = Figment::new()
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        validate(raw, Path::new("."))
+    }
+
+    #[test]
+    fn empty_config_has_one_default_local_region() {
+        let s = from_toml("").unwrap();
+        let r = s.topology.default_region();
+        assert_eq!(
+            (r.name.as_str(), r.id.as_str(), r.port),
+            ("local", "local-1", 8124)
+        );
+        assert_eq!(s.api.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(
+            s.database,
+            DatabaseUrl::Sqlite("sqlite://./switchboard-data/switchboard.db".into())
+        );
+    }
+
+    #[test]
+    fn refuses_bad_configuration_with_a_hint() {
+        let cases = [
+            ("[api]\nlisten = \"nonsense\"", "api.listen"),
+            ("unknown_key = 1", "unknown"),
+            ("[database]\nurl = \"mysql://x\"", "sqlite://"),
+            (
+                "[gateway]\ntrusted_proxies = [\"10.0.0.0/33\"]",
+                "trusted_proxies",
+            ),
+            (
+                "[[regions]]\nname='a'\nid='a1'\nhost='h'\nport=1\n[[regions]]\nname='b'\nid='b1'\nhost='h'\nport=1",
+                "default = true",
+            ),
+            (
+                "[[regions]]\nname='a'\nid='a1'\nhost='h'\nport=1\n[[regions]]\nname='a'\nid='b1'\nhost='h'\nport=1\ndefault=true",
+                "unique",
+            ),
+            (
+                "[[teams]]\nid=1\nname='x'\n[[teams]]\nid=1\nname='y'",
+                "unique",
+            ),
+            ("public_url = \"ftp://x\"", "http"),
+        ];
+        for (text, hint) in cases {
+            let err = format!("{:#}", from_toml(text).unwrap_err());
+            assert!(err.contains(hint), "{text:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn single_region_is_default_and_is_found_by_name_or_id() {
+        let s = from_toml(
+            "[[regions]]\nname='germany'\nid='eu-nbg-2'\nhost='gw.example'\nport=443\ntls=true",
+        )
+        .unwrap();
+        assert_eq!(s.topology.default_region().id, "eu-nbg-2");
+        assert!(s.topology.find_region("germany").is_some());
+        assert!(s.topology.find_region("eu-nbg-2").is_some());
+        assert!(s.topology.find_region("mars").is_none());
+    }
+}

@@ -1,0 +1,386 @@
+//! Data connections: issued ClickHouse credentials scoped to teams, a region, an
+//! allowlist and an expiry.
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+
+use super::allowlist::IpAllowlist;
+use super::pagination::PageRequest;
+use super::time::Timestamp;
+use super::token::{Principal, User};
+use super::topology::{Team, Topology};
+use crate::crypto::{self, CredentialHash, CredentialHasher};
+use crate::store::{Store, StoreError};
+
+pub const USERNAME_RANDOM_LEN: usize = 32;
+pub const PASSWORD_LEN: usize = 64;
+pub const NOTE_MAX_CHARS: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientType {
+    ClickHouse,
+}
+
+impl ClientType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClickHouse => "clickhouse",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        (s == "clickhouse").then_some(Self::ClickHouse)
+    }
+}
+
+/// Which teams' data a connection may read. `All` follows the organisation: a team added
+/// to the configuration later is included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TeamScope {
+    All,
+    Teams(Vec<i64>),
+}
+
+#[derive(Debug, Clone)]
+pub struct DataConnection {
+    pub id: i64,
+    pub client_type: ClientType,
+    pub note: Option<String>,
+    pub created_at: Timestamp,
+    pub valid_until: Option<Timestamp>,
+    pub region_id: String,
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub ip_allowlist: IpAllowlist,
+    pub teams: TeamScope,
+    pub created_by: Option<User>,
+}
+
+/// What the store persists for a new connection; the password only as its keyed hash.
+#[derive(Debug, Clone)]
+pub struct NewDataConnection {
+    pub client_type: ClientType,
+    pub note: Option<String>,
+    pub created_at: Timestamp,
+    pub valid_until: Option<Timestamp>,
+    pub region_id: String,
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub password_hash: CredentialHash,
+    pub ip_allowlist: IpAllowlist,
+    pub teams: TeamScope,
+    pub created_by: Option<User>,
+}
+
+/// How a create request names its teams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TeamSelector {
+    Unspecified,
+    Names(Vec<String>),
+    Ids(Vec<i64>),
+}
+
+/// A create request, already parsed into types at the API edge.
+#[derive(Debug, Clone)]
+pub struct CreateDataConnection {
+    pub client_type: ClientType,
+    pub teams: TeamSelector,
+    pub data_region: Option<String>,
+    pub ip_allowlist: IpAllowlist,
+    pub valid_until: Option<Timestamp>,
+    pub note: Option<String>,
+}
+
+/// A new connection and the one and only copy of its password.
+pub struct Created {
+    pub connection: DataConnection,
+    pub password: SecretString,
+}
+
+/// One source a connection can query, with the table expressions to paste into `FROM`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataSourceGroup {
+    pub source_name: String,
+    pub source_id: i64,
+    pub team_name: String,
+    pub tables: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataConnectionError {
+    #[error("{message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("connection not found")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> DataConnectionError {
+    DataConnectionError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+pub struct DataConnections {
+    store: Arc<dyn Store>,
+    topology: Arc<Topology>,
+    passwords: CredentialHasher,
+}
+
+impl DataConnections {
+    pub fn new(
+        store: Arc<dyn Store>,
+        topology: Arc<Topology>,
+        passwords: CredentialHasher,
+    ) -> Self {
+        Self {
+            store,
+            topology,
+            passwords,
+        }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    #[tracing::instrument(skip_all, fields(connection_id))]
+    pub async fn create(
+        &self,
+        principal: &Principal,
+        request: CreateDataConnection,
+    ) -> Result<Created, DataConnectionError> {
+        let region = match &request.data_region {
+            None => self.topology.default_region(),
+            Some(name) => self.topology.find_region(name).ok_or_else(|| {
+                let known: Vec<&str> = self
+                    .topology
+                    .regions()
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect();
+                invalid(
+                    "data_region",
+                    format!(
+                        "data_region '{name}' is not a configured region; configured regions: {}",
+                        known.join(", ")
+                    ),
+                )
+            })?,
+        };
+        let teams = self.resolve_teams(&request.teams)?;
+        let now = Timestamp::now();
+        if let Some(until) = request.valid_until {
+            if until <= now {
+                return Err(invalid("valid_until", "valid_until must be in the future"));
+            }
+        }
+        let note = request
+            .note
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty());
+        if let Some(n) = &note {
+            if n.chars().count() > NOTE_MAX_CHARS {
+                return Err(invalid(
+                    "note",
+                    format!("note must be at most {NOTE_MAX_CHARS} characters"),
+                ));
+            }
+            if n.contains('\0') {
+                return Err(invalid("note", "note must not contain NUL characters"));
+            }
+        }
+
+        // A username collision needs two equal 190-bit random strings; retrying keeps the
+        // unique index an invariant rather than an error a client could see.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let username = format!("u{}", crypto::random_alphanumeric(USERNAME_RANDOM_LEN));
+            let password = SecretString::from(crypto::random_alphanumeric(PASSWORD_LEN));
+            let new = NewDataConnection {
+                client_type: request.client_type,
+                note: note.clone(),
+                created_at: now,
+                valid_until: request.valid_until,
+                region_id: region.id.clone(),
+                host: region.host.clone(),
+                port: region.port,
+                username,
+                password_hash: self
+                    .passwords
+                    .hash(secrecy::ExposeSecret::expose_secret(&password)),
+                ip_allowlist: request.ip_allowlist.clone(),
+                teams: teams.clone(),
+                created_by: principal.user.clone(),
+            };
+            match self.store.insert_data_connection(new).await {
+                Ok(connection) => {
+                    tracing::Span::current().record("connection_id", connection.id);
+                    tracing::info!(connection_id = connection.id, "data connection created");
+                    return Ok(Created {
+                        connection,
+                        password,
+                    });
+                }
+                Err(StoreError::Conflict(_)) if attempts < 3 => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn resolve_teams(&self, selector: &TeamSelector) -> Result<TeamScope, DataConnectionError> {
+        let mut ids: Vec<i64> = match selector {
+            TeamSelector::Unspecified => return Ok(TeamScope::All),
+            TeamSelector::Names(names) if names.is_empty() => return Ok(TeamScope::All),
+            TeamSelector::Ids(ids) if ids.is_empty() => return Ok(TeamScope::All),
+            TeamSelector::Names(names) => names
+                .iter()
+                .map(|n| {
+                    self.topology.team_by_name(n).map(|t| t.id).ok_or_else(|| {
+                        invalid("team_names", format!("team_names: no team is named '{n}'"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            TeamSelector::Ids(ids) => ids
+                .iter()
+                .map(|&id| {
+                    self.topology.team(id).map(|t| t.id).ok_or_else(|| {
+                        invalid("team_ids", format!("team_ids: no team has id {id}"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(TeamScope::Teams(ids))
+    }
+
+    pub async fn list(
+        &self,
+        page: PageRequest,
+    ) -> Result<(Vec<DataConnection>, u64), DataConnectionError> {
+        let Some(offset) = page.offset() else {
+            // Beyond any representable offset: certainly past the end.
+            return Ok((Vec::new(), self.store.count_data_connections().await?));
+        };
+        Ok(self
+            .store
+            .list_data_connections(offset, page.limit())
+            .await?)
+    }
+
+    pub async fn get(&self, id: i64) -> Result<DataConnection, DataConnectionError> {
+        self.store
+            .get_data_connection(id)
+            .await?
+            .ok_or(DataConnectionError::NotFound)
+    }
+
+    pub async fn delete(&self, id: i64) -> Result<(), DataConnectionError> {
+        if self.store.delete_data_connection(id).await? {
+            tracing::info!(connection_id = id, "data connection deleted");
+            Ok(())
+        } else {
+            Err(DataConnectionError::NotFound)
+        }
+    }
+
+    /// The configured teams a connection reaches, in id order.
+    pub fn teams_of<'a>(&'a self, connection: &'a DataConnection) -> Vec<&'a Team> {
+        match &connection.teams {
+            TeamScope::All => self.topology.teams().iter().collect(),
+            TeamScope::Teams(ids) => ids
+                .iter()
+                .filter_map(|id| self.topology.team(*id))
+                .collect(),
+        }
+    }
+
+    pub fn data_sources(&self, connection: &DataConnection) -> Vec<DataSourceGroup> {
+        self.teams_of(connection)
+            .into_iter()
+            .flat_map(|team| {
+                team.sources.iter().map(move |s| DataSourceGroup {
+                    source_name: s.name.clone(),
+                    source_id: s.id,
+                    team_name: team.name.clone(),
+                    tables: s.tables.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// A curl command that runs a query through this connection's gateway. The password
+    /// is shown only when the caller has it (the create response).
+    pub fn sample_query(&self, connection: &DataConnection, password: Option<&str>) -> String {
+        let tls = self
+            .topology
+            .region_by_id(&connection.region_id)
+            .is_some_and(|r| r.tls);
+        let scheme = if tls { "https" } else { "http" };
+        let default_port = if tls { 443 } else { 80 };
+        let authority = if connection.port == default_port {
+            connection.host.clone()
+        } else if connection.host.contains(':') {
+            format!("[{}]:{}", connection.host, connection.port)
+        } else {
+            format!("{}:{}", connection.host, connection.port)
+        };
+        let query = match self
+            .data_sources(connection)
+            .iter()
+            .flat_map(|g| g.tables.first())
+            .next()
+        {
+            Some(table) => format!("SELECT * FROM {table} LIMIT 10 FORMAT Pretty"),
+            None => "SELECT version() FORMAT Pretty".to_owned(),
+        };
+        format!(
+            "curl -u {}:{} -H 'Content-type: plain/text' -X POST '{scheme}://{authority}/?output_format_pretty_row_numbers=0' -d \"{}\"",
+            connection.username,
+            password.unwrap_or("INSERT_PASSWORD"),
+            shell_double_quoted(&query)
+        )
+    }
+}
+
+/// Escapes what a POSIX shell interprets inside double quotes.
+fn shell_double_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '"' | '\\' | '$' | '`') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_escaping_covers_specials() {
+        assert_eq!(shell_double_quoted(r#"a"b$c`d\e"#), r#"a\"b\$c\`d\\e"#);
+    }
+
+    #[test]
+    fn client_type_parses_only_clickhouse() {
+        assert_eq!(
+            ClientType::parse("clickhouse"),
+            Some(ClientType::ClickHouse)
+        );
+        assert_eq!(ClientType::parse("ClickHouse"), None);
+        assert_eq!(ClientType::parse("postgres"), None);
+    }
+}

@@ -1,0 +1,61 @@
+//! Persistence behind one trait, with an implementation per database.
+
+use async_trait::async_trait;
+
+use crate::crypto::CredentialHash;
+use crate::domain::data_connection::{DataConnection, NewDataConnection};
+use crate::domain::token::{Principal, TokenScope, User};
+
+pub mod sqlite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint rejected the write; names the constraint's column.
+    #[error("unique constraint violated on {0}")]
+    Conflict(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap round trip proving the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores `value` under `key` unless a value is there; returns the value that is stored
+    /// afterwards, so concurrent initialisers agree on one.
+    async fn init_meta(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError>;
+
+    /// The user with this e-mail address, created if new.
+    async fn ensure_user(&self, email: &str) -> Result<User, StoreError>;
+
+    async fn insert_api_token(
+        &self,
+        hash: &CredentialHash,
+        scope: TokenScope,
+        user: Option<&User>,
+    ) -> Result<i64, StoreError>;
+    /// Inserts a global token only if the database has no token yet; true if it did.
+    async fn insert_first_api_token(&self, hash: &CredentialHash) -> Result<bool, StoreError>;
+    async fn find_api_token(&self, hash: &CredentialHash) -> Result<Option<Principal>, StoreError>;
+
+    async fn insert_data_connection(
+        &self,
+        new: NewDataConnection,
+    ) -> Result<DataConnection, StoreError>;
+    /// A page in id order, and the total number of connections.
+    async fn list_data_connections(
+        &self,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<DataConnection>, u64), StoreError>;
+    async fn count_data_connections(&self) -> Result<u64, StoreError>;
+    async fn get_data_connection(&self, id: i64) -> Result<Option<DataConnection>, StoreError>;
+    /// True if a connection was deleted.
+    async fn delete_data_connection(&self, id: i64) -> Result<bool, StoreError>;
+}

@@ -1,0 +1,338 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous = FULL`, so an
+//! acknowledged write survives a crash of the process or the machine.
+//!
+//! Writes go through a single-connection pool: SQLite admits one writer at a time anyway,
+//! and queueing in the pool avoids `SQLITE_BUSY` upgrade deadlocks. Reads use their own pool
+//! and run concurrently with the writer thanks to WAL.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, query};
+
+use super::{Store, StoreError};
+use crate::crypto::CredentialHash;
+use crate::domain::allowlist::{AllowEntry, IpAllowlist};
+use crate::domain::data_connection::{ClientType, DataConnection, NewDataConnection, TeamScope};
+use crate::domain::time::Timestamp;
+use crate::domain::token::{Principal, TokenScope, User};
+
+pub struct SqliteStore {
+    reader: SqlitePool,
+    writer: SqlitePool,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at a `sqlite://` URL and applies migrations.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let path = options.get_filename().to_path_buf();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| sqlx::Error::Io(e))?;
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self {
+            reader,
+            writer,
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+fn map_write_error(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.is_unique_violation() {
+            return StoreError::Conflict(db.message().to_owned());
+        }
+    }
+    StoreError::Database(e)
+}
+
+const CONNECTION_COLUMNS: &str = "c.id, c.client_type, c.note, c.created_at, c.valid_until, \
+     c.region_id, c.host, c.port, c.username, c.ip_allowlist, c.team_ids, \
+     c.created_by, u.email AS created_by_email";
+
+fn corrupt(what: &str, id: i64) -> StoreError {
+    StoreError::Corrupt(format!("data connection {id}: {what}"))
+}
+
+fn connection_from_row(row: &SqliteRow) -> Result<DataConnection, StoreError> {
+    let id: i64 = row.try_get("id")?;
+    let client_type: String = row.try_get("client_type")?;
+    let allowlist_json: String = row.try_get("ip_allowlist")?;
+    let allowlist: Vec<String> =
+        serde_json::from_str(&allowlist_json).map_err(|_| corrupt("ip_allowlist", id))?;
+    let allowlist = allowlist
+        .iter()
+        .map(|s| {
+            s.parse::<AllowEntry>()
+                .map_err(|_| corrupt("ip_allowlist entry", id))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let teams = match row.try_get::<Option<String>, _>("team_ids")? {
+        None => TeamScope::All,
+        Some(json) => {
+            TeamScope::Teams(serde_json::from_str(&json).map_err(|_| corrupt("team_ids", id))?)
+        }
+    };
+    let created_by = match row.try_get::<Option<i64>, _>("created_by")? {
+        Some(user_id) => Some(User {
+            id: user_id,
+            email: row.try_get("created_by_email")?,
+        }),
+        None => None,
+    };
+    Ok(DataConnection {
+        id,
+        client_type: ClientType::parse(&client_type).ok_or_else(|| corrupt("client_type", id))?,
+        note: row.try_get("note")?,
+        created_at: Timestamp::from_millis(row.try_get("created_at")?),
+        valid_until: row
+            .try_get::<Option<i64>, _>("valid_until")?
+            .map(Timestamp::from_millis),
+        region_id: row.try_get("region_id")?,
+        host: row.try_get("host")?,
+        port: u16::try_from(row.try_get::<i64, _>("port")?).map_err(|_| corrupt("port", id))?,
+        username: row.try_get("username")?,
+        ip_allowlist: IpAllowlist::new(allowlist),
+        teams,
+        created_by,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(query("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.writer)
+            .await?
+            .map(|r| r.get(0)))
+    }
+
+    async fn init_meta(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.writer)
+            .await?;
+        self.get_meta(key)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("meta key {key} vanished")))
+    }
+
+    async fn ensure_user(&self, email: &str) -> Result<User, StoreError> {
+        let row = query(
+            "INSERT INTO users (email, created_at) VALUES (?, ?) \
+             ON CONFLICT (email) DO UPDATE SET email = excluded.email RETURNING id, email",
+        )
+        .bind(email)
+        .bind(Timestamp::now().as_millis())
+        .fetch_one(&self.writer)
+        .await?;
+        Ok(User {
+            id: row.get(0),
+            email: row.get(1),
+        })
+    }
+
+    async fn insert_api_token(
+        &self,
+        hash: &CredentialHash,
+        scope: TokenScope,
+        user: Option<&User>,
+    ) -> Result<i64, StoreError> {
+        let team = match scope {
+            TokenScope::Global => None,
+            TokenScope::Team(id) => Some(id),
+        };
+        let row = query(
+            "INSERT INTO api_tokens (token_hash, team_id, user_id, created_at) VALUES (?, ?, ?, ?) RETURNING id",
+        )
+        .bind(hash.as_slice())
+        .bind(team)
+        .bind(user.map(|u| u.id))
+        .bind(Timestamp::now().as_millis())
+        .fetch_one(&self.writer)
+        .await
+        .map_err(map_write_error)?;
+        Ok(row.get(0))
+    }
+
+    async fn insert_first_api_token(&self, hash: &CredentialHash) -> Result<bool, StoreError> {
+        let done = query(
+            "INSERT INTO api_tokens (token_hash, team_id, user_id, created_at) \
+             SELECT ?, NULL, NULL, ? WHERE NOT EXISTS (SELECT 1 FROM api_tokens)",
+        )
+        .bind(hash.as_slice())
+        .bind(Timestamp::now().as_millis())
+        .execute(&self.writer)
+        .await
+        .map_err(map_write_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn find_api_token(&self, hash: &CredentialHash) -> Result<Option<Principal>, StoreError> {
+        let row = query(
+            "SELECT t.id, t.team_id, t.user_id, u.email FROM api_tokens t \
+             LEFT JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
+        )
+        .bind(hash.as_slice())
+        .fetch_optional(&self.reader)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let user = match row.try_get::<Option<i64>, _>(2)? {
+            Some(id) => Some(User {
+                id,
+                email: row.try_get(3)?,
+            }),
+            None => None,
+        };
+        Ok(Some(Principal {
+            token_id: row.try_get(0)?,
+            scope: match row.try_get::<Option<i64>, _>(1)? {
+                None => TokenScope::Global,
+                Some(team) => TokenScope::Team(team),
+            },
+            user,
+        }))
+    }
+
+    async fn insert_data_connection(
+        &self,
+        new: NewDataConnection,
+    ) -> Result<DataConnection, StoreError> {
+        let allowlist =
+            serde_json::to_string(&new.ip_allowlist.to_strings()).expect("strings serialise");
+        let team_ids = match &new.teams {
+            TeamScope::All => None,
+            TeamScope::Teams(ids) => Some(serde_json::to_string(ids).expect("ints serialise")),
+        };
+        let row = query(
+            "INSERT INTO data_connections (client_type, note, created_at, valid_until, region_id, \
+             host, port, username, password_hash, ip_allowlist, team_ids, created_by) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(new.client_type.as_str())
+        .bind(new.note.as_deref())
+        .bind(new.created_at.as_millis())
+        .bind(new.valid_until.map(Timestamp::as_millis))
+        .bind(&new.region_id)
+        .bind(&new.host)
+        .bind(i64::from(new.port))
+        .bind(&new.username)
+        .bind(new.password_hash.as_slice())
+        .bind(allowlist)
+        .bind(team_ids)
+        .bind(new.created_by.as_ref().map(|u| u.id))
+        .fetch_one(&self.writer)
+        .await
+        .map_err(map_write_error)?;
+        Ok(DataConnection {
+            id: row.get(0),
+            client_type: new.client_type,
+            note: new.note,
+            created_at: new.created_at,
+            valid_until: new.valid_until,
+            region_id: new.region_id,
+            host: new.host,
+            port: new.port,
+            username: new.username,
+            ip_allowlist: new.ip_allowlist,
+            teams: new.teams,
+            created_by: new.created_by,
+        })
+    }
+
+    async fn list_data_connections(
+        &self,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<DataConnection>, u64), StoreError> {
+        // One read transaction, so the page and the total describe the same state.
+        let mut tx = self.reader.begin().await?;
+        let rows = query(&format!(
+            "SELECT {CONNECTION_COLUMNS} FROM data_connections c \
+             LEFT JOIN users u ON u.id = c.created_by ORDER BY c.id LIMIT ? OFFSET ?"
+        ))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&mut *tx)
+        .await?;
+        let total: i64 = query("SELECT COUNT(*) FROM data_connections")
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        tx.commit().await?;
+        let connections = rows
+            .iter()
+            .map(connection_from_row)
+            .collect::<Result<_, _>>()?;
+        Ok((connections, total as u64))
+    }
+
+    async fn count_data_connections(&self) -> Result<u64, StoreError> {
+        let total: i64 = query("SELECT COUNT(*) FROM data_connections")
+            .fetch_one(&self.reader)
+            .await?
+            .get(0);
+        Ok(total as u64)
+    }
+
+    async fn get_data_connection(&self, id: i64) -> Result<Option<DataConnection>, StoreError> {
+        query(&format!(
+            "SELECT {CONNECTION_COLUMNS} FROM data_connections c \
+             LEFT JOIN users u ON u.id = c.created_by WHERE c.id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?
+        .as_ref()
+        .map(connection_from_row)
+        .transpose()
+    }
+
+    async fn delete_data_connection(&self, id: i64) -> Result<bool, StoreError> {
+        let done = query("DELETE FROM data_connections WHERE id = ?")
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
