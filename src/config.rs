@@ -237,8 +237,7 @@ impl Settings {
             msg.push_str("\n(see examples/switchboard.toml for every key and its meaning)");
             anyhow::anyhow!(msg)
         })?;
-        let base = file.and_then(Path::parent).unwrap_or(Path::new("."));
-        validate(raw, base)
+        validate(raw)
     }
 }
 
@@ -260,16 +259,8 @@ fn read_secret_file(what: &str, path: &Path) -> anyhow::Result<SecretString> {
     Ok(SecretString::from(trimmed.to_owned()))
 }
 
-/// Relative paths in the file are relative to the file's directory.
-fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
-
-fn validate(raw: RawConfig, base: &Path) -> anyhow::Result<Settings> {
+/// Relative paths, like the SQLite URL, are relative to the working directory.
+fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
     let api_listen = parse_listen("api.listen", &raw.api.listen)?;
     let gateway_listen = parse_listen("gateway.listen", &raw.gateway.listen)?;
     if raw.api.request_timeout_seconds == 0 {
@@ -339,10 +330,10 @@ fn validate(raw: RawConfig, base: &Path) -> anyhow::Result<Settings> {
     } else {
         validate_regions(raw.regions)?
     };
-    let teams = validate_teams(raw.teams, base)?;
+    let teams = validate_teams(raw.teams)?;
 
     Ok(Settings {
-        master_key_file: raw.master_key_file.map(|p| resolve(base, &p)),
+        master_key_file: raw.master_key_file,
         data_dir: raw.data_dir,
         public_url,
         api: ApiSettings {
@@ -418,7 +409,7 @@ fn validate_regions(raw: Vec<RawRegion>) -> anyhow::Result<Vec<Region>> {
     }
 }
 
-fn validate_teams(raw: Vec<RawTeam>, base: &Path) -> anyhow::Result<Vec<Team>> {
+fn validate_teams(raw: Vec<RawTeam>) -> anyhow::Result<Vec<Team>> {
     let mut ids = HashSet::new();
     let mut names = HashSet::new();
     let mut source_ids = HashSet::new();
@@ -440,7 +431,7 @@ fn validate_teams(raw: Vec<RawTeam>, base: &Path) -> anyhow::Result<Vec<Team>> {
         let upstream_password = match (&t.upstream_user, &t.upstream_password_file) {
             (Some(_), Some(p)) => Some(read_secret_file(
                 &format!("{at}: upstream_password_file"),
-                &resolve(base, p),
+                p,
             )?),
             (None, Some(_)) => {
                 bail!("{at}: upstream_password_file is set but upstream_user is not")
@@ -481,7 +472,7 @@ mod tests {
             .merge(Toml::string(text))
             .extract()
             .map_err(|e| anyhow::anyhow!(e.to_string()))?;
-        validate(raw, Path::new("."))
+        validate(raw)
     }
 
     #[test]

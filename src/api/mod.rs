@@ -119,12 +119,35 @@ pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             settings.request_timeout,
         ))
-        .layer(DefaultBodyLimit::max(settings.max_body_bytes));
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            settings.max_body_bytes,
+            reject_declared_oversize,
+        ));
 
     router
         .fallback(not_found)
         .with_state(state)
         .layer(middleware)
+}
+
+/// Refuses a body whose declared length is over the limit before reading any of it, so a
+/// client that sent `Expect: 100-continue` gets a clean 413 instead of a reset. Chunked
+/// bodies are cut off by `DefaultBodyLimit` as they are read.
+async fn reject_declared_oversize(
+    State(limit): State<usize>,
+    req: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return betterstack::ApiError::PayloadTooLarge.into_response();
+    }
+    next.run(req).await
 }
 
 async fn not_found() -> Response {

@@ -40,7 +40,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let path = options.get_filename().to_path_buf();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| sqlx::Error::Io(e))?;
+            std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)

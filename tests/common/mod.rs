@@ -1,0 +1,294 @@
+//! Test harness: runs the real `switchboard` binary in a temp dir on free ports and talks
+//! HTTP to it, the way a client would.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "test-bootstrap-token-0123456789";
+
+/// A topology with two teams and two regions, used by most tests.
+pub const TOPOLOGY: &str = r#"
+[[regions]]
+name = "germany"
+id = "eu-nbg-2"
+host = "eu-nbg-2-connect.example.com"
+port = 443
+tls = true
+upstreams = ["http://127.0.0.1:9"]
+default = true
+
+[[regions]]
+name = "local"
+id = "local-1"
+host = "127.0.0.1"
+port = 8124
+upstreams = ["http://127.0.0.1:9"]
+
+[[teams]]
+id = 1234
+name = "My Team"
+
+[[teams.sources]]
+id = 1325114
+name = "Application example"
+tables = ["team_1234.app_logs", "team_1234.app_metrics"]
+
+[[teams]]
+id = 5678
+name = "Other Team"
+
+[[teams.sources]]
+id = 2000001
+name = "Billing"
+tables = ["team_5678.billing"]
+"#;
+
+pub struct TestServer {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub base: String,
+    pub client: reqwest::Client,
+    config: String,
+    extra_env: Vec<(String, String)>,
+    extra_args: Vec<String>,
+    _tmp: Option<tempfile::TempDir>,
+    run: u32,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_switchboard")
+}
+
+impl TestServer {
+    pub async fn start(config: &str) -> Self {
+        Self::start_with(config, &[], &[]).await
+    }
+
+    /// Starts with extra environment variables and global flags (before `serve`).
+    pub async fn start_with(config: &str, env: &[(&str, &str)], args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut server = Self {
+            child: None,
+            dir,
+            base: String::new(),
+            client: reqwest::Client::new(),
+            config: config.to_owned(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
+            _tmp: Some(tmp),
+            run: 0,
+        };
+        server.spawn().await;
+        server
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("switchboard.toml")
+    }
+
+    /// A command for the binary with this server's config and environment.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(binary());
+        cmd.current_dir(&self.dir)
+            .env_remove("RUST_LOG")
+            .env("SWITCHBOARD_API_LISTEN", "127.0.0.1:0")
+            .env("SWITCHBOARD_GATEWAY_LISTEN", "127.0.0.1:0")
+            .env("SWITCHBOARD_BOOTSTRAP_TOKEN", TOKEN)
+            .env("SWITCHBOARD_LOG_LEVEL", "debug")
+            .arg("--config")
+            .arg(self.config_path());
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        cmd.args(&self.extra_args);
+        cmd
+    }
+
+    async fn spawn(&mut self) {
+        std::fs::write(
+            self.config_path(),
+            format!("data_dir = \"data\"\n{}", self.config),
+        )
+        .unwrap();
+        self.run += 1;
+        let stdout =
+            std::fs::File::create(self.dir.join(format!("stdout.{}.log", self.run))).unwrap();
+        let stderr_path = self.dir.join(format!("stderr.{}.log", self.run));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let child = self
+            .command()
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn switchboard");
+        self.child = Some(child);
+        let addr = wait_for_line(
+            &stderr_path,
+            "api listening addr=",
+            self.child.as_mut().unwrap(),
+        );
+        self.base = format!("http://{addr}");
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+
+    /// SIGTERM and wait: a graceful stop.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let status = wait_timeout(&mut child, Duration::from_secs(15));
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "graceful stop failed: {status:?}"
+            );
+        }
+    }
+
+    /// SIGKILL: the process gets no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Everything the server wrote to stdout and stderr, across restarts.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for entry in std::fs::read_dir(&self.dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                std::fs::File::open(&path)
+                    .unwrap()
+                    .read_to_string(&mut all)
+                    .unwrap();
+            }
+        }
+        all
+    }
+
+    /// Raw bytes of every database file (main file, WAL, shared memory).
+    pub fn database_bytes(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(self.dir.join("data")).unwrap() {
+            let path = entry.unwrap().path();
+            if path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("switchboard.db")
+            {
+                all.extend(std::fs::read(&path).unwrap());
+            }
+        }
+        all
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(self.url(path)).bearer_auth(TOKEN)
+    }
+
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.delete(self.url(path)).bearer_auth(TOKEN)
+    }
+
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::RequestBuilder {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+    }
+
+    /// Runs a CLI subcommand against this server's config; returns stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = self.command().args(args).output().expect("run cli");
+        assert!(
+            out.status.success(),
+            "cli {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+/// Waits for `marker` in a log file and returns the rest of that line's first word.
+pub fn wait_for_line(path: &Path, marker: &str, child: &mut Child) -> String {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(pos) = text.find(marker) {
+            let rest = &text[pos + marker.len()..];
+            return rest.split_whitespace().next().unwrap().to_owned();
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("switchboard exited with {status} before listening:\n{text}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "server did not start:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs the binary to completion with the given config text; returns (success, stderr).
+pub fn run_once(config: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("switchboard.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = Command::new(binary());
+    cmd.current_dir(tmp.path())
+        .env("SWITCHBOARD_API_LISTEN", "127.0.0.1:0")
+        .arg("--config")
+        .arg(&path)
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let stderr_path = tmp.path().join("stderr.log");
+    cmd.stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    // A configuration that is wrongly accepted would serve forever: stop it and fail.
+    let status = wait_timeout(&mut child, Duration::from_secs(20));
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    (status.is_some_and(|s| s.success()), stderr)
+}
