@@ -1,1 +1,207 @@
-fn main() {}
+//! Control-plane API benchmark: creates 10,000 data connections through the HTTP API, then
+//! lists them with per_page=50, against the release binary on an embedded SQLite store.
+//!
+//! Run: `cargo bench --bench api` (options: `-- --connections N --concurrency C --seconds S`).
+//! Client and server share this machine's cores; the figures include that contention.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+const TOKEN: &str = "bench-bootstrap-token-0123456789";
+
+struct Server {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr_path = dir.path().join("stderr.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .current_dir(dir.path())
+        .env("SWITCHBOARD_API_LISTEN", "127.0.0.1:0")
+        .env("SWITCHBOARD_BOOTSTRAP_TOKEN", TOKEN)
+        .env("SWITCHBOARD_LOG_LEVEL", "warn,switchboard::app=info")
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("start switchboard");
+    let base = wait_for_addr(&stderr_path);
+    Server {
+        child,
+        base,
+        _dir: dir,
+    }
+}
+
+fn wait_for_addr(path: &Path) -> String {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(pos) = text.find("api listening addr=") {
+            let rest = &text[pos + "api listening addr=".len()..];
+            return format!("http://{}", rest.split_whitespace().next().unwrap());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "server did not start: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Figures {
+    name: String,
+    requests: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+}
+
+impl Figures {
+    fn print(&self) {
+        let rps = self.requests as f64 / self.elapsed.as_secs_f64();
+        println!(
+            "{:<34} {:>8} req {:>10.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
+            self.name,
+            self.requests,
+            rps,
+            self.latency.value_at_quantile(0.50) as f64 / 1000.0,
+            self.latency.value_at_quantile(0.99) as f64 / 1000.0,
+        );
+    }
+}
+
+/// Runs `total` requests (or until `deadline`) from `concurrency` workers.
+async fn drive<F, Fut>(
+    name: &str,
+    concurrency: usize,
+    total: Option<u64>,
+    deadline: Option<Duration>,
+    make: F,
+) -> Figures
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = reqwest::StatusCode> + Send,
+{
+    let make = Arc::new(make);
+    let counter = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let make = make.clone();
+        let counter = counter.clone();
+        workers.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new(3).unwrap();
+            loop {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                if total.is_some_and(|t| n >= t) || deadline.is_some_and(|d| start.elapsed() >= d) {
+                    break;
+                }
+                let t0 = Instant::now();
+                let status = make(n).await;
+                assert!(status.is_success(), "request failed: {status}");
+                hist.record(t0.elapsed().as_micros() as u64).unwrap();
+            }
+            hist
+        }));
+    }
+    let mut latency = Histogram::<u64>::new(3).unwrap();
+    for w in workers {
+        latency.add(w.await.unwrap()).unwrap();
+    }
+    Figures {
+        name: name.to_owned(),
+        requests: latency.len(),
+        elapsed: start.elapsed(),
+        latency,
+    }
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let connections = arg("--connections", 10_000);
+    let concurrency = arg("--concurrency", 32) as usize;
+    let seconds = arg("--seconds", 10);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let server = start_server();
+        let base = Arc::new(server.base.clone());
+        let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap();
+        println!("switchboard API benchmark: {connections} connections, {concurrency} concurrent clients, SQLite store\n");
+
+        let (c, b) = (client.clone(), base.clone());
+        let create = drive("create (POST /api/v1/connections)", concurrency, Some(connections), None, move |i| {
+            let req = c
+                .post(format!("{b}/api/v1/connections"))
+                .bearer_auth(TOKEN)
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"client_type":"clickhouse","note":"bench {i}","ip_allowlist":["10.0.0.0/8"]}}"#));
+            async move { req.send().await.unwrap().status() }
+        })
+        .await;
+        create.print();
+
+        let pages = connections.div_ceil(50).max(1);
+        let (c, b) = (client.clone(), base.clone());
+        let list = drive("list (per_page=50, random page)", concurrency, None, Some(Duration::from_secs(seconds)), move |i| {
+            let page = i.wrapping_mul(2_654_435_761) % pages + 1;
+            let req = c.get(format!("{b}/api/v1/connections?page={page}&per_page=50")).bearer_auth(TOKEN);
+            async move {
+                let resp = req.send().await.unwrap();
+                let status = resp.status();
+                let _ = resp.bytes().await.unwrap();
+                status
+            }
+        })
+        .await;
+        list.print();
+
+        let (c, b) = (client.clone(), base.clone());
+        let get = drive("get (GET /api/v1/connections/{id})", concurrency, None, Some(Duration::from_secs(seconds)), move |i| {
+            let id = i.wrapping_mul(2_654_435_761) % connections + 1;
+            let req = c.get(format!("{b}/api/v1/connections/{id}")).bearer_auth(TOKEN);
+            async move {
+                let resp = req.send().await.unwrap();
+                let status = resp.status();
+                let _ = resp.bytes().await.unwrap();
+                status
+            }
+        })
+        .await;
+        get.print();
+
+        let (c, b) = (client.clone(), base.clone());
+        let health = drive("healthz (no auth, no store)", concurrency, None, Some(Duration::from_secs(seconds.min(5))), move |_| {
+            let req = c.get(format!("{b}/healthz"));
+            async move { req.send().await.unwrap().status() }
+        })
+        .await;
+        health.print();
+        println!("\nhealthz is the ceiling this client and machine allow; compare the others to it.");
+    });
+}

@@ -27,22 +27,37 @@ pub const TOKEN_LEN: usize = 32;
 /// Operator-provided tokens (bootstrap) must be at least this long.
 pub const MIN_PROVIDED_TOKEN_LEN: usize = 16;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::crypto::{self, CredentialHasher};
+use crate::crypto::{self, CredentialHash, CredentialHasher};
 use crate::store::{Store, StoreError};
+
+/// How long a verified token is trusted without asking the store again. Tokens cannot be
+/// revoked yet; when they can, revocation must clear this cache.
+const VERIFIED_TOKEN_TTL: Duration = Duration::from_secs(30);
+/// Bounds the cache; past it the cache starts over rather than growing.
+const VERIFIED_TOKEN_CAPACITY: usize = 10_000;
 
 /// Issues and checks API tokens; only their keyed hashes reach the store.
 pub struct ApiTokens {
     store: Arc<dyn Store>,
     hasher: CredentialHasher,
+    /// Keyed by hash, so the cache holds no token either. Only successes are cached: a
+    /// token created a moment ago is found in the store at once.
+    verified: RwLock<HashMap<CredentialHash, (Principal, Instant)>>,
 }
 
 impl ApiTokens {
     pub fn new(store: Arc<dyn Store>, hasher: CredentialHasher) -> Self {
-        Self { store, hasher }
+        Self {
+            store,
+            hasher,
+            verified: RwLock::default(),
+        }
     }
 
     pub fn generate() -> SecretString {
@@ -51,9 +66,21 @@ impl ApiTokens {
 
     #[tracing::instrument(skip_all)]
     pub async fn authenticate(&self, presented: &str) -> Result<Option<Principal>, StoreError> {
-        self.store
-            .find_api_token(&self.hasher.hash(presented))
-            .await
+        let hash = self.hasher.hash(presented);
+        if let Some((principal, at)) = self.verified.read().expect("not poisoned").get(&hash) {
+            if at.elapsed() < VERIFIED_TOKEN_TTL {
+                return Ok(Some(principal.clone()));
+            }
+        }
+        let found = self.store.find_api_token(&hash).await?;
+        if let Some(principal) = &found {
+            let mut cache = self.verified.write().expect("not poisoned");
+            if cache.len() >= VERIFIED_TOKEN_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(hash, (principal.clone(), Instant::now()));
+        }
+        Ok(found)
     }
 
     #[tracing::instrument(skip_all, fields(?scope))]
