@@ -13,4 +13,4 @@ echo "==> cargo clippy (warnings are errors)"
 cargo clippy --all-targets --locked -- -D warnings
 
 echo "==> cargo test"
-cargo test --all-targets --locked
+cargo test --locked
