@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use secrecy::{ExposeSecret, SecretString};
@@ -15,6 +16,8 @@ use crate::config::{DatabaseUrl, Settings};
 use crate::crypto::{self, CredentialHasher, MasterKey};
 use crate::domain::data_connection::DataConnections;
 use crate::domain::token::{ApiTokens, MIN_PROVIDED_TOKEN_LEN};
+use crate::gateway::Gateway;
+use crate::gateway::directory::CredentialDirectory;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
@@ -158,45 +161,84 @@ async fn resolve_master_key(settings: &Settings, store: &dyn Store) -> anyhow::R
     Ok(key)
 }
 
-/// The running server: bound listeners and the router behind them.
+/// How often the gateway's credential snapshot is rebuilt from the store, as a safety net
+/// behind the changes applied as they happen.
+const CREDENTIAL_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The running server: bound listeners and the routers behind them.
 pub struct Application {
     api_listener: TcpListener,
     api_addr: SocketAddr,
     router: axum::Router,
-    store: Arc<dyn Store>,
+    gateway_listener: TcpListener,
+    gateway_addr: SocketAddr,
+    gateway_router: axum::Router,
+    services: Arc<AppServices>,
+    directory: Arc<CredentialDirectory>,
 }
 
 impl Application {
     /// Opens everything and binds the listeners (port 0 picks a free port).
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
         let core = Core::open(&settings).await?;
         core.bootstrap().await?;
         let api_listener = TcpListener::bind(settings.api.listen)
             .await
             .with_context(|| format!("cannot listen on api.listen = {}", settings.api.listen))?;
         let api_addr = api_listener.local_addr()?;
+        let gateway_listener = TcpListener::bind(settings.gateway.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on gateway.listen = {}",
+                    settings.gateway.listen
+                )
+            })?;
+        let gateway_addr = gateway_listener.local_addr()?;
+        if settings.implicit_region {
+            settings
+                .topology
+                .set_default_region_address(gateway_addr.ip().to_string(), gateway_addr.port());
+        }
         let public_url = match &settings.public_url {
             Some(url) => url.clone(),
             None => Url::parse(&format!("http://{api_addr}")).expect("socket address forms a URL"),
         };
         let topology = Arc::new(settings.topology.clone());
+        let directory = Arc::new(CredentialDirectory::default());
         let services = Arc::new(AppServices {
             store: core.store.clone(),
             tokens: core.api_tokens(),
             data_connections: DataConnections::new(
                 core.store.clone(),
-                topology,
+                topology.clone(),
                 core.password_hasher.clone(),
+                directory.clone(),
             ),
             public_url: AppServices::public_base(&public_url),
         });
-        let router = api::router(services, &settings.api);
+        refresh_credentials(&services, &directory).await?;
+        let router = api::router(services.clone(), &settings.api);
+        let gateway = Arc::new(Gateway::new(
+            &settings.gateway,
+            directory.clone(),
+            topology,
+            core.password_hasher.clone(),
+        ));
         Ok(Self {
             api_listener,
             api_addr,
             router,
-            store: core.store,
+            gateway_listener,
+            gateway_addr,
+            gateway_router: gateway.router(),
+            services,
+            directory,
         })
+    }
+
+    pub fn gateway_addr(&self) -> SocketAddr {
+        self.gateway_addr
     }
 
     pub fn api_addr(&self) -> SocketAddr {
@@ -208,18 +250,75 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let refresher = tokio::spawn(refresh_periodically(
+            self.services.clone(),
+            self.directory.clone(),
+            stop_rx.clone(),
+        ));
         tracing::info!(addr = %self.api_addr, "api listening");
-        axum::serve(
+        tracing::info!(addr = %self.gateway_addr, "gateway listening");
+        let api = axum::serve(
             self.api_listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("the API server failed")?;
-        drop(self.store);
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let gateway = axum::serve(
+            self.gateway_listener,
+            self.gateway_router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let (api, gateway) = tokio::join!(api.into_future(), gateway.into_future());
+        api.context("the API server failed")?;
+        gateway.context("the gateway failed")?;
+        refresher.abort();
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Rebuilds the gateway's credential snapshot from the store.
+async fn refresh_credentials(
+    services: &AppServices,
+    directory: &CredentialDirectory,
+) -> anyhow::Result<()> {
+    let generation = directory.generation();
+    let credentials = services
+        .data_connections
+        .issued_credentials()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot load issued credentials: {e}"))?;
+    if directory.replace_all(credentials, generation) {
+        tracing::debug!(
+            credentials = directory.len(),
+            "credential snapshot refreshed"
+        );
+    }
+    Ok(())
+}
+
+async fn refresh_periodically(
+    services: Arc<AppServices>,
+    directory: Arc<CredentialDirectory>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(CREDENTIAL_REFRESH_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = refresh_credentials(&services, &directory).await {
+            tracing::warn!(error = %e, "credential refresh failed; keeping the current snapshot");
+        }
     }
 }
 

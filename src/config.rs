@@ -79,6 +79,8 @@ impl Default for RawApi {
 struct RawGateway {
     listen: String,
     trusted_proxies: Vec<String>,
+    upstream_connect_timeout_ms: u64,
+    upstream_response_timeout_seconds: u64,
 }
 
 impl Default for RawGateway {
@@ -86,6 +88,8 @@ impl Default for RawGateway {
         Self {
             listen: "127.0.0.1:8124".into(),
             trusted_proxies: Vec::new(),
+            upstream_connect_timeout_ms: 2000,
+            upstream_response_timeout_seconds: 300,
         }
     }
 }
@@ -134,6 +138,7 @@ struct RawTeam {
     name: String,
     upstream_user: Option<String>,
     upstream_password_file: Option<PathBuf>,
+    databases: Option<Vec<String>>,
     #[serde(default)]
     sources: Vec<RawSource>,
 }
@@ -195,6 +200,9 @@ pub struct ApiSettings {
 pub struct GatewaySettings {
     pub listen: SocketAddr,
     pub trusted_proxies: Vec<IpNet>,
+    pub upstream_connect_timeout: Duration,
+    /// Longest wait for the upstream's response headers (a query's first bytes).
+    pub upstream_response_timeout: Duration,
 }
 
 /// Validated configuration.
@@ -210,6 +218,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub log_level: String,
     pub topology: Topology,
+    /// No `[[regions]]` were configured: the one region is this server's own gateway.
+    pub implicit_region: bool,
 }
 
 impl Settings {
@@ -316,7 +326,8 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         other => bail!("log.format = \"{other}\": use \"text\" or \"json\""),
     };
 
-    let regions = if raw.regions.is_empty() {
+    let implicit_region = raw.regions.is_empty();
+    let regions = if implicit_region {
         // A fresh install: one region whose gateway is this server's own listener.
         vec![Region {
             name: "local".into(),
@@ -344,11 +355,18 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         gateway: GatewaySettings {
             listen: gateway_listen,
             trusted_proxies,
+            upstream_connect_timeout: Duration::from_millis(
+                raw.gateway.upstream_connect_timeout_ms.max(1),
+            ),
+            upstream_response_timeout: Duration::from_secs(
+                raw.gateway.upstream_response_timeout_seconds.max(1),
+            ),
         },
         database,
         log_format,
         log_level: raw.log.level,
         topology: Topology::new(regions, teams),
+        implicit_region,
     })
 }
 
@@ -452,11 +470,15 @@ fn validate_teams(raw: Vec<RawTeam>) -> anyhow::Result<Vec<Team>> {
                 tables: s.tables,
             });
         }
+        let databases = t
+            .databases
+            .unwrap_or_else(|| Team::databases_of_sources(&sources));
         teams.push(Team {
             id: t.id,
             name: t.name,
             upstream_user: t.upstream_user,
             upstream_password,
+            databases,
             sources,
         });
     }

@@ -2,6 +2,7 @@
 //!
 //! - [`api`]: the HTTP dialects (Better Stack connections), health and OpenAPI.
 //! - [`domain`]: types and rules, free of HTTP and SQL.
+//! - [`gateway`]: the ClickHouse HTTP gateway, the data plane of data connections.
 //! - [`store`]: persistence behind a trait (SQLite embedded).
 //! - [`crypto`]: keyed hashes, AEAD sealing, the master key.
 //! - [`config`]: layered configuration and the operator's topology.
@@ -13,5 +14,6 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod domain;
+pub mod gateway;
 pub mod store;
 pub mod telemetry;

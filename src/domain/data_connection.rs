@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::allowlist::IpAllowlist;
 use super::pagination::PageRequest;
@@ -75,6 +75,44 @@ pub struct NewDataConnection {
     pub created_by: Option<User>,
 }
 
+/// What the gateway needs to authenticate a connection's credentials.
+#[derive(Debug, Clone)]
+pub struct IssuedCredential {
+    pub connection_id: i64,
+    pub username: String,
+    pub password_hash: CredentialHash,
+    pub valid_until: Option<Timestamp>,
+    pub ip_allowlist: IpAllowlist,
+    pub teams: TeamScope,
+    pub region_id: String,
+}
+
+impl IssuedCredential {
+    fn of(connection: &DataConnection, password_hash: CredentialHash) -> Self {
+        Self {
+            connection_id: connection.id,
+            username: connection.username.clone(),
+            password_hash,
+            valid_until: connection.valid_until,
+            ip_allowlist: connection.ip_allowlist.clone(),
+            teams: connection.teams.clone(),
+            region_id: connection.region_id.clone(),
+        }
+    }
+}
+
+/// Who may authenticate changed. Listeners apply it before the API call that caused it
+/// returns, so a deleted connection is refused by the very next gateway request.
+#[derive(Debug, Clone)]
+pub enum CredentialChange {
+    Issued(IssuedCredential),
+    Revoked { connection_id: i64 },
+}
+
+pub trait CredentialListener: Send + Sync {
+    fn apply(&self, change: CredentialChange);
+}
+
 /// How a create request names its teams.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TeamSelector {
@@ -133,6 +171,7 @@ pub struct DataConnections {
     store: Arc<dyn Store>,
     topology: Arc<Topology>,
     passwords: CredentialHasher,
+    listener: Arc<dyn CredentialListener>,
 }
 
 impl DataConnections {
@@ -140,11 +179,13 @@ impl DataConnections {
         store: Arc<dyn Store>,
         topology: Arc<Topology>,
         passwords: CredentialHasher,
+        listener: Arc<dyn CredentialListener>,
     ) -> Self {
         Self {
             store,
             topology,
             passwords,
+            listener,
         }
     }
 
@@ -206,6 +247,7 @@ impl DataConnections {
             attempts += 1;
             let username = format!("u{}", crypto::random_alphanumeric(USERNAME_RANDOM_LEN));
             let password = SecretString::from(crypto::random_alphanumeric(PASSWORD_LEN));
+            let password_hash = self.passwords.hash(password.expose_secret());
             let new = NewDataConnection {
                 client_type: request.client_type,
                 note: note.clone(),
@@ -224,6 +266,11 @@ impl DataConnections {
             };
             match self.store.insert_data_connection(new).await {
                 Ok(connection) => {
+                    self.listener
+                        .apply(CredentialChange::Issued(IssuedCredential::of(
+                            &connection,
+                            password_hash,
+                        )));
                     tracing::Span::current().record("connection_id", connection.id);
                     tracing::info!(connection_id = connection.id, "data connection created");
                     return Ok(Created {
@@ -287,11 +334,24 @@ impl DataConnections {
 
     pub async fn delete(&self, id: i64) -> Result<(), DataConnectionError> {
         if self.store.delete_data_connection(id).await? {
+            self.listener
+                .apply(CredentialChange::Revoked { connection_id: id });
             tracing::info!(connection_id = id, "data connection deleted");
             Ok(())
         } else {
             Err(DataConnectionError::NotFound)
         }
+    }
+
+    /// Every issued credential, for the gateway's snapshot.
+    pub async fn issued_credentials(&self) -> Result<Vec<IssuedCredential>, DataConnectionError> {
+        Ok(self
+            .store
+            .list_data_connection_credentials()
+            .await?
+            .into_iter()
+            .map(|(connection, hash)| IssuedCredential::of(&connection, hash))
+            .collect())
     }
 
     /// The configured teams a connection reaches, in id order.

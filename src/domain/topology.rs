@@ -32,7 +32,25 @@ pub struct Team {
     pub name: String,
     pub upstream_user: Option<String>,
     pub upstream_password: Option<SecretString>,
+    /// ClickHouse databases holding this team's data; a request naming one of them (the
+    /// `database` parameter) is served as this team.
+    pub databases: Vec<String>,
     pub sources: Vec<Source>,
+}
+
+impl Team {
+    /// Databases named by the sources' tables (`team_1234.app_logs` names `team_1234`).
+    pub fn databases_of_sources(sources: &[Source]) -> Vec<String> {
+        let mut dbs: Vec<String> = sources
+            .iter()
+            .flat_map(|s| &s.tables)
+            .filter_map(|t| t.split_once('.').map(|(db, _)| db.to_owned()))
+            .filter(|db| !db.is_empty() && !db.contains(['(', ' ', ',']))
+            .collect();
+        dbs.sort();
+        dbs.dedup();
+        dbs
+    }
 }
 
 /// Validated at start-up: region names and ids are unique, exactly one region is the
@@ -71,6 +89,14 @@ impl Topology {
             .iter()
             .find(|r| r.name == name_or_id)
             .or_else(|| self.regions.iter().find(|r| r.id == name_or_id))
+    }
+
+    /// Points the default region at an address known only after binding (port 0).
+    pub fn set_default_region_address(&mut self, host: String, port: u16) {
+        if let Some(region) = self.regions.iter_mut().find(|r| r.default) {
+            region.host = host;
+            region.port = port;
+        }
     }
 
     pub fn region_by_id(&self, id: &str) -> Option<&Region> {

@@ -54,6 +54,10 @@ pub trait Store: Send + Sync + 'static {
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<DataConnection>, u64), StoreError>;
+    /// Every connection with its password hash, for the gateway's credential snapshot.
+    async fn list_data_connection_credentials(
+        &self,
+    ) -> Result<Vec<(DataConnection, CredentialHash)>, StoreError>;
     async fn count_data_connections(&self) -> Result<u64, StoreError>;
     async fn get_data_connection(&self, id: i64) -> Result<Option<DataConnection>, StoreError>;
     /// True if a connection was deleted.

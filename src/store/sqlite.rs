@@ -323,6 +323,27 @@ impl Store for SqliteStore {
         Ok((connections, total as u64))
     }
 
+    async fn list_data_connection_credentials(
+        &self,
+    ) -> Result<Vec<(DataConnection, CredentialHash)>, StoreError> {
+        let rows = query(&format!(
+            "SELECT {CONNECTION_JSON}, c.password_hash FROM data_connections c \
+             LEFT JOIN users u ON u.id = c.created_by"
+        ))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let connection =
+                    parse_json::<ConnectionRow>(row.try_get::<&str, _>(0)?)?.into_domain()?;
+                let hash: Vec<u8> = row.try_get(1)?;
+                let hash = CredentialHash::try_from(hash.as_slice())
+                    .map_err(|_| corrupt("password_hash length", connection.id))?;
+                Ok((connection, hash))
+            })
+            .collect()
+    }
+
     async fn count_data_connections(&self) -> Result<u64, StoreError> {
         let total: i64 = query("SELECT COUNT(*) FROM data_connections")
             .fetch_one(&self.reader)

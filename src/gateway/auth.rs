@@ -1,0 +1,201 @@
+//! Who is calling: the credentials a ClickHouse HTTP client presents, and its address.
+
+use std::net::IpAddr;
+
+use axum::http::{HeaderMap, header};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use ipnet::IpNet;
+use secrecy::SecretString;
+
+use super::error::GatewayError;
+
+pub const USER_HEADER: &str = "x-clickhouse-user";
+pub const KEY_HEADER: &str = "x-clickhouse-key";
+
+/// Credentials as presented. ClickHouse's user is `default` when none is named.
+pub struct Presented {
+    pub user: String,
+    pub password: SecretString,
+}
+
+/// Reads the credentials from exactly one of: `X-ClickHouse-User`/`X-ClickHouse-Key`,
+/// HTTP Basic, or the `user`/`password` URL parameters.
+pub fn presented_credentials(
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Presented, GatewayError> {
+    let header_user = header_text(headers, USER_HEADER);
+    let header_key = header_text(headers, KEY_HEADER);
+    let authorization = header_text(headers, header::AUTHORIZATION.as_str());
+    let mut param_user = None;
+    let mut param_password = None;
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match key.as_ref() {
+            "user" => param_user = Some(value.into_owned()),
+            "password" => param_password = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let uses_headers = header_user.is_some() || header_key.is_some();
+    let uses_basic = authorization.is_some();
+    let uses_params = param_user.is_some() || param_password.is_some();
+    if [uses_headers, uses_basic, uses_params]
+        .iter()
+        .filter(|u| **u)
+        .count()
+        > 1
+    {
+        return Err(GatewayError::AmbiguousAuthentication);
+    }
+    let (user, password) = if uses_headers {
+        (header_user, header_key)
+    } else if let Some(value) = authorization {
+        let (user, password) = parse_basic(&value).ok_or(GatewayError::AuthenticationFailed {
+            user: String::new(),
+        })?;
+        (Some(user), Some(password))
+    } else {
+        (param_user, param_password)
+    };
+    Ok(Presented {
+        user: user.unwrap_or_else(|| "default".to_owned()),
+        password: SecretString::from(password.unwrap_or_default()),
+    })
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+fn parse_basic(value: &str) -> Option<(String, String)> {
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = BASE64.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
+/// `X-Forwarded-For` hop that is not itself a trusted proxy. IPv4-mapped IPv6 addresses
+/// are canonicalised, so allowlists see `10.0.0.1`, never `::ffff:10.0.0.1`.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .map(|s| s.parse::<IpAddr>().map(|ip| ip.to_canonical()))
+        .collect::<Result<_, _>>()
+        // A malformed header from a trusted proxy proves nothing: use the proxy itself.
+        .unwrap_or_default();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        client = *hop;
+        if !is_trusted(hop) {
+            break;
+        }
+    }
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn each_method_alone_and_two_together_is_an_error() {
+        let p = presented_credentials(&headers(&[(USER_HEADER, "u1"), (KEY_HEADER, "k")]), None)
+            .unwrap();
+        assert_eq!((p.user.as_str(), p.password.expose_secret()), ("u1", "k"));
+        let basic = format!("Basic {}", BASE64.encode("u2:p:with:colons"));
+        let p = presented_credentials(&headers(&[("authorization", &basic)]), None).unwrap();
+        assert_eq!(
+            (p.user.as_str(), p.password.expose_secret()),
+            ("u2", "p:with:colons")
+        );
+        let p = presented_credentials(
+            &HeaderMap::new(),
+            Some("user=u3&password=p%263&query=SELECT+1"),
+        )
+        .unwrap();
+        assert_eq!((p.user.as_str(), p.password.expose_secret()), ("u3", "p&3"));
+        let p = presented_credentials(&HeaderMap::new(), Some("query=SELECT+1")).unwrap();
+        assert_eq!(p.user, "default");
+
+        assert!(matches!(
+            presented_credentials(
+                &headers(&[(USER_HEADER, "u"), ("authorization", &basic)]),
+                None
+            ),
+            Err(GatewayError::AmbiguousAuthentication)
+        ));
+        assert!(matches!(
+            presented_credentials(&headers(&[("authorization", &basic)]), Some("user=x")),
+            Err(GatewayError::AmbiguousAuthentication)
+        ));
+        assert!(matches!(
+            presented_credentials(&headers(&[(KEY_HEADER, "k")]), Some("password=x")),
+            Err(GatewayError::AmbiguousAuthentication)
+        ));
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let xff = headers(&[("x-forwarded-for", "1.1.1.1, 2.2.2.2, 10.0.0.7")]);
+        // Untrusted peer: the header is ignored.
+        assert_eq!(
+            client_ip("8.8.8.8".parse().unwrap(), &xff, &trusted),
+            "8.8.8.8".parse::<IpAddr>().unwrap()
+        );
+        // Trusted peer: the right-most untrusted hop, never the spoofable left-most one.
+        assert_eq!(
+            client_ip("10.1.1.1".parse().unwrap(), &xff, &trusted),
+            "2.2.2.2".parse::<IpAddr>().unwrap()
+        );
+        // Mapped peers are canonicalised before the trust check.
+        assert_eq!(
+            client_ip("::ffff:10.1.1.1".parse().unwrap(), &xff, &trusted),
+            "2.2.2.2".parse::<IpAddr>().unwrap()
+        );
+        // A malformed header counts as none.
+        let bad = headers(&[("x-forwarded-for", "1.1.1.1, nonsense")]);
+        assert_eq!(
+            client_ip("10.1.1.1".parse().unwrap(), &bad, &trusted),
+            "10.1.1.1".parse::<IpAddr>().unwrap()
+        );
+        // Several header lines are one list.
+        let two = headers(&[
+            ("x-forwarded-for", "3.3.3.3"),
+            ("x-forwarded-for", "10.0.0.9"),
+        ]);
+        assert_eq!(
+            client_ip("10.1.1.1".parse().unwrap(), &two, &trusted),
+            "3.3.3.3".parse::<IpAddr>().unwrap()
+        );
+    }
+}

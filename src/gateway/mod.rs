@@ -1,0 +1,348 @@
+//! The ClickHouse HTTP gateway: authenticates issued credentials against the in-memory
+//! snapshot and forwards the request, streaming both ways, to the region's ClickHouse as
+//! the team's own upstream user. Team isolation is that user's rights in ClickHouse; the
+//! gateway never reads the SQL.
+//!
+//! Which team serves a request: a connection scoped to one team uses that team. A
+//! connection scoped to several (or all) teams uses the team whose databases contain the
+//! request's `database` URL parameter (or `X-ClickHouse-Database` header); without one it
+//! is refused with a message that says to name it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use ipnet::IpNet;
+use secrecy::ExposeSecret;
+
+use crate::config::GatewaySettings;
+use crate::crypto::CredentialHasher;
+use crate::domain::data_connection::{IssuedCredential, TeamScope};
+use crate::domain::time::Timestamp;
+use crate::domain::topology::{Team, Topology};
+
+pub mod auth;
+pub mod directory;
+pub mod error;
+
+use auth::{KEY_HEADER, USER_HEADER};
+use directory::CredentialDirectory;
+pub use error::GatewayError;
+
+pub struct Gateway {
+    directory: Arc<CredentialDirectory>,
+    topology: Arc<Topology>,
+    passwords: CredentialHasher,
+    trusted_proxies: Vec<IpNet>,
+    client: Client<HttpConnector, Body>,
+    response_timeout: Duration,
+}
+
+impl Gateway {
+    pub fn new(
+        settings: &GatewaySettings,
+        directory: Arc<CredentialDirectory>,
+        topology: Arc<Topology>,
+        passwords: CredentialHasher,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(settings.upstream_connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Self {
+            directory,
+            topology,
+            passwords,
+            trusted_proxies: settings.trusted_proxies.clone(),
+            client,
+            response_timeout: settings.upstream_response_timeout,
+        }
+    }
+
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new().fallback(handle).with_state(self)
+    }
+
+    /// Every refusal is the same answer; the reason is logged, never told.
+    fn authenticate(
+        &self,
+        presented: &auth::Presented,
+        client: IpAddr,
+    ) -> Result<Arc<IssuedCredential>, GatewayError> {
+        let refuse = |reason: &str| {
+            tracing::info!(user = %presented.user.escape_debug(), %client, reason, "gateway authentication refused");
+            GatewayError::AuthenticationFailed {
+                user: presented.user.clone(),
+            }
+        };
+        let Some(credential) = self.directory.lookup(&presented.user) else {
+            // Spend the same work as a real check, so timing does not tell users apart.
+            let _ = self
+                .passwords
+                .verify(presented.password.expose_secret(), &[0; 32]);
+            return Err(refuse("unknown user"));
+        };
+        if !self.passwords.verify(
+            presented.password.expose_secret(),
+            &credential.password_hash,
+        ) {
+            return Err(refuse("wrong password"));
+        }
+        if credential
+            .valid_until
+            .is_some_and(|until| until <= Timestamp::now())
+        {
+            return Err(refuse("expired"));
+        }
+        if !credential.ip_allowlist.allows(client) {
+            return Err(refuse("address not allowed"));
+        }
+        Ok(credential)
+    }
+
+    fn team_for<'a>(
+        &'a self,
+        credential: &IssuedCredential,
+        database: Option<&str>,
+    ) -> Result<&'a Team, GatewayError> {
+        let teams: Vec<&Team> = match &credential.teams {
+            TeamScope::All => self.topology.teams().iter().collect(),
+            TeamScope::Teams(ids) => ids
+                .iter()
+                .filter_map(|id| self.topology.team(*id))
+                .collect(),
+        };
+        match (teams.as_slice(), database) {
+            ([only], _) => Ok(only),
+            ([], _) => Err(GatewayError::NoUpstreamUser),
+            (_, None) => Err(GatewayError::AmbiguousTeam),
+            (_, Some(db)) => teams
+                .into_iter()
+                .find(|t| t.databases.iter().any(|d| d == db))
+                .ok_or_else(|| GatewayError::DatabaseNotInScope(db.to_owned())),
+        }
+    }
+}
+
+fn ok_response() -> Response<Body> {
+    let mut response = Response::new(Body::from("Ok.\n"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=UTF-8"),
+    );
+    response
+}
+
+fn has_query_param(query: Option<&str>, name: &str) -> bool {
+    url::form_urlencoded::parse(query.unwrap_or("").as_bytes()).any(|(k, _)| k == name)
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The query string without the client's credentials; other parameters stay byte for byte.
+fn upstream_query(query: Option<&str>) -> String {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| {
+            let key = pair.split('=').next().unwrap_or("");
+            let key = url::form_urlencoded::parse(key.as_bytes())
+                .next()
+                .map(|(k, _)| k.into_owned())
+                .unwrap_or_default();
+            key != "user" && key != "password"
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Headers that describe one hop, not the message (RFC 9110 section 7.6.1), plus any the
+/// `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+async fn handle(
+    State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response<Body> {
+    let query = request.uri().query().map(str::to_owned);
+    let path = request.uri().path().to_owned();
+    // Liveness answers need no credentials, as in ClickHouse.
+    if path == "/ping"
+        || (path == "/"
+            && request.method() == Method::GET
+            && !has_query_param(query.as_deref(), "query"))
+    {
+        return ok_response();
+    }
+    match forward(&gateway, peer, request, &path, query.as_deref()).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn forward(
+    gateway: &Gateway,
+    peer: SocketAddr,
+    request: Request,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Response<Body>, GatewayError> {
+    let presented = auth::presented_credentials(request.headers(), query)?;
+    let client_ip = auth::client_ip(peer.ip(), request.headers(), &gateway.trusted_proxies);
+    let credential = gateway.authenticate(&presented, client_ip)?;
+    drop(presented);
+
+    let database = query_param(query, "database").or_else(|| {
+        request
+            .headers()
+            .get("x-clickhouse-database")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    let team = gateway.team_for(&credential, database.as_deref())?;
+    let (Some(upstream_user), Some(upstream_password)) =
+        (&team.upstream_user, &team.upstream_password)
+    else {
+        return Err(GatewayError::NoUpstreamUser);
+    };
+    let upstream = gateway
+        .topology
+        .region_by_id(&credential.region_id)
+        .and_then(|r| r.upstreams.first())
+        .ok_or(GatewayError::NoUpstream)?;
+
+    let upstream_query = upstream_query(query);
+    let target = if upstream_query.is_empty() {
+        format!("{}{}", upstream.as_str().trim_end_matches('/'), path)
+    } else {
+        format!(
+            "{}{}?{}",
+            upstream.as_str().trim_end_matches('/'),
+            path,
+            upstream_query
+        )
+    };
+    let uri: Uri = target.parse().map_err(|_| GatewayError::NoUpstream)?;
+
+    let (mut parts, body) = request.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    // The client's credentials and address claims never reach the upstream.
+    for name in [
+        header::AUTHORIZATION,
+        header::HOST,
+        HeaderName::from_static("x-forwarded-for"),
+    ] {
+        parts.headers.remove(name);
+    }
+    parts.headers.remove(USER_HEADER);
+    parts.headers.remove(KEY_HEADER);
+    parts.headers.insert(
+        USER_HEADER,
+        HeaderValue::from_str(upstream_user).map_err(|_| GatewayError::NoUpstreamUser)?,
+    );
+    let mut key = HeaderValue::from_str(upstream_password.expose_secret())
+        .map_err(|_| GatewayError::NoUpstreamUser)?;
+    key.set_sensitive(true);
+    parts.headers.insert(KEY_HEADER, key);
+    parts.uri = uri;
+    parts.version = axum::http::Version::HTTP_11;
+    let upstream_request = axum::http::Request::from_parts(parts, body);
+
+    let response = match tokio::time::timeout(
+        gateway.response_timeout,
+        gateway.client.request(upstream_request),
+    )
+    .await
+    {
+        Err(_) => {
+            tracing::warn!(upstream = %upstream, "upstream timed out");
+            return Err(GatewayError::UpstreamTimeout);
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(upstream = %upstream, error = %e, "upstream unreachable");
+            return Err(GatewayError::UpstreamUnreachable);
+        }
+        Ok(Ok(response)) => response,
+    };
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if parts.status == StatusCode::UNAUTHORIZED {
+        // The upstream refused the team's own user: an operator error, not the client's.
+        tracing::error!(team = team.id, "upstream rejected the team's upstream user");
+    }
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_removed_from_the_query_and_the_rest_kept_verbatim() {
+        assert_eq!(
+            upstream_query(Some(
+                "user=u&query=SELECT%201&password=p&database=db&default_format=JSONEachRow"
+            )),
+            "query=SELECT%201&database=db&default_format=JSONEachRow"
+        );
+        assert_eq!(
+            upstream_query(Some("us%65r=u&x=1")),
+            "x=1",
+            "encoded names are decoded first"
+        );
+        assert_eq!(upstream_query(None), "");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            "keep-alive, x-secret-hop".parse().unwrap(),
+        );
+        h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert("x-clickhouse-format", "TSV".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-clickhouse-format"));
+    }
+}
