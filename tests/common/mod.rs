@@ -46,10 +46,14 @@ name = "Billing"
 tables = ["team_5678.billing"]
 "#;
 
+pub mod clickhouse;
+
 pub struct TestServer {
     child: Option<Child>,
     pub dir: PathBuf,
     pub base: String,
+    /// `http://` address of the ClickHouse gateway listener.
+    pub gateway: String,
     pub client: reqwest::Client,
     config: String,
     extra_env: Vec<(String, String)>,
@@ -75,6 +79,7 @@ impl TestServer {
             child: None,
             dir,
             base: String::new(),
+            gateway: String::new(),
             client: reqwest::Client::new(),
             config: config.to_owned(),
             extra_env: env
@@ -137,6 +142,12 @@ impl TestServer {
             self.child.as_mut().unwrap(),
         );
         self.base = format!("http://{addr}");
+        let addr = wait_for_line(
+            &stderr_path,
+            "gateway listening addr=",
+            self.child.as_mut().unwrap(),
+        );
+        self.gateway = format!("http://{addr}");
     }
 
     pub async fn restart(&mut self) {
@@ -228,6 +239,25 @@ impl TestServer {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl TestServer {
+    /// Creates a data connection; returns (id, username, password).
+    pub async fn create_connection(&self, body: serde_json::Value) -> (i64, String, String) {
+        let resp = self
+            .post_json("/api/v1/connections", &body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
+        let v: serde_json::Value = resp.json().await.unwrap();
+        let a = &v["data"]["attributes"];
+        (
+            a["id"].as_i64().unwrap(),
+            a["username"].as_str().unwrap().to_owned(),
+            a["password"].as_str().unwrap().to_owned(),
+        )
     }
 }
 
