@@ -175,11 +175,13 @@ pub struct Application {
     gateway_router: axum::Router,
     services: Arc<AppServices>,
     directory: Arc<CredentialDirectory>,
+    gateway: Arc<Gateway>,
 }
 
 impl Application {
     /// Opens everything and binds the listeners (port 0 picks a free port).
     pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+        crate::telemetry::metrics_handle();
         let core = Core::open(&settings).await?;
         core.bootstrap().await?;
         let api_listener = TcpListener::bind(settings.api.listen)
@@ -231,9 +233,10 @@ impl Application {
             router,
             gateway_listener,
             gateway_addr,
-            gateway_router: gateway.router(),
+            gateway_router: gateway.clone().router(),
             services,
             directory,
+            gateway,
         })
     }
 
@@ -259,6 +262,7 @@ impl Application {
             self.directory.clone(),
             stop_rx.clone(),
         ));
+        let health_checks = tokio::spawn(self.gateway.health_checks());
         tracing::info!(addr = %self.api_addr, "api listening");
         tracing::info!(addr = %self.gateway_addr, "gateway listening");
         let api = axum::serve(
@@ -281,6 +285,7 @@ impl Application {
         api.context("the API server failed")?;
         gateway.context("the gateway failed")?;
         refresher.abort();
+        health_checks.abort();
         tracing::info!("stopped");
         Ok(())
     }

@@ -81,6 +81,9 @@ struct RawGateway {
     trusted_proxies: Vec<String>,
     upstream_connect_timeout_ms: u64,
     upstream_response_timeout_seconds: u64,
+    health_check_interval_ms: u64,
+    max_concurrent_queries_per_connection: usize,
+    max_requests_per_minute_per_connection: u32,
 }
 
 impl Default for RawGateway {
@@ -90,6 +93,9 @@ impl Default for RawGateway {
             trusted_proxies: Vec::new(),
             upstream_connect_timeout_ms: 2000,
             upstream_response_timeout_seconds: 300,
+            health_check_interval_ms: 2000,
+            max_concurrent_queries_per_connection: 16,
+            max_requests_per_minute_per_connection: 6000,
         }
     }
 }
@@ -203,6 +209,11 @@ pub struct GatewaySettings {
     pub upstream_connect_timeout: Duration,
     /// Longest wait for the upstream's response headers (a query's first bytes).
     pub upstream_response_timeout: Duration,
+    pub health_check_interval: Duration,
+    /// 0: unlimited.
+    pub max_concurrent_queries_per_connection: usize,
+    /// 0: unlimited.
+    pub max_requests_per_minute_per_connection: u32,
 }
 
 /// Validated configuration.
@@ -361,6 +372,9 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
             upstream_response_timeout: Duration::from_secs(
                 raw.gateway.upstream_response_timeout_seconds.max(1),
             ),
+            health_check_interval: Duration::from_millis(raw.gateway.health_check_interval_ms.max(100)),
+            max_concurrent_queries_per_connection: raw.gateway.max_concurrent_queries_per_connection,
+            max_requests_per_minute_per_connection: raw.gateway.max_requests_per_minute_per_connection,
         },
         database,
         log_format,

@@ -26,6 +26,7 @@ const ROUTES: &[(&str, &str, &[u16])] = &[
     ("get", "/healthz", &[200]),
     ("get", "/readyz", &[200, 503]),
     ("get", "/openapi.json", &[200]),
+    ("get", "/metrics", &[200]),
 ];
 
 #[tokio::test]

@@ -84,6 +84,7 @@ pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(openapi_document))
+        .routes(routes!(prometheus_metrics))
         .split_for_parts();
     state
         .openapi_json
@@ -179,6 +180,20 @@ async fn readyz(State(state): State<AppState>) -> Response {
                 .into_response()
         }
     }
+}
+
+/// Prometheus metrics: gateway queries, refusals, bytes and latency per connection,
+/// upstream health.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String)))]
+async fn prometheus_metrics() -> Response {
+    let handle = crate::telemetry::metrics_handle();
+    handle.run_upkeep();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response()
 }
 
 /// This document: OpenAPI 3.1, generated from the handlers.

@@ -25,6 +25,12 @@ pub enum GatewayError {
     UpstreamUnreachable,
     #[error("upstream did not answer in time")]
     UpstreamTimeout,
+    #[error("too many queries running for this connection")]
+    TooManyQueries(usize),
+    #[error("too many requests per minute for this connection")]
+    RateLimited,
+    #[error("the request body could not be read")]
+    ClientBody,
 }
 
 impl GatewayError {
@@ -68,11 +74,40 @@ impl GatewayError {
                 210,
                 "The upstream ClickHouse server is unreachable. (NETWORK_ERROR)".into(),
             ),
+            Self::TooManyQueries(max) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                202,
+                format!("Too many simultaneous queries for this connection. Maximum: {max}. (TOO_MANY_SIMULTANEOUS_QUERIES)"),
+            ),
+            Self::RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                201,
+                "Quota for this connection (requests per minute) has been exceeded. (QUOTA_EXCEEDED)".into(),
+            ),
+            Self::ClientBody => (
+                StatusCode::BAD_REQUEST,
+                210,
+                "The request body could not be read. (NETWORK_ERROR)".into(),
+            ),
             Self::UpstreamTimeout => (
                 StatusCode::GATEWAY_TIMEOUT,
                 209,
                 "The upstream ClickHouse server did not answer in time. (SOCKET_TIMEOUT)".into(),
             ),
+        }
+    }
+
+    /// A short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::AuthenticationFailed { .. } | Self::AmbiguousAuthentication => "authentication",
+            Self::AmbiguousTeam | Self::DatabaseNotInScope(_) => "team",
+            Self::NoUpstreamUser | Self::NoUpstream => "configuration",
+            Self::UpstreamUnreachable => "upstream_unreachable",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::TooManyQueries(_) => "concurrency",
+            Self::RateLimited => "rate",
+            Self::ClientBody => "client_body",
         }
     }
 

@@ -31,10 +31,20 @@ use crate::domain::topology::{Team, Topology};
 pub mod auth;
 pub mod directory;
 pub mod error;
+pub mod limits;
+mod metering;
+pub mod upstream;
 
 use auth::{KEY_HEADER, USER_HEADER};
 use directory::CredentialDirectory;
 pub use error::GatewayError;
+use limits::ConnectionLimits;
+use upstream::UpstreamPools;
+
+/// Request bodies up to this size are read before forwarding, so that a node that
+/// refuses the connection can be skipped for the next one. Larger bodies (big inserts)
+/// stream straight to one node.
+const REPLAYABLE_BODY_LIMIT: u64 = 1024 * 1024;
 
 pub struct Gateway {
     directory: Arc<CredentialDirectory>,
@@ -43,6 +53,9 @@ pub struct Gateway {
     trusted_proxies: Vec<IpNet>,
     client: Client<HttpConnector, Body>,
     response_timeout: Duration,
+    health_check_interval: Duration,
+    pools: Arc<UpstreamPools>,
+    limits: ConnectionLimits,
 }
 
 impl Gateway {
@@ -59,17 +72,30 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
         Self {
+            pools: Arc::new(UpstreamPools::new(&topology)),
             directory,
             topology,
             passwords,
             trusted_proxies: settings.trusted_proxies.clone(),
             client,
             response_timeout: settings.upstream_response_timeout,
+            health_check_interval: settings.health_check_interval,
+            limits: ConnectionLimits::new(
+                settings.max_concurrent_queries_per_connection,
+                settings.max_requests_per_minute_per_connection,
+            ),
         }
     }
 
     pub fn router(self: Arc<Self>) -> Router {
         Router::new().fallback(handle).with_state(self)
+    }
+
+    /// Pings every upstream node periodically; runs until dropped.
+    pub fn health_checks(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.pools
+            .clone()
+            .check_health(self.client.clone(), self.health_check_interval)
     }
 
     /// Every refusal is the same answer; the reason is logged, never told.
@@ -78,33 +104,29 @@ impl Gateway {
         presented: &auth::Presented,
         client: IpAddr,
     ) -> Result<Arc<IssuedCredential>, GatewayError> {
-        let refuse = |reason: &str| {
+        let refuse = |reason: &'static str| {
             tracing::info!(user = %presented.user.escape_debug(), %client, reason, "gateway authentication refused");
+            metrics::counter!("switchboard_gateway_auth_refusals_total", "reason" => reason).increment(1);
             GatewayError::AuthenticationFailed {
                 user: presented.user.clone(),
             }
         };
         let Some(credential) = self.directory.lookup(&presented.user) else {
             // Spend the same work as a real check, so timing does not tell users apart.
-            let _ = self
-                .passwords
-                .verify(presented.password.expose_secret(), &[0; 32]);
-            return Err(refuse("unknown user"));
+            let _ = self.passwords.verify(presented.password.expose_secret(), &[0; 32]);
+            return Err(refuse("unknown_user"));
         };
-        if !self.passwords.verify(
-            presented.password.expose_secret(),
-            &credential.password_hash,
-        ) {
-            return Err(refuse("wrong password"));
-        }
-        if credential
-            .valid_until
-            .is_some_and(|until| until <= Timestamp::now())
+        if !self
+            .passwords
+            .verify(presented.password.expose_secret(), &credential.password_hash)
         {
+            return Err(refuse("wrong_password"));
+        }
+        if credential.valid_until.is_some_and(|until| until <= Timestamp::now()) {
             return Err(refuse("expired"));
         }
         if !credential.ip_allowlist.allows(client) {
-            return Err(refuse("address not allowed"));
+            return Err(refuse("address_not_allowed"));
         }
         Ok(credential)
     }
@@ -206,15 +228,44 @@ async fn handle(
     let path = request.uri().path().to_owned();
     // Liveness answers need no credentials, as in ClickHouse.
     if path == "/ping"
-        || (path == "/"
-            && request.method() == Method::GET
-            && !has_query_param(query.as_deref(), "query"))
+        || (path == "/" && request.method() == Method::GET && !has_query_param(query.as_deref(), "query"))
     {
         return ok_response();
     }
     match forward(&gateway, peer, request, &path, query.as_deref()).await {
         Ok(response) => response,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            metrics::counter!("switchboard_gateway_refusals_total", "reason" => e.reason()).increment(1);
+            e.into_response()
+        }
+    }
+}
+
+/// A request to replay on another node, or a stream that can go to one node only.
+enum OutgoingBody {
+    Replayable(bytes::Bytes),
+    Streaming(Option<Body>),
+}
+
+impl OutgoingBody {
+    async fn read(body: Body) -> Result<Self, GatewayError> {
+        use http_body::Body as _;
+        let small = body.size_hint().upper().is_some_and(|n| n <= REPLAYABLE_BODY_LIMIT);
+        if small {
+            let collected = http_body_util::BodyExt::collect(body)
+                .await
+                .map_err(|_| GatewayError::ClientBody)?;
+            Ok(Self::Replayable(collected.to_bytes()))
+        } else {
+            Ok(Self::Streaming(Some(body)))
+        }
+    }
+
+    fn next(&mut self) -> Option<Body> {
+        match self {
+            Self::Replayable(bytes) => Some(Body::from(bytes.clone())),
+            Self::Streaming(body) => body.take(),
+        }
     }
 }
 
@@ -238,38 +289,34 @@ async fn forward(
             .map(str::to_owned)
     });
     let team = gateway.team_for(&credential, database.as_deref())?;
-    let (Some(upstream_user), Some(upstream_password)) =
-        (&team.upstream_user, &team.upstream_password)
-    else {
+    let (Some(upstream_user), Some(upstream_password)) = (&team.upstream_user, &team.upstream_password) else {
         return Err(GatewayError::NoUpstreamUser);
     };
-    let upstream = gateway
-        .topology
-        .region_by_id(&credential.region_id)
-        .and_then(|r| r.upstreams.first())
+    let pool = gateway
+        .pools
+        .region(&credential.region_id)
         .ok_or(GatewayError::NoUpstream)?;
+    let session_id = query_param(query, "session_id");
+    let candidates = pool.candidates(session_id.as_deref());
+    if candidates.is_empty() {
+        return Err(GatewayError::NoUpstream);
+    }
+    let admission = gateway.limits.admit(credential.connection_id)?;
+    let connection_label = credential.connection_id.to_string();
+    metrics::counter!("switchboard_gateway_queries_total", "connection_id" => connection_label.clone()).increment(1);
+    let started = std::time::Instant::now();
 
     let upstream_query = upstream_query(query);
-    let target = if upstream_query.is_empty() {
-        format!("{}{}", upstream.as_str().trim_end_matches('/'), path)
+    let path_and_query = if upstream_query.is_empty() {
+        path.to_owned()
     } else {
-        format!(
-            "{}{}?{}",
-            upstream.as_str().trim_end_matches('/'),
-            path,
-            upstream_query
-        )
+        format!("{path}?{upstream_query}")
     };
-    let uri: Uri = target.parse().map_err(|_| GatewayError::NoUpstream)?;
 
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     // The client's credentials and address claims never reach the upstream.
-    for name in [
-        header::AUTHORIZATION,
-        header::HOST,
-        HeaderName::from_static("x-forwarded-for"),
-    ] {
+    for name in [header::AUTHORIZATION, header::HOST, HeaderName::from_static("x-forwarded-for")] {
         parts.headers.remove(name);
     }
     parts.headers.remove(USER_HEADER);
@@ -282,33 +329,46 @@ async fn forward(
         .map_err(|_| GatewayError::NoUpstreamUser)?;
     key.set_sensitive(true);
     parts.headers.insert(KEY_HEADER, key);
-    parts.uri = uri;
-    parts.version = axum::http::Version::HTTP_11;
-    let upstream_request = axum::http::Request::from_parts(parts, body);
 
-    let response = match tokio::time::timeout(
-        gateway.response_timeout,
-        gateway.client.request(upstream_request),
-    )
-    .await
-    {
-        Err(_) => {
-            tracing::warn!(upstream = %upstream, "upstream timed out");
-            return Err(GatewayError::UpstreamTimeout);
+    let mut body = OutgoingBody::read(body).await?;
+    let mut last_error = GatewayError::UpstreamUnreachable;
+    for node in candidates {
+        let Some(outgoing) = body.next() else { break };
+        let uri: Uri = format!("{}{}", node.base, path_and_query)
+            .parse()
+            .map_err(|_| GatewayError::NoUpstream)?;
+        let mut upstream_request = axum::http::Request::new(outgoing);
+        *upstream_request.method_mut() = parts.method.clone();
+        *upstream_request.uri_mut() = uri;
+        *upstream_request.headers_mut() = parts.headers.clone();
+        let attempt = tokio::time::timeout(gateway.response_timeout, gateway.client.request(upstream_request)).await;
+        let response = match attempt {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) if e.is_connect() => {
+                tracing::warn!(upstream = %node.base, error = %e, "upstream refused the connection; trying the next");
+                node.mark(false);
+                last_error = GatewayError::UpstreamUnreachable;
+                continue;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = %node.base, error = %e, "upstream failed");
+                return Err(GatewayError::UpstreamUnreachable);
+            }
+            Err(_) => {
+                tracing::warn!(upstream = %node.base, "upstream timed out");
+                return Err(GatewayError::UpstreamTimeout);
+            }
+        };
+        let (mut response_parts, response_body) = response.into_parts();
+        strip_hop_by_hop(&mut response_parts.headers);
+        if response_parts.status == StatusCode::UNAUTHORIZED {
+            // The upstream refused the team's own user: an operator error, not the client's.
+            tracing::error!(team = team.id, upstream = %node.base, "upstream rejected the team's upstream user");
         }
-        Ok(Err(e)) => {
-            tracing::warn!(upstream = %upstream, error = %e, "upstream unreachable");
-            return Err(GatewayError::UpstreamUnreachable);
-        }
-        Ok(Ok(response)) => response,
-    };
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    if parts.status == StatusCode::UNAUTHORIZED {
-        // The upstream refused the team's own user: an operator error, not the client's.
-        tracing::error!(team = team.id, "upstream rejected the team's upstream user");
+        let metered = metering::MeteredBody::new(response_body, admission, connection_label, started);
+        return Ok(Response::from_parts(response_parts, Body::new(metered)));
     }
-    Ok(Response::from_parts(parts, Body::new(body)))
+    Err(last_error)
 }
 
 #[cfg(test)]

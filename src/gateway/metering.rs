@@ -1,0 +1,76 @@
+//! The response body on its way back: counts bytes, records the query's duration when it
+//! ends, and holds the connection's concurrency slot until then.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::limits::Admission;
+
+pub struct MeteredBody {
+    inner: Incoming,
+    admission: Option<Admission>,
+    connection_id: String,
+    started: Instant,
+    bytes: u64,
+}
+
+impl MeteredBody {
+    pub fn new(inner: Incoming, admission: Admission, connection_id: String, started: Instant) -> Self {
+        Self {
+            inner,
+            admission: Some(admission),
+            connection_id,
+            started,
+            bytes: 0,
+        }
+    }
+
+    fn finish(&mut self) {
+        // Once: the end of the stream and the drop that follows both land here.
+        if self.admission.take().is_some() {
+            metrics::counter!("switchboard_gateway_response_bytes_total", "connection_id" => self.connection_id.clone())
+                .increment(self.bytes);
+            metrics::histogram!("switchboard_gateway_query_duration_seconds", "connection_id" => self.connection_id.clone())
+                .record(self.started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+impl Body for MeteredBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for MeteredBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

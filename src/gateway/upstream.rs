@@ -1,0 +1,166 @@
+//! The ClickHouse nodes behind each region: health checks, choice and failover.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use url::Url;
+
+use crate::domain::topology::Topology;
+
+pub struct Node {
+    /// Scheme, host and port, without a trailing slash.
+    pub base: String,
+    healthy: AtomicBool,
+}
+
+impl Node {
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn mark(&self, healthy: bool) {
+        let was = self.healthy.swap(healthy, Ordering::Relaxed);
+        if was != healthy {
+            if healthy {
+                tracing::info!(upstream = %self.base, "upstream is healthy again");
+            } else {
+                tracing::warn!(upstream = %self.base, "upstream marked unhealthy");
+            }
+        }
+        metrics::gauge!("switchboard_gateway_upstream_healthy", "upstream" => self.base.clone())
+            .set(if healthy { 1.0 } else { 0.0 });
+    }
+}
+
+pub struct RegionPool {
+    nodes: Vec<Arc<Node>>,
+    next: AtomicUsize,
+}
+
+impl RegionPool {
+    fn new(upstreams: &[Url]) -> Self {
+        Self {
+            nodes: upstreams
+                .iter()
+                .map(|u| {
+                    Arc::new(Node {
+                        base: u.as_str().trim_end_matches('/').to_owned(),
+                        // Optimistic until the first check: a fresh server serves at once.
+                        healthy: AtomicBool::new(true),
+                    })
+                })
+                .collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The nodes to try, in order. A ClickHouse session lives on one node, so a request
+    /// with a `session_id` always goes to the node its id hashes to. Otherwise healthy
+    /// nodes take turns, and unhealthy ones are a last resort (their state may be stale).
+    pub fn candidates(&self, session_id: Option<&str>) -> Vec<Arc<Node>> {
+        if self.nodes.is_empty() {
+            return Vec::new();
+        }
+        if let Some(session) = session_id {
+            let index = stable_hash(session) as usize % self.nodes.len();
+            return vec![self.nodes[index].clone()];
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let rotated = (0..self.nodes.len()).map(|i| &self.nodes[(start + i) % self.nodes.len()]);
+        let (healthy, unhealthy): (Vec<_>, Vec<_>) = rotated.cloned().partition(|n| n.is_healthy());
+        healthy.into_iter().chain(unhealthy).collect()
+    }
+}
+
+/// FNV-1a: stable across processes and releases, so replicas agree on a session's node.
+fn stable_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+pub struct UpstreamPools {
+    by_region: HashMap<String, Arc<RegionPool>>,
+}
+
+impl UpstreamPools {
+    pub fn new(topology: &Topology) -> Self {
+        Self {
+            by_region: topology
+                .regions()
+                .iter()
+                .map(|r| (r.id.clone(), Arc::new(RegionPool::new(&r.upstreams))))
+                .collect(),
+        }
+    }
+
+    pub fn region(&self, id: &str) -> Option<&RegionPool> {
+        self.by_region.get(id).map(Arc::as_ref)
+    }
+
+    fn nodes(&self) -> impl Iterator<Item = &Arc<Node>> {
+        self.by_region.values().flat_map(|p| &p.nodes)
+    }
+
+    /// Pings every node each `interval` until the task is dropped.
+    pub async fn check_health(self: Arc<Self>, client: Client<HttpConnector, Body>, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let checks = self.nodes().map(|node| {
+                let client = client.clone();
+                async move {
+                    let ok = match format!("{}/ping", node.base).parse::<axum::http::Uri>() {
+                        Ok(uri) => matches!(
+                            tokio::time::timeout(interval.max(Duration::from_secs(1)), client.get(uri)).await,
+                            Ok(Ok(resp)) if resp.status().is_success()
+                        ),
+                        Err(_) => false,
+                    };
+                    node.mark(ok);
+                }
+            });
+            futures_util::future::join_all(checks).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: usize) -> RegionPool {
+        let urls: Vec<Url> = (0..n).map(|i| Url::parse(&format!("http://127.0.0.1:{}", 9000 + i)).unwrap()).collect();
+        RegionPool::new(&urls)
+    }
+
+    #[test]
+    fn sessions_stick_to_one_node_whatever_its_health() {
+        let p = pool(3);
+        let first = p.candidates(Some("session-42"));
+        assert_eq!(first.len(), 1);
+        first[0].mark(false);
+        for _ in 0..10 {
+            assert_eq!(p.candidates(Some("session-42"))[0].base, first[0].base);
+        }
+    }
+
+    #[test]
+    fn healthy_nodes_take_turns_and_unhealthy_come_last() {
+        let p = pool(3);
+        let a = p.candidates(None)[0].base.clone();
+        let b = p.candidates(None)[0].base.clone();
+        assert_ne!(a, b, "round robin");
+        p.nodes[1].mark(false);
+        for _ in 0..6 {
+            let c = p.candidates(None);
+            assert_eq!(c.len(), 3);
+            assert!(c[0].is_healthy() && c[1].is_healthy());
+            assert!(!c[2].is_healthy());
+        }
+    }
+}
