@@ -372,9 +372,15 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
             upstream_response_timeout: Duration::from_secs(
                 raw.gateway.upstream_response_timeout_seconds.max(1),
             ),
-            health_check_interval: Duration::from_millis(raw.gateway.health_check_interval_ms.max(100)),
-            max_concurrent_queries_per_connection: raw.gateway.max_concurrent_queries_per_connection,
-            max_requests_per_minute_per_connection: raw.gateway.max_requests_per_minute_per_connection,
+            health_check_interval: Duration::from_millis(
+                raw.gateway.health_check_interval_ms.max(100),
+            ),
+            max_concurrent_queries_per_connection: raw
+                .gateway
+                .max_concurrent_queries_per_connection,
+            max_requests_per_minute_per_connection: raw
+                .gateway
+                .max_requests_per_minute_per_connection,
         },
         database,
         log_format,

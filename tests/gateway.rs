@@ -477,3 +477,250 @@ async fn upstream_down_is_a_clickhouse_style_5xx_and_recovers() {
     assert_eq!(back.status(), StatusCode::OK);
     assert_eq!(back.text().await.unwrap(), "1\n");
 }
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct Event {
+    id: u64,
+    name: String,
+    value: f64,
+}
+
+#[tokio::test]
+async fn the_official_rust_client_runs_a_typed_select() {
+    let (_ch, server) = setup("").await;
+    let (_, user, password) = server
+        .create_connection(json!({"client_type": "clickhouse", "team_ids": [1]}))
+        .await;
+    let client = clickhouse::Client::default()
+        .with_url(&server.gateway)
+        .with_user(&user)
+        .with_password(&password)
+        .with_database("team_a")
+        // Validation needs RowBinaryWithNamesAndTypes, which the old server lacks.
+        .with_validation(false);
+    let rows = client
+        .query("SELECT ?fields FROM events WHERE id < 5 ORDER BY id")
+        .fetch_all::<Event>()
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 5);
+    assert_eq!(rows[3].id, 3);
+    assert_eq!(rows[3].name, "a-3");
+    assert!((rows[3].value - 1.0).abs() < 1e-9);
+
+    let wrong = clickhouse::Client::default()
+        .with_url(&server.gateway)
+        .with_user(&user)
+        .with_password("wrong")
+        .with_validation(false);
+    let err = wrong.query("SELECT 1").fetch_all::<u8>().await.unwrap_err();
+    assert!(err.to_string().contains("516"), "{err}");
+}
+
+fn two_node_config(a: &ClickHouse, b: &ClickHouse, limits: &str) -> String {
+    config(a, "")
+        .replace(
+            &format!("upstreams = [\"{}\"]", a.url),
+            &format!("upstreams = [\"{}\", \"{}\"]", a.url, b.url),
+        )
+        .replace(
+            "[gateway]\n",
+            &format!("[gateway]\nhealth_check_interval_ms = 200\n{limits}\n"),
+        )
+}
+
+#[tokio::test]
+async fn fails_over_between_nodes_and_keeps_a_session_on_one() {
+    let mut a = ClickHouse::start().await;
+    let b = ClickHouse::start().await;
+    let server = TestServer::start(&two_node_config(&a, &b, "")).await;
+    let (_, user, password) = server
+        .create_connection(json!({"client_type": "clickhouse", "team_ids": [1]}))
+        .await;
+    let c = &server.client;
+    let gw = &server.gateway;
+
+    // A setting changed in a session is seen by that session's later queries: they all
+    // reached the same node.
+    let set = c
+        .post(format!("{gw}/?session_id=s1"))
+        .basic_auth(&user, Some(&password))
+        .body("SET max_threads = 3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        set.status(),
+        StatusCode::OK,
+        "{}",
+        set.text().await.unwrap()
+    );
+    for _ in 0..10 {
+        let got = c
+            .post(format!("{gw}/?session_id=s1"))
+            .basic_auth(&user, Some(&password))
+            .body("SELECT value FROM system.settings WHERE name = 'max_threads'")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.text().await.unwrap(), "3\n");
+    }
+
+    // One node down: every query still succeeds, at once, on the other.
+    a.kill();
+    for _ in 0..10 {
+        let resp = c
+            .post(gw)
+            .basic_auth(&user, Some(&password))
+            .body("SELECT count() FROM team_a.events")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.text().await.unwrap(), format!("{TEAM_A_ROWS}\n"));
+    }
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "switchboard_gateway_upstream_healthy{{upstream=\"{}\"}} 0",
+            a.url
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchboard_gateway_queries_total{connection_id="),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchboard_gateway_query_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchboard_gateway_response_bytes_total"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn per_connection_limits_refuse_in_clickhouse_form() {
+    let ch = ClickHouse::start().await;
+    let limited = config(&ch, "").replace(
+        "[gateway]\n",
+        "[gateway]\nmax_concurrent_queries_per_connection = 1\nmax_requests_per_minute_per_connection = 5\n",
+    );
+    let server = TestServer::start(&limited).await;
+    let (_, user, password) = server
+        .create_connection(json!({"client_type": "clickhouse", "team_ids": [1]}))
+        .await;
+    let (_, other_user, other_password) = server
+        .create_connection(json!({"client_type": "clickhouse", "team_ids": [1]}))
+        .await;
+    let c = &server.client;
+    let gw = &server.gateway;
+
+    // A slow query holds the connection's only slot while it runs.
+    let slow = c
+        .post(gw)
+        .basic_auth(&user, Some(&password))
+        .body("SELECT sleep(2)")
+        .send();
+    let slow = tokio::spawn(slow);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refused = c
+        .post(gw)
+        .basic_auth(&user, Some(&password))
+        .body("SELECT 1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers()["x-clickhouse-exception-code"], "202");
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("TOO_MANY_SIMULTANEOUS_QUERIES")
+    );
+    // Another connection is not affected.
+    let other = c
+        .post(gw)
+        .basic_auth(&other_user, Some(&other_password))
+        .body("SELECT 1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+    assert_eq!(slow.await.unwrap().unwrap().status(), StatusCode::OK);
+
+    // 5 requests a minute, counted when they pass the rate check: the slow query and the
+    // one refused for concurrency used 2, so 3 more pass and the rest are refused.
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        let resp = c
+            .post(gw)
+            .basic_auth(&user, Some(&password))
+            .body("SELECT 1")
+            .send()
+            .await
+            .unwrap();
+        let code = resp
+            .headers()
+            .get("x-clickhouse-exception-code")
+            .map(|v| v.to_str().unwrap().to_owned());
+        codes.push((resp.status().as_u16(), code));
+    }
+    let ok = (200, None);
+    let limited = (429, Some("201".to_owned()));
+    assert_eq!(
+        codes,
+        vec![ok.clone(), ok.clone(), ok, limited.clone(), limited]
+    );
+}
+
+#[tokio::test]
+async fn a_large_result_streams_with_bounded_memory() {
+    let (_ch, server) = setup("").await;
+    let (_, user, password) = server
+        .create_connection(json!({"client_type": "clickhouse", "team_ids": [1]}))
+        .await;
+    let baseline = server.rss_bytes();
+    // About 1 GB: 128 Mi rows of one UInt64 in RowBinary.
+    let rows: u64 = 128 * 1024 * 1024;
+    let mut resp = server
+        .client
+        .post(&server.gateway)
+        .basic_auth(&user, Some(&password))
+        .body(format!(
+            "SELECT number FROM system.numbers LIMIT {rows} FORMAT RowBinary"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut total = 0u64;
+    let mut peak = baseline;
+    let mut chunks = 0u64;
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        total += chunk.len() as u64;
+        chunks += 1;
+        if chunks % 256 == 0 {
+            peak = peak.max(server.rss_bytes());
+        }
+    }
+    assert_eq!(total, rows * 8);
+    let growth = peak.saturating_sub(baseline);
+    println!("streamed {total} bytes; gateway RSS {baseline} -> peak {peak} (+{growth})");
+    assert!(
+        growth < 64 * 1024 * 1024,
+        "gateway RSS grew by {growth} bytes while streaming"
+    );
+}

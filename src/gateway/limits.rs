@@ -73,8 +73,14 @@ mod tests {
         let limits = ConnectionLimits::new(2, 0);
         let a = limits.admit(1).unwrap();
         let _b = limits.admit(1).unwrap();
-        assert!(matches!(limits.admit(1), Err(GatewayError::TooManyQueries(2))));
-        assert!(limits.admit(2).is_ok(), "another connection is not affected");
+        assert!(matches!(
+            limits.admit(1),
+            Err(GatewayError::TooManyQueries(2))
+        ));
+        assert!(
+            limits.admit(2).is_ok(),
+            "another connection is not affected"
+        );
         drop(a);
         assert!(limits.admit(1).is_ok());
     }

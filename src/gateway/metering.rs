@@ -20,7 +20,12 @@ pub struct MeteredBody {
 }
 
 impl MeteredBody {
-    pub fn new(inner: Incoming, admission: Admission, connection_id: String, started: Instant) -> Self {
+    pub fn new(
+        inner: Incoming,
+        admission: Admission,
+        connection_id: String,
+        started: Instant,
+    ) -> Self {
         Self {
             inner,
             admission: Some(admission),
@@ -45,7 +50,10 @@ impl Body for MeteredBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {

@@ -106,23 +106,29 @@ impl Gateway {
     ) -> Result<Arc<IssuedCredential>, GatewayError> {
         let refuse = |reason: &'static str| {
             tracing::info!(user = %presented.user.escape_debug(), %client, reason, "gateway authentication refused");
-            metrics::counter!("switchboard_gateway_auth_refusals_total", "reason" => reason).increment(1);
+            metrics::counter!("switchboard_gateway_auth_refusals_total", "reason" => reason)
+                .increment(1);
             GatewayError::AuthenticationFailed {
                 user: presented.user.clone(),
             }
         };
         let Some(credential) = self.directory.lookup(&presented.user) else {
             // Spend the same work as a real check, so timing does not tell users apart.
-            let _ = self.passwords.verify(presented.password.expose_secret(), &[0; 32]);
+            let _ = self
+                .passwords
+                .verify(presented.password.expose_secret(), &[0; 32]);
             return Err(refuse("unknown_user"));
         };
-        if !self
-            .passwords
-            .verify(presented.password.expose_secret(), &credential.password_hash)
-        {
+        if !self.passwords.verify(
+            presented.password.expose_secret(),
+            &credential.password_hash,
+        ) {
             return Err(refuse("wrong_password"));
         }
-        if credential.valid_until.is_some_and(|until| until <= Timestamp::now()) {
+        if credential
+            .valid_until
+            .is_some_and(|until| until <= Timestamp::now())
+        {
             return Err(refuse("expired"));
         }
         if !credential.ip_allowlist.allows(client) {
@@ -228,14 +234,17 @@ async fn handle(
     let path = request.uri().path().to_owned();
     // Liveness answers need no credentials, as in ClickHouse.
     if path == "/ping"
-        || (path == "/" && request.method() == Method::GET && !has_query_param(query.as_deref(), "query"))
+        || (path == "/"
+            && request.method() == Method::GET
+            && !has_query_param(query.as_deref(), "query"))
     {
         return ok_response();
     }
     match forward(&gateway, peer, request, &path, query.as_deref()).await {
         Ok(response) => response,
         Err(e) => {
-            metrics::counter!("switchboard_gateway_refusals_total", "reason" => e.reason()).increment(1);
+            metrics::counter!("switchboard_gateway_refusals_total", "reason" => e.reason())
+                .increment(1);
             e.into_response()
         }
     }
@@ -250,7 +259,10 @@ enum OutgoingBody {
 impl OutgoingBody {
     async fn read(body: Body) -> Result<Self, GatewayError> {
         use http_body::Body as _;
-        let small = body.size_hint().upper().is_some_and(|n| n <= REPLAYABLE_BODY_LIMIT);
+        let small = body
+            .size_hint()
+            .upper()
+            .is_some_and(|n| n <= REPLAYABLE_BODY_LIMIT);
         if small {
             let collected = http_body_util::BodyExt::collect(body)
                 .await
@@ -289,7 +301,9 @@ async fn forward(
             .map(str::to_owned)
     });
     let team = gateway.team_for(&credential, database.as_deref())?;
-    let (Some(upstream_user), Some(upstream_password)) = (&team.upstream_user, &team.upstream_password) else {
+    let (Some(upstream_user), Some(upstream_password)) =
+        (&team.upstream_user, &team.upstream_password)
+    else {
         return Err(GatewayError::NoUpstreamUser);
     };
     let pool = gateway
@@ -316,7 +330,11 @@ async fn forward(
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     // The client's credentials and address claims never reach the upstream.
-    for name in [header::AUTHORIZATION, header::HOST, HeaderName::from_static("x-forwarded-for")] {
+    for name in [
+        header::AUTHORIZATION,
+        header::HOST,
+        HeaderName::from_static("x-forwarded-for"),
+    ] {
         parts.headers.remove(name);
     }
     parts.headers.remove(USER_HEADER);
@@ -341,7 +359,11 @@ async fn forward(
         *upstream_request.method_mut() = parts.method.clone();
         *upstream_request.uri_mut() = uri;
         *upstream_request.headers_mut() = parts.headers.clone();
-        let attempt = tokio::time::timeout(gateway.response_timeout, gateway.client.request(upstream_request)).await;
+        let attempt = tokio::time::timeout(
+            gateway.response_timeout,
+            gateway.client.request(upstream_request),
+        )
+        .await;
         let response = match attempt {
             Ok(Ok(response)) => response,
             Ok(Err(e)) if e.is_connect() => {
@@ -365,7 +387,8 @@ async fn forward(
             // The upstream refused the team's own user: an operator error, not the client's.
             tracing::error!(team = team.id, upstream = %node.base, "upstream rejected the team's upstream user");
         }
-        let metered = metering::MeteredBody::new(response_body, admission, connection_label, started);
+        let metered =
+            metering::MeteredBody::new(response_body, admission, connection_label, started);
         return Ok(Response::from_parts(response_parts, Body::new(metered)));
     }
     Err(last_error)

@@ -79,7 +79,9 @@ impl RegionPool {
 
 /// FNV-1a: stable across processes and releases, so replicas agree on a session's node.
 fn stable_hash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 pub struct UpstreamPools {
@@ -106,7 +108,11 @@ impl UpstreamPools {
     }
 
     /// Pings every node each `interval` until the task is dropped.
-    pub async fn check_health(self: Arc<Self>, client: Client<HttpConnector, Body>, interval: Duration) {
+    pub async fn check_health(
+        self: Arc<Self>,
+        client: Client<HttpConnector, Body>,
+        interval: Duration,
+    ) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -134,7 +140,9 @@ mod tests {
     use super::*;
 
     fn pool(n: usize) -> RegionPool {
-        let urls: Vec<Url> = (0..n).map(|i| Url::parse(&format!("http://127.0.0.1:{}", 9000 + i)).unwrap()).collect();
+        let urls: Vec<Url> = (0..n)
+            .map(|i| Url::parse(&format!("http://127.0.0.1:{}", 9000 + i)).unwrap())
+            .collect();
         RegionPool::new(&urls)
     }
 
