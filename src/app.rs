@@ -83,12 +83,12 @@ impl Core {
             .ok()
             .filter(|t| !t.is_empty())
             .map(SecretString::from);
-        if let Some(t) = &provided {
-            if t.expose_secret().len() < MIN_PROVIDED_TOKEN_LEN {
-                bail!(
-                    "SWITCHBOARD_BOOTSTRAP_TOKEN must be at least {MIN_PROVIDED_TOKEN_LEN} characters"
-                );
-            }
+        if let Some(t) = &provided
+            && t.expose_secret().len() < MIN_PROVIDED_TOKEN_LEN
+        {
+            bail!(
+                "SWITCHBOARD_BOOTSTRAP_TOKEN must be at least {MIN_PROVIDED_TOKEN_LEN} characters"
+            );
         }
         let token = provided.clone().unwrap_or_else(ApiTokens::generate);
         if self.api_tokens().install_first(&token).await? {

@@ -712,7 +712,7 @@ async fn a_large_result_streams_with_bounded_memory() {
     while let Some(chunk) = resp.chunk().await.unwrap() {
         total += chunk.len() as u64;
         chunks += 1;
-        if chunks % 256 == 0 {
+        if chunks.is_multiple_of(256) {
             peak = peak.max(server.rss_bytes());
         }
     }

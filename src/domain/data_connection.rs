@@ -219,10 +219,10 @@ impl DataConnections {
         };
         let teams = self.resolve_teams(&request.teams)?;
         let now = Timestamp::now();
-        if let Some(until) = request.valid_until {
-            if until <= now {
-                return Err(invalid("valid_until", "valid_until must be in the future"));
-            }
+        if let Some(until) = request.valid_until
+            && until <= now
+        {
+            return Err(invalid("valid_until", "valid_until must be in the future"));
         }
         let note = request
             .note

@@ -67,10 +67,10 @@ impl ApiTokens {
     #[tracing::instrument(skip_all)]
     pub async fn authenticate(&self, presented: &str) -> Result<Option<Principal>, StoreError> {
         let hash = self.hasher.hash(presented);
-        if let Some((principal, at)) = self.verified.read().expect("not poisoned").get(&hash) {
-            if at.elapsed() < VERIFIED_TOKEN_TTL {
-                return Ok(Some(principal.clone()));
-            }
+        if let Some((principal, at)) = self.verified.read().expect("not poisoned").get(&hash)
+            && at.elapsed() < VERIFIED_TOKEN_TTL
+        {
+            return Ok(Some(principal.clone()));
         }
         let found = self.store.find_api_token(&hash).await?;
         if let Some(principal) = &found {

@@ -34,10 +34,10 @@ impl ConnectionLimits {
     }
 
     pub fn admit(&self, connection_id: i64) -> Result<Admission, GatewayError> {
-        if let Some(rate) = &self.rate {
-            if rate.check_key(&connection_id).is_err() {
-                return Err(GatewayError::RateLimited);
-            }
+        if let Some(rate) = &self.rate
+            && rate.check_key(&connection_id).is_err()
+        {
+            return Err(GatewayError::RateLimited);
         }
         let Some(max) = self.max_concurrent else {
             return Ok(Admission { _permit: None });

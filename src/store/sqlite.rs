@@ -71,10 +71,10 @@ impl SqliteStore {
 }
 
 fn map_write_error(e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &e {
-        if db.is_unique_violation() {
-            return StoreError::Conflict(db.message().to_owned());
-        }
+    if let sqlx::Error::Database(db) = &e
+        && db.is_unique_violation()
+    {
+        return StoreError::Conflict(db.message().to_owned());
     }
     StoreError::Database(e)
 }

@@ -137,10 +137,10 @@ impl ClickHouse {
         self.child = Some(child);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(60) {
-            if let Ok(resp) = self.client.get(format!("{}/ping", self.url)).send().await {
-                if resp.status().is_success() {
-                    return true;
-                }
+            if let Ok(resp) = self.client.get(format!("{}/ping", self.url)).send().await
+                && resp.status().is_success()
+            {
+                return true;
             }
             if self.child.as_mut().unwrap().try_wait().unwrap().is_some() {
                 return false;
