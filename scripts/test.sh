@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 # own servers on free ports in temp dirs; nothing is left running).
 need=()
 command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || need+=(clickhouse-server)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   SUDO=""

@@ -12,12 +12,13 @@ use tokio::net::TcpListener;
 use url::Url;
 
 use crate::api::{self, AppServices};
-use crate::config::{DatabaseUrl, Settings};
+use crate::config::{DatabaseUrl, Settings, TlsFiles};
 use crate::crypto::{self, CredentialHasher, MasterKey};
 use crate::domain::data_connection::DataConnections;
 use crate::domain::token::{ApiTokens, MIN_PROVIDED_TOKEN_LEN};
 use crate::gateway::Gateway;
 use crate::gateway::directory::CredentialDirectory;
+use crate::server::{self, ReloadableTls};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
@@ -176,6 +177,8 @@ pub struct Application {
     services: Arc<AppServices>,
     directory: Arc<CredentialDirectory>,
     gateway: Arc<Gateway>,
+    api_tls: Option<Arc<ReloadableTls>>,
+    gateway_tls: Option<Arc<ReloadableTls>>,
 }
 
 impl Application {
@@ -226,7 +229,19 @@ impl Application {
             directory.clone(),
             topology,
             core.password_hasher.clone(),
-        ));
+        )?);
+        let load_tls = |files: &Option<TlsFiles>, what: &str| {
+            files
+                .clone()
+                .map(|f| {
+                    ReloadableTls::load(f)
+                        .map(Arc::new)
+                        .with_context(|| format!("{what} TLS"))
+                })
+                .transpose()
+        };
+        let api_tls = load_tls(&settings.api.tls, "api")?;
+        let gateway_tls = load_tls(&settings.gateway.tls, "gateway")?;
         Ok(Self {
             api_listener,
             api_addr,
@@ -237,6 +252,8 @@ impl Application {
             services,
             directory,
             gateway,
+            api_tls,
+            gateway_tls,
         })
     }
 
@@ -254,41 +271,73 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
         let refresher = tokio::spawn(refresh_periodically(
             self.services.clone(),
             self.directory.clone(),
             stop_rx.clone(),
         ));
         let health_checks = tokio::spawn(self.gateway.health_checks());
-        tracing::info!(addr = %self.api_addr, "api listening");
-        tracing::info!(addr = %self.gateway_addr, "gateway listening");
-        let api = axum::serve(
+        let reloader = tokio::spawn(reload_tls_on_hangup(
+            [self.api_tls.clone(), self.gateway_tls.clone()]
+                .into_iter()
+                .flatten()
+                .collect(),
+        ));
+        let scheme =
+            |tls: &Option<Arc<ReloadableTls>>| if tls.is_some() { "https" } else { "http" };
+        tracing::info!(addr = %self.api_addr, scheme = %scheme(&self.api_tls), "api listening");
+        tracing::info!(addr = %self.gateway_addr, scheme = %scheme(&self.gateway_tls), "gateway listening");
+        let api = server::serve(
             self.api_listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
-        let gateway = axum::serve(
+            self.router,
+            self.api_tls,
+            stop_rx.clone(),
+        );
+        let gateway = server::serve(
             self.gateway_listener,
-            self.gateway_router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+            self.gateway_router,
+            self.gateway_tls,
+            stop_rx,
+        );
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let (api, gateway) = tokio::join!(api.into_future(), gateway.into_future());
+        let (api, gateway) = tokio::join!(api, gateway);
         api.context("the API server failed")?;
         gateway.context("the gateway failed")?;
+        reloader.abort();
         refresher.abort();
         health_checks.abort();
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// SIGHUP re-reads every TLS certificate and key; a bad pair keeps the old one.
+async fn reload_tls_on_hangup(tls: Vec<Arc<ReloadableTls>>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            for t in &tls {
+                match t.reload() {
+                    Ok(()) => {
+                        tracing::info!(cert = %t.cert_path().display(), "TLS certificate reloaded")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "TLS reload failed; keeping the current certificate")
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
 }
 
 /// Rebuilds the gateway's credential snapshot from the store.

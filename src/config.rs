@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::domain::topology::{Region, Source, Team, Topology};
+pub use crate::server::TlsFiles;
 
 /// Environment variables that override file keys. Other `SWITCHBOARD_*` variables (the
 /// bootstrap secrets) are read where they are used and never enter the config tree.
@@ -62,6 +63,8 @@ struct RawApi {
     listen: String,
     request_timeout_seconds: u64,
     max_body_bytes: usize,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
 }
 
 impl Default for RawApi {
@@ -70,6 +73,8 @@ impl Default for RawApi {
             listen: "127.0.0.1:8080".into(),
             request_timeout_seconds: 30,
             max_body_bytes: 1024 * 1024,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -84,6 +89,9 @@ struct RawGateway {
     health_check_interval_ms: u64,
     max_concurrent_queries_per_connection: usize,
     max_requests_per_minute_per_connection: u32,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    upstream_ca_file: Option<PathBuf>,
 }
 
 impl Default for RawGateway {
@@ -96,6 +104,9 @@ impl Default for RawGateway {
             health_check_interval_ms: 2000,
             max_concurrent_queries_per_connection: 16,
             max_requests_per_minute_per_connection: 6000,
+            tls_cert_file: None,
+            tls_key_file: None,
+            upstream_ca_file: None,
         }
     }
 }
@@ -198,6 +209,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
     pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
 }
@@ -205,6 +217,9 @@ pub struct ApiSettings {
 #[derive(Debug, Clone)]
 pub struct GatewaySettings {
     pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    /// Extra CA certificates (PEM) trusted for `https://` upstreams, beside the system's.
+    pub upstream_ca_file: Option<PathBuf>,
     pub trusted_proxies: Vec<IpNet>,
     pub upstream_connect_timeout: Duration,
     /// Longest wait for the upstream's response headers (a query's first bytes).
@@ -259,6 +274,20 @@ impl Settings {
             anyhow::anyhow!(msg)
         })?;
         validate(raw)
+    }
+}
+
+fn tls_files(
+    section: &str,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> anyhow::Result<Option<TlsFiles>> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (None, None) => Ok(None),
+        _ => bail!(
+            "{section}.tls_cert_file and {section}.tls_key_file go together: set both to serve HTTPS, or neither"
+        ),
     }
 }
 
@@ -360,11 +389,18 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         public_url,
         api: ApiSettings {
             listen: api_listen,
+            tls: tls_files("api", raw.api.tls_cert_file, raw.api.tls_key_file)?,
             request_timeout: Duration::from_secs(raw.api.request_timeout_seconds),
             max_body_bytes: raw.api.max_body_bytes,
         },
         gateway: GatewaySettings {
             listen: gateway_listen,
+            tls: tls_files(
+                "gateway",
+                raw.gateway.tls_cert_file,
+                raw.gateway.tls_key_file,
+            )?,
+            upstream_ca_file: raw.gateway.upstream_ca_file,
             trusted_proxies,
             upstream_connect_timeout: Duration::from_millis(
                 raw.gateway.upstream_connect_timeout_ms.max(1),

@@ -15,5 +15,6 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod gateway;
+pub mod server;
 pub mod store;
 pub mod telemetry;

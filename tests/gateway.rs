@@ -659,7 +659,9 @@ async fn per_connection_limits_refuse_in_clickhouse_form() {
         .await
         .unwrap();
     assert_eq!(other.status(), StatusCode::OK);
-    assert_eq!(slow.await.unwrap().unwrap().status(), StatusCode::OK);
+    let slow = slow.await.unwrap().unwrap();
+    assert_eq!(slow.status(), StatusCode::OK);
+    slow.bytes().await.unwrap();
 
     // 5 requests a minute, counted when they pass the rate check: the slow query and the
     // one refused for concurrency used 2, so 3 more pass and the rest are refused.
@@ -676,7 +678,10 @@ async fn per_connection_limits_refuse_in_clickhouse_form() {
             .headers()
             .get("x-clickhouse-exception-code")
             .map(|v| v.to_str().unwrap().to_owned());
-        codes.push((resp.status().as_u16(), code));
+        let status = resp.status().as_u16();
+        // A query holds its slot until its result is read to the end.
+        resp.bytes().await.unwrap();
+        codes.push((status, code));
     }
     let ok = (200, None);
     let limited = (429, Some("201".to_owned()));

@@ -16,6 +16,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, header};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -46,12 +47,15 @@ use upstream::UpstreamPools;
 /// stream straight to one node.
 const REPLAYABLE_BODY_LIMIT: u64 = 1024 * 1024;
 
+/// HTTP client to the upstream nodes: `http://` and `https://` alike.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+
 pub struct Gateway {
     directory: Arc<CredentialDirectory>,
     topology: Arc<Topology>,
     passwords: CredentialHasher,
     trusted_proxies: Vec<IpNet>,
-    client: Client<HttpConnector, Body>,
+    client: UpstreamClient,
     response_timeout: Duration,
     health_check_interval: Duration,
     pools: Arc<UpstreamPools>,
@@ -64,14 +68,21 @@ impl Gateway {
         directory: Arc<CredentialDirectory>,
         topology: Arc<Topology>,
         passwords: CredentialHasher,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(settings.upstream_connect_timeout));
         connector.set_nodelay(true);
+        connector.enforce_http(false);
+        let tls = upstream_tls_config(settings.upstream_ca_file.as_deref())?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Self {
+        Ok(Self {
             pools: Arc::new(UpstreamPools::new(&topology)),
             directory,
             topology,
@@ -84,7 +95,7 @@ impl Gateway {
                 settings.max_concurrent_queries_per_connection,
                 settings.max_requests_per_minute_per_connection,
             ),
-        }
+        })
     }
 
     pub fn router(self: Arc<Self>) -> Router {
@@ -159,6 +170,39 @@ impl Gateway {
                 .ok_or_else(|| GatewayError::DatabaseNotInScope(db.to_owned())),
         }
     }
+}
+
+/// Trusts the system's CA certificates and, when given, the operator's own CA file.
+fn upstream_tls_config(ca_file: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {
+    use anyhow::Context;
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        for cert in CertificateDer::pem_file_iter(path)
+            .with_context(|| format!("gateway.upstream_ca_file: cannot read {}", path.display()))?
+        {
+            roots
+                .add(cert.with_context(|| {
+                    format!("gateway.upstream_ca_file: {} is not PEM", path.display())
+                })?)
+                .with_context(|| {
+                    format!(
+                        "gateway.upstream_ca_file: a certificate in {} is invalid",
+                        path.display()
+                    )
+                })?;
+        }
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
 }
 
 fn ok_response() -> Response<Body> {

@@ -5,10 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::body::Body;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use url::Url;
+
+use super::UpstreamClient;
 
 use crate::domain::topology::Topology;
 
@@ -108,11 +107,7 @@ impl UpstreamPools {
     }
 
     /// Pings every node each `interval` until the task is dropped.
-    pub async fn check_health(
-        self: Arc<Self>,
-        client: Client<HttpConnector, Body>,
-        interval: Duration,
-    ) {
+    pub async fn check_health(self: Arc<Self>, client: UpstreamClient, interval: Duration) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

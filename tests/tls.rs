@@ -1,0 +1,262 @@
+//! HTTPS on the gateway and the API: a certificate from PEM files, and a reload on SIGHUP
+//! that keeps established connections.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::TestServer;
+use common::clickhouse::{ClickHouse, TEAM_A_PASSWORD, TEAM_A_ROWS};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A self-signed certificate for 127.0.0.1 and localhost, written as PEM files.
+fn write_certificate(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert_path = dir.join(format!("{name}.crt"));
+    let key_path = dir.join(format!("{name}.key"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    (cert_path, key_path)
+}
+
+fn curl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn https(addr: &str) -> String {
+    addr.replace("http://", "https://")
+}
+
+/// One TLS connection that stays open across requests.
+struct KeptConnection {
+    stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+}
+
+impl KeptConnection {
+    async fn open(addr: &str, ca: &Path) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(ca).unwrap();
+        for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
+            let cert: rustls_pki_types::CertificateDer = cert.unwrap();
+            roots.add(cert).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(addr.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        Self {
+            stream: connector.connect(name, tcp).await.unwrap(),
+        }
+    }
+
+    /// Sends a query and returns the raw response (chunked, as ClickHouse answers).
+    async fn query(&mut self, user: &str, password: &str, sql: &str) -> String {
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let request = format!(
+            "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\nContent-Length: {}\r\n\r\n{sql}",
+            sql.len()
+        );
+        self.stream.write_all(request.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"0\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(
+                n > 0,
+                "the connection was closed: {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+}
+
+fn wait_for_log(server: &TestServer, needle: &str) {
+    let start = Instant::now();
+    while !server.logs().contains(needle) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "log never said {needle:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn gateway_serves_https_and_reloads_its_certificate_on_sighup() {
+    let ch = ClickHouse::start().await;
+    let secrets = ch.path();
+    std::fs::write(secrets.join("team_a.secret"), TEAM_A_PASSWORD).unwrap();
+    let (cert, key) = write_certificate(secrets, "gateway");
+    let config = format!(
+        r#"
+[gateway]
+tls_cert_file = "{cert}"
+tls_key_file = "{key}"
+
+[[regions]]
+name = "local"
+id = "local-1"
+host = "127.0.0.1"
+port = 8443
+tls = true
+upstreams = ["{url}"]
+
+[[teams]]
+id = 1
+name = "Team A"
+upstream_user = "team_a"
+upstream_password_file = "{dir}/team_a.secret"
+"#,
+        cert = cert.display(),
+        key = key.display(),
+        url = ch.url,
+        dir = secrets.display()
+    );
+    let server = TestServer::start(&config).await;
+    assert!(server.logs().contains("scheme=https"));
+    let (_, user, password) = server
+        .create_connection(json!({"client_type": "clickhouse"}))
+        .await;
+    let gateway = https(&server.gateway);
+    let credentials = format!("{user}:{password}");
+    let cert_arg = cert.display().to_string();
+
+    let (ok, body) = curl(&[
+        "--cacert",
+        &cert_arg,
+        "-u",
+        &credentials,
+        &gateway,
+        "-d",
+        "SELECT count() FROM team_a.events",
+    ]);
+    assert!(ok, "{body}");
+    assert_eq!(body, format!("{TEAM_A_ROWS}\n"));
+    // Plain HTTP on the TLS port gets nowhere, and an unknown CA is refused by the client.
+    let (ok, _) = curl(&["-u", &credentials, &server.gateway, "-d", "SELECT 1"]);
+    assert!(!ok, "plain HTTP is not served on the TLS port");
+    let (ok, _) = curl(&["-u", &credentials, &gateway, "-d", "SELECT 1"]);
+    assert!(
+        !ok,
+        "the self-signed certificate is not in the system store"
+    );
+
+    // A connection made before the reload keeps working after it.
+    let mut kept = KeptConnection::open(&server.gateway, &cert).await;
+    assert!(
+        kept.query(&user, &password, "SELECT 1")
+            .await
+            .contains("\r\n\r\n2\r\n1\n\r\n0\r\n\r\n")
+    );
+
+    let (new_cert, new_key) = write_certificate(secrets, "next");
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for_log(&server, "TLS certificate reloaded");
+
+    assert!(
+        kept.query(&user, &password, "SELECT 2")
+            .await
+            .contains("\r\n\r\n2\r\n2\n\r\n0\r\n\r\n")
+    );
+    let new_cert_arg = new_cert.display().to_string();
+    let (ok, body) = curl(&[
+        "--cacert",
+        &new_cert_arg,
+        "-u",
+        &credentials,
+        &gateway,
+        "-d",
+        "SELECT 3",
+    ]);
+    assert!(ok, "{body}");
+    assert_eq!(body, "3\n");
+
+    // A broken pair on reload keeps the current certificate.
+    std::fs::write(&key, "not a key").unwrap();
+    Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    wait_for_log(&server, "TLS reload failed");
+    let (ok, body) = curl(&[
+        "--cacert",
+        &new_cert_arg,
+        "-u",
+        &credentials,
+        &gateway,
+        "-d",
+        "SELECT 4",
+    ]);
+    assert!(ok, "{body}");
+}
+
+#[tokio::test]
+async fn api_serves_https_and_bad_tls_configuration_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_certificate(dir.path(), "api");
+    let config = format!(
+        "[api]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let server = TestServer::start(&config).await;
+    let (ok, body) = curl(&[
+        "--cacert",
+        &cert.display().to_string(),
+        &format!("{}/healthz", https(&server.base)),
+    ]);
+    assert!(ok, "{body}");
+    assert!(body.contains("ok"));
+
+    let (ok, stderr) = common::run_once(
+        &format!("[api]\ntls_cert_file = \"{}\"\n", cert.display()),
+        &["serve"],
+        &[],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("tls_key_file"), "{stderr}");
+    let (ok, stderr) = common::run_once(
+        &format!(
+            "[gateway]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            key.display(),
+            cert.display()
+        ),
+        &["serve"],
+        &[("SWITCHBOARD_GATEWAY_LISTEN", "127.0.0.1:0")],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("TLS"), "{stderr}");
+}
