@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use common::TestServer;
 use common::clickhouse::{ClickHouse, TEAM_A_PASSWORD, TEAM_A_ROWS};
+use rustls_pki_types::pem::PemObject;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -50,8 +51,8 @@ impl KeptConnection {
     async fn open(addr: &str, ca: &Path) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         let pem = std::fs::read(ca).unwrap();
-        for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
-            let cert: rustls_pki_types::CertificateDer = cert.unwrap();
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.unwrap();
             roots.add(cert).unwrap();
         }
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -259,4 +260,102 @@ async fn api_serves_https_and_bad_tls_configuration_is_refused() {
     );
     assert!(!ok);
     assert!(stderr.contains("TLS"), "{stderr}");
+}
+
+/// Terminates TLS with `cert` on a free port and pipes each connection to `upstream`: a
+/// stand-in for a ClickHouse node served over HTTPS.
+async fn tls_terminator(cert: &Path, key: &Path, upstream: u16) -> u16 {
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", upstream))
+                    .await
+                    .unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn https_upstreams_are_verified_against_the_configured_ca() {
+    let ch = ClickHouse::start().await;
+    let secrets = ch.path();
+    std::fs::write(secrets.join("team_a.secret"), TEAM_A_PASSWORD).unwrap();
+    let (cert, key) = write_certificate(secrets, "upstream");
+    let port = tls_terminator(&cert, &key, ch.port).await;
+    let config = |ca: &str| {
+        format!(
+            r#"
+[gateway]
+upstream_ca_file = "{ca}"
+
+[[regions]]
+name = "local"
+id = "local-1"
+host = "127.0.0.1"
+port = 8124
+upstreams = ["https://127.0.0.1:{port}"]
+
+[[teams]]
+id = 1
+name = "Team A"
+upstream_user = "team_a"
+upstream_password_file = "{dir}/team_a.secret"
+"#,
+            dir = secrets.display()
+        )
+    };
+    let server = TestServer::start(&config(&cert.display().to_string())).await;
+    let (_, user, password) = server
+        .create_connection(json!({"client_type": "clickhouse"}))
+        .await;
+    let resp = server
+        .client
+        .post(&server.gateway)
+        .basic_auth(&user, Some(&password))
+        .body("SELECT count() FROM team_a.events")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    assert_eq!(resp.text().await.unwrap(), format!("{TEAM_A_ROWS}\n"));
+
+    // Trusting another CA, the same upstream is refused: the certificate is verified.
+    let (other, _) = write_certificate(secrets, "other");
+    let distrusting = TestServer::start(&config(&other.display().to_string())).await;
+    let (_, user, password) = distrusting
+        .create_connection(json!({"client_type": "clickhouse"}))
+        .await;
+    let resp = distrusting
+        .client
+        .post(&distrusting.gateway)
+        .basic_auth(&user, Some(&password))
+        .body("SELECT 1")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_server_error(), "{}", resp.status());
 }

@@ -1,0 +1,364 @@
+//! Gateway benchmark: the same queries, in one run, against ClickHouse directly, through
+//! Switchboard's gateway, and through nginx `proxy_pass` (the reference cost of a plain
+//! proxy). Reports latency at 1 and 64 concurrent clients, requests per second, streaming
+//! throughput of a ~1 GB result, the gateway's peak RSS, and the ratios.
+//!
+//! Run: `cargo bench --bench gateway` (options: `-- --seconds S --stream-mb M`).
+//! Needs Debian's clickhouse-server and nginx (scripts/bench.sh installs them).
+
+#[path = "../tests/common/clickhouse.rs"]
+mod clickhouse;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clickhouse::{ClickHouse, TEAM_A_PASSWORD};
+use hdrhistogram::Histogram;
+
+const TOKEN: &str = "bench-bootstrap-token-0123456789";
+
+struct Process {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(path: &std::path::Path, marker: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(pos) = text.find(marker) {
+            return text[pos + marker.len()..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "did not start: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_switchboard(ch: &ClickHouse) -> (Process, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("team_a.secret"), TEAM_A_PASSWORD).unwrap();
+    let config = format!(
+        r#"
+[gateway]
+max_concurrent_queries_per_connection = 0
+max_requests_per_minute_per_connection = 0
+
+[[regions]]
+name = "local"
+id = "local-1"
+host = "127.0.0.1"
+port = 8124
+upstreams = ["{}"]
+
+[[teams]]
+id = 1
+name = "Team A"
+upstream_user = "team_a"
+upstream_password_file = "{}/team_a.secret"
+"#,
+        ch.url,
+        dir.path().display()
+    );
+    std::fs::write(dir.path().join("switchboard.toml"), config).unwrap();
+    let stderr = dir.path().join("stderr.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .current_dir(dir.path())
+        .args(["--config", "switchboard.toml", "serve"])
+        .env("SWITCHBOARD_API_LISTEN", "127.0.0.1:0")
+        .env("SWITCHBOARD_GATEWAY_LISTEN", "127.0.0.1:0")
+        .env("SWITCHBOARD_BOOTSTRAP_TOKEN", TOKEN)
+        .env("SWITCHBOARD_LOG_LEVEL", "warn,switchboard::app=info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let api = format!("http://{}", wait_for(&stderr, "api listening addr="));
+    let gateway = format!("http://{}", wait_for(&stderr, "gateway listening addr="));
+    (Process { child, _dir: dir }, api, gateway)
+}
+
+fn start_nginx(upstream_port: u16) -> (Process, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let root = dir.path().display();
+    let config = format!(
+        r#"
+worker_processes 1;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    upstream clickhouse {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://clickhouse;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }}
+    }}
+}}
+"#
+    );
+    std::fs::write(dir.path().join("nginx.conf"), config).unwrap();
+    let child = Command::new("nginx")
+        .args(["-c", &format!("{root}/nginx.conf"), "-p", &root.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx is installed (scripts/bench.sh installs it)");
+    let url = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nginx did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (Process { child, _dir: dir }, url)
+}
+
+#[derive(Clone)]
+struct Target {
+    name: &'static str,
+    url: String,
+    user: String,
+    password: String,
+}
+
+struct Latency {
+    requests: u64,
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+async fn select_one(
+    client: &reqwest::Client,
+    target: &Target,
+    concurrency: usize,
+    duration: Duration,
+) -> Latency {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let target = target.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new(3).unwrap();
+            while start.elapsed() < duration {
+                let t0 = Instant::now();
+                let resp = client
+                    .post(&target.url)
+                    .basic_auth(&target.user, Some(&target.password))
+                    .body("SELECT 1")
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(
+                    resp.status().is_success(),
+                    "{}: {}",
+                    target.name,
+                    resp.status()
+                );
+                let body = resp.bytes().await.unwrap();
+                assert_eq!(&body[..], b"1\n");
+                hist.record(t0.elapsed().as_nanos() as u64).unwrap();
+            }
+            hist
+        }));
+    }
+    let mut hist = Histogram::<u64>::new(3).unwrap();
+    for t in tasks {
+        hist.add(t.await.unwrap()).unwrap();
+    }
+    Latency {
+        requests: hist.len(),
+        rps: hist.len() as f64 / start.elapsed().as_secs_f64(),
+        p50_us: hist.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_us: hist.value_at_quantile(0.99) as f64 / 1000.0,
+    }
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// MB/s reading a RowBinary result of `megabytes`; samples `pid`'s RSS meanwhile.
+async fn stream(
+    client: &reqwest::Client,
+    target: &Target,
+    megabytes: u64,
+    pid: Option<u32>,
+) -> (f64, u64) {
+    let rows = megabytes * 1024 * 1024 / 8;
+    let start = Instant::now();
+    let mut resp = client
+        .post(&target.url)
+        .basic_auth(&target.user, Some(&target.password))
+        .body(format!(
+            "SELECT number FROM system.numbers LIMIT {rows} FORMAT RowBinary"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let mut total = 0u64;
+    let mut peak = pid.map(rss_bytes).unwrap_or(0);
+    let mut chunks = 0u64;
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        total += chunk.len() as u64;
+        chunks += 1;
+        if chunks % 512 == 0 {
+            if let Some(pid) = pid {
+                peak = peak.max(rss_bytes(pid));
+            }
+        }
+    }
+    assert_eq!(total, rows * 8);
+    (total as f64 / 1e6 / start.elapsed().as_secs_f64(), peak)
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let seconds = Duration::from_secs(arg("--seconds", 5));
+    let stream_mb = arg("--stream-mb", 1024);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let ch = ClickHouse::start().await;
+        let (switchboard, api, gateway_url) = start_switchboard(&ch);
+        let (_nginx, nginx_url) = start_nginx(ch.port);
+        let client = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
+        let created: serde_json::Value = client
+            .post(format!("{api}/api/v1/connections"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(r#"{"client_type":"clickhouse"}"#)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let attrs = &created["data"]["attributes"];
+        let team = |name, url: &str| Target {
+            name,
+            url: url.to_owned(),
+            user: "team_a".into(),
+            password: TEAM_A_PASSWORD.into(),
+        };
+        let targets = [
+            team("direct", &ch.url),
+            Target {
+                name: "gateway",
+                url: gateway_url,
+                user: attrs["username"].as_str().unwrap().into(),
+                password: attrs["password"].as_str().unwrap().into(),
+            },
+            team("nginx", &nginx_url),
+        ];
+        let gateway_pid = switchboard.child.id();
+
+        println!("gateway benchmark: {}s per measurement, {stream_mb} MB stream; client, proxies and ClickHouse share this machine\n", seconds.as_secs());
+        println!("{:<8} {:>5} {:>10} {:>10} {:>10}", "target", "conc", "req/s", "p50 ms", "p99 ms");
+        let mut results = std::collections::HashMap::new();
+        for concurrency in [1usize, 64] {
+            for t in &targets {
+                // Warm the connection pools first.
+                select_one(&client, t, concurrency, Duration::from_millis(300)).await;
+                let l = select_one(&client, t, concurrency, seconds).await;
+                println!(
+                    "{:<8} {:>5} {:>10.0} {:>10.3} {:>10.3}   ({} requests)",
+                    t.name, concurrency, l.rps, l.p50_us / 1000.0, l.p99_us / 1000.0, l.requests
+                );
+                results.insert((t.name, concurrency), l);
+            }
+        }
+        println!();
+        // Two interleaved rounds, best of each, so no target benefits from going last.
+        let mut throughput: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
+        let mut gateway_peak = 0;
+        for _round in 0..2 {
+            for t in &targets {
+                let pid = (t.name == "gateway").then_some(gateway_pid);
+                let (mbps, peak) = stream(&client, t, stream_mb, pid).await;
+                gateway_peak = gateway_peak.max(peak);
+                let best = throughput.entry(t.name).or_default();
+                *best = best.max(mbps);
+            }
+        }
+        for t in &targets {
+            println!("{:<8} stream {:>8.0} MB/s (best of 2)", t.name, throughput[t.name]);
+        }
+
+        let r = |name, c| &results[&(name, c)];
+        println!("\nratios (gateway vs direct; nginx vs direct for reference)");
+        for c in [1usize, 64] {
+            println!(
+                "  conc {c:>2}: added p50 {:+.3} ms (nginx {:+.3} ms); req/s {:.2}x (nginx {:.2}x)",
+                (r("gateway", c).p50_us - r("direct", c).p50_us) / 1000.0,
+                (r("nginx", c).p50_us - r("direct", c).p50_us) / 1000.0,
+                r("gateway", c).rps / r("direct", c).rps,
+                r("nginx", c).rps / r("direct", c).rps,
+            );
+        }
+        println!(
+            "  streaming: {:.2}x (nginx {:.2}x)",
+            throughput["gateway"] / throughput["direct"],
+            throughput["nginx"] / throughput["direct"]
+        );
+        println!("  gateway peak RSS during the stream: {:.1} MB", gateway_peak as f64 / 1e6);
+    });
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what the benchmarks need and runs them all, release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+[ -x /usr/sbin/clickhouse-server ] || command -v clickhouse-server >/dev/null 2>&1 || need+=(clickhouse-server)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+export PATH="$PATH:/usr/sbin"
+cargo bench --bench api -- "$@"
+cargo bench --bench gateway -- "$@"
