@@ -250,10 +250,10 @@ async fn stream(
     while let Some(chunk) = resp.chunk().await.unwrap() {
         total += chunk.len() as u64;
         chunks += 1;
-        if chunks % 512 == 0 {
-            if let Some(pid) = pid {
-                peak = peak.max(rss_bytes(pid));
-            }
+        if chunks.is_multiple_of(512)
+            && let Some(pid) = pid
+        {
+            peak = peak.max(rss_bytes(pid));
         }
     }
     assert_eq!(total, rows * 8);
