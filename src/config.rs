@@ -599,6 +599,14 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_is_a_valid_configuration() {
+        let s = from_toml(include_str!("../examples/switchboard.toml")).unwrap();
+        assert_eq!(s.topology.default_region().id, "local-1");
+        assert_eq!(s.topology.teams()[0].databases, ["team_1234"]);
+        assert_eq!(s.gateway.max_concurrent_queries_per_connection, 16);
+    }
+
+    #[test]
     fn single_region_is_default_and_is_found_by_name_or_id() {
         let s = from_toml(
             "[[regions]]\nname='germany'\nid='eu-nbg-2'\nhost='gw.example'\nport=443\ntls=true",
