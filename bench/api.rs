@@ -4,13 +4,15 @@
 //! Run: `cargo bench --bench api` (options: `-- --connections N --concurrency C --seconds S`).
 //! Client and server share this machine's cores; the figures include that contention.
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+
+mod common;
+use common::{arg, wait_for};
 
 const TOKEN: &str = "bench-bootstrap-token-0123456789";
 
@@ -40,27 +42,11 @@ fn start_server() -> Server {
         .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
         .expect("start switchboard");
-    let base = wait_for_addr(&stderr_path);
+    let base = format!("http://{}", wait_for(&stderr_path, "api listening addr="));
     Server {
         child,
         base,
         _dir: dir,
-    }
-}
-
-fn wait_for_addr(path: &Path) -> String {
-    let start = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if let Some(pos) = text.find("api listening addr=") {
-            let rest = &text[pos + "api listening addr=".len()..];
-            return format!("http://{}", rest.split_whitespace().next().unwrap());
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "server did not start: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -129,15 +115,6 @@ where
         elapsed: start.elapsed(),
         latency,
     }
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn main() {

@@ -8,11 +8,13 @@
 
 #[path = "../tests/common/clickhouse.rs"]
 mod clickhouse;
+mod common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clickhouse::{ClickHouse, TEAM_A_PASSWORD};
+use common::{arg, wait_for};
 use hdrhistogram::Histogram;
 
 const TOKEN: &str = "bench-bootstrap-token-0123456789";
@@ -26,25 +28,6 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-fn wait_for(path: &std::path::Path, marker: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if let Some(pos) = text.find(marker) {
-            return text[pos + marker.len()..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_owned();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "did not start: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -258,15 +241,6 @@ async fn stream(
     }
     assert_eq!(total, rows * 8);
     (total as f64 / 1e6 / start.elapsed().as_secs_f64(), peak)
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn main() {
