@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || need+=(clickhouse-server)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   SUDO=""
@@ -25,5 +26,11 @@ cargo fmt --all -- --check
 echo "==> cargo clippy (warnings are errors)"
 cargo clippy --all-targets --locked -- -D warnings
 
-echo "==> cargo test"
+echo "==> cargo test (embedded SQLite store)"
 cargo test --locked
+
+# The integration suites again, every server on PostgreSQL (one cluster per test binary,
+# a fresh database per test).
+echo "==> cargo test (PostgreSQL store)"
+SWITCHBOARD_TEST_STORE=postgres cargo test --locked \
+  --test data_connections --test operations --test gateway --test tls

@@ -19,8 +19,9 @@ use crate::domain::token::{ApiTokens, MIN_PROVIDED_TOKEN_LEN};
 use crate::gateway::Gateway;
 use crate::gateway::directory::CredentialDirectory;
 use crate::server::{self, ReloadableTls};
-use crate::store::Store;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreEvent};
 
 const META_KEY_FINGERPRINT: &str = "master_key_fingerprint";
 const META_CREDENTIAL_HASH_KEY: &str = "credential_hash_key";
@@ -37,16 +38,7 @@ pub struct Core {
 impl Core {
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
         create_private_dir(&settings.data_dir)?;
-        let store: Arc<dyn Store> = match &settings.database {
-            DatabaseUrl::Sqlite(url) => Arc::new(
-                SqliteStore::open(url)
-                    .await
-                    .with_context(|| format!("cannot open the SQLite database {url}"))?,
-            ),
-            DatabaseUrl::Postgres(_) => {
-                bail!("PostgreSQL support is not built yet; use a sqlite:// database.url")
-            }
-        };
+        let store = open_store(settings).await?;
         let master_key = resolve_master_key(settings, store.as_ref()).await?;
         let sealer = master_key.sealer();
 
@@ -109,6 +101,23 @@ impl Core {
     }
 }
 
+/// Opens the configured store, applying migrations as configured.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = match &settings.database {
+        DatabaseUrl::Sqlite(url) => Arc::new(
+            SqliteStore::open(url)
+                .await
+                .with_context(|| format!("cannot open the SQLite database {url}"))?,
+        ),
+        DatabaseUrl::Postgres(url) => Arc::new(
+            PostgresStore::open(url, settings.auto_migrate)
+                .await
+                .context("cannot open the PostgreSQL database (check database.url)")?,
+        ),
+    };
+    Ok(store)
+}
+
 fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
@@ -127,6 +136,10 @@ async fn resolve_master_key(settings: &Settings, store: &dyn Store) -> anyhow::R
     let stored = stored.map(|v| String::from_utf8_lossy(&v).into_owned());
     let key = match &settings.master_key_file {
         Some(path) => MasterKey::load(path)?,
+        None if matches!(settings.database, DatabaseUrl::Postgres(_)) => bail!(
+            "a PostgreSQL store is shared by replicas, which must share one master key: \
+             set master_key_file (or SWITCHBOARD_MASTER_KEY_FILE) to a file made with `openssl rand -base64 32`"
+        ),
         None => {
             let path: PathBuf = settings.data_dir.join("master.key");
             if path.exists() {
@@ -277,6 +290,19 @@ impl Application {
             stop_rx.clone(),
         ));
         let health_checks = tokio::spawn(self.gateway.health_checks());
+        let follower = match self.services.store.credential_events().await {
+            Ok(Some(events)) => Some(tokio::spawn(follow_store_events(
+                self.services.clone(),
+                self.directory.clone(),
+                events,
+            ))),
+            Ok(None) => None,
+            Err(e) => {
+                return Err(
+                    anyhow::anyhow!(e).context("cannot subscribe to the store's change feed")
+                );
+            }
+        };
         let reloader = tokio::spawn(reload_tls_on_hangup(
             [self.api_tls.clone(), self.gateway_tls.clone()]
                 .into_iter()
@@ -307,10 +333,33 @@ impl Application {
         api.context("the API server failed")?;
         gateway.context("the gateway failed")?;
         reloader.abort();
+        if let Some(follower) = follower {
+            follower.abort();
+        }
         refresher.abort();
         health_checks.abort();
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Applies other replicas' changes to this replica's credential snapshot as they arrive.
+async fn follow_store_events(
+    services: Arc<AppServices>,
+    directory: Arc<CredentialDirectory>,
+    mut events: tokio::sync::mpsc::Receiver<StoreEvent>,
+) {
+    while let Some(event) = events.recv().await {
+        let resync = match services.data_connections.follow(event).await {
+            Ok(resync) => resync,
+            Err(e) => {
+                tracing::warn!(error = %e, ?event, "cannot apply a change from the store; reloading");
+                true
+            }
+        };
+        if resync && let Err(e) = refresh_credentials(&services, &directory).await {
+            tracing::warn!(error = %e, "credential reload failed; the periodic refresh will retry");
+        }
     }
 }
 

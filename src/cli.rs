@@ -54,6 +54,8 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Apply pending database migrations and exit.
+    Migrate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +127,13 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Serve => {
             let app = Application::build(settings).await?;
             app.run_until(app::shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let mut settings = settings;
+            settings.auto_migrate = true;
+            app::open_store(&settings).await?.migrate().await?;
+            println!("migrations applied");
+            Ok(())
         }
         Command::Token(TokenCommand::Create { team, email }) => {
             let scope = match team {

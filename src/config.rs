@@ -26,6 +26,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("API_LISTEN", "api.listen"),
     ("GATEWAY_LISTEN", "gateway.listen"),
     ("DATABASE_URL", "database.url"),
+    ("DATABASE_AUTO_MIGRATE", "database.auto_migrate"),
     ("MASTER_KEY_FILE", "master_key_file"),
     ("LOG_FORMAT", "log.format"),
     ("LOG_LEVEL", "log.level"),
@@ -115,6 +116,7 @@ impl Default for RawGateway {
 #[serde(deny_unknown_fields, default)]
 struct RawDatabase {
     url: Option<String>,
+    auto_migrate: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -241,6 +243,9 @@ pub struct Settings {
     pub api: ApiSettings,
     pub gateway: GatewaySettings,
     pub database: DatabaseUrl,
+    /// Apply pending migrations when the server starts (PostgreSQL; the embedded SQLite
+    /// store always does).
+    pub auto_migrate: bool,
     pub log_format: LogFormat,
     pub log_level: String,
     pub topology: Topology,
@@ -419,6 +424,7 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
                 .max_requests_per_minute_per_connection,
         },
         database,
+        auto_migrate: raw.database.auto_migrate.unwrap_or(true),
         log_format,
         log_level: raw.log.level,
         topology: Topology::new(regions, teams),

@@ -705,6 +705,14 @@ async fn password_appears_only_in_the_create_response() {
         .to_owned();
     let db = server.database_bytes();
     assert!(!db.is_empty());
+    if server.database_url.is_some() {
+        let dump = String::from_utf8_lossy(&db);
+        assert!(
+            dump.contains("COPY public.data_connections"),
+            "the dump holds the rows"
+        );
+        assert!(dump.contains("secret check"), "the dump holds the rows");
+    }
     let logs = server.logs();
     assert!(
         logs.contains("data connection created"),

@@ -170,7 +170,8 @@ async fn environment_and_flags_override_the_file() {
 
 #[tokio::test]
 async fn a_different_master_key_is_refused() {
-    let mut server = TestServer::start(TOPOLOGY).await;
+    // The embedded store generates its key; a shared one is always given one.
+    let mut server = TestServer::start_embedded(TOPOLOGY).await;
     server.stop();
     let key_path = server.dir.join("data/master.key");
     assert!(

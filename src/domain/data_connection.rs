@@ -11,7 +11,7 @@ use super::time::Timestamp;
 use super::token::{Principal, User};
 use super::topology::{Team, Topology};
 use crate::crypto::{self, CredentialHash, CredentialHasher};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreEvent};
 
 pub const USERNAME_RANDOM_LEN: usize = 32;
 pub const PASSWORD_LEN: usize = 64;
@@ -352,6 +352,31 @@ impl DataConnections {
             .into_iter()
             .map(|(connection, hash)| IssuedCredential::of(&connection, hash))
             .collect())
+    }
+
+    /// Applies a change another replica made, as the shared store reported it. Returns
+    /// true when the caller must reload every credential instead.
+    pub async fn follow(&self, event: StoreEvent) -> Result<bool, DataConnectionError> {
+        match event {
+            StoreEvent::Issued(id) => match self.store.get_data_connection_credential(id).await? {
+                Some((connection, hash)) => {
+                    self.listener
+                        .apply(CredentialChange::Issued(IssuedCredential::of(
+                            &connection,
+                            hash,
+                        )))
+                }
+                // Already deleted again: make sure it is gone here too.
+                None => self
+                    .listener
+                    .apply(CredentialChange::Revoked { connection_id: id }),
+            },
+            StoreEvent::Revoked(id) => self
+                .listener
+                .apply(CredentialChange::Revoked { connection_id: id }),
+            StoreEvent::Resync => return Ok(true),
+        }
+        Ok(false)
     }
 
     /// The configured teams a connection reaches, in id order.

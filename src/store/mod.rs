@@ -6,7 +6,18 @@ use crate::crypto::CredentialHash;
 use crate::domain::data_connection::{DataConnection, NewDataConnection};
 use crate::domain::token::{Principal, TokenScope, User};
 
+pub mod postgres;
+mod row;
 pub mod sqlite;
+
+/// A change another process made to who may authenticate, as a shared store reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreEvent {
+    Issued(i64),
+    Revoked(i64),
+    /// Events may have been missed (the feed reconnected): reload everything.
+    Resync,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -25,6 +36,9 @@ pub enum StoreError {
 pub trait Store: Send + Sync + 'static {
     /// Cheap round trip proving the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Applies pending schema migrations.
+    async fn migrate(&self) -> Result<(), StoreError>;
 
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Stores `value` under `key` unless a value is there; returns the value that is stored
@@ -58,6 +72,18 @@ pub trait Store: Send + Sync + 'static {
     async fn list_data_connection_credentials(
         &self,
     ) -> Result<Vec<(DataConnection, CredentialHash)>, StoreError>;
+    /// One connection with its password hash.
+    async fn get_data_connection_credential(
+        &self,
+        id: i64,
+    ) -> Result<Option<(DataConnection, CredentialHash)>, StoreError>;
+    /// Changes made by other processes sharing this store, where the store can tell
+    /// (`None` for a store only this process uses).
+    async fn credential_events(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<StoreEvent>>, StoreError> {
+        Ok(None)
+    }
     async fn count_data_connections(&self) -> Result<u64, StoreError>;
     async fn get_data_connection(&self, id: i64) -> Result<Option<DataConnection>, StoreError>;
     /// True if a connection was deleted.

@@ -10,16 +10,15 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Deserialize;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Row, query};
 
+use super::row::{ConnectionRow, corrupt, parse_json};
 use super::{Store, StoreError};
 use crate::crypto::CredentialHash;
-use crate::domain::allowlist::{AllowEntry, IpAllowlist};
-use crate::domain::data_connection::{ClientType, DataConnection, NewDataConnection, TeamScope};
+use crate::domain::data_connection::{DataConnection, NewDataConnection, TeamScope};
 use crate::domain::time::Timestamp;
 use crate::domain::token::{Principal, TokenScope, User};
 
@@ -88,69 +87,27 @@ const CONNECTION_JSON: &str = "json_object(\
      'username', c.username, 'ip_allowlist', json(c.ip_allowlist), 'team_ids', json(c.team_ids), \
      'created_by', c.created_by, 'created_by_email', u.email)";
 
-#[derive(Deserialize)]
-struct ConnectionRow {
-    id: i64,
-    client_type: String,
-    note: Option<String>,
-    created_at: i64,
-    valid_until: Option<i64>,
-    region_id: String,
-    host: String,
-    port: u16,
-    username: String,
-    ip_allowlist: Vec<String>,
-    team_ids: Option<Vec<i64>>,
-    created_by: Option<i64>,
-    created_by_email: Option<String>,
-}
-
-fn corrupt(what: &str, id: i64) -> StoreError {
-    StoreError::Corrupt(format!("data connection {id}: {what}"))
-}
-
-impl ConnectionRow {
-    fn into_domain(self) -> Result<DataConnection, StoreError> {
-        let id = self.id;
-        let allowlist = self
-            .ip_allowlist
-            .iter()
-            .map(|s| {
-                s.parse::<AllowEntry>()
-                    .map_err(|_| corrupt("ip_allowlist entry", id))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let created_by = match (self.created_by, self.created_by_email) {
-            (Some(user_id), Some(email)) => Some(User { id: user_id, email }),
-            (None, _) => None,
-            (Some(_), None) => return Err(corrupt("created_by refers to no user", id)),
-        };
-        Ok(DataConnection {
-            id,
-            client_type: ClientType::parse(&self.client_type)
-                .ok_or_else(|| corrupt("client_type", id))?,
-            note: self.note,
-            created_at: Timestamp::from_millis(self.created_at),
-            valid_until: self.valid_until.map(Timestamp::from_millis),
-            region_id: self.region_id,
-            host: self.host,
-            port: self.port,
-            username: self.username,
-            ip_allowlist: IpAllowlist::new(allowlist),
-            teams: self.team_ids.map_or(TeamScope::All, TeamScope::Teams),
-            created_by,
-        })
-    }
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, StoreError> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("data connection row: {e}")))
+fn credential_from_row(
+    row: &sqlx::sqlite::SqliteRow,
+) -> Result<(DataConnection, CredentialHash), StoreError> {
+    let connection = parse_json::<ConnectionRow>(row.try_get::<&str, _>(0)?)?.into_domain()?;
+    let hash: Vec<u8> = row.try_get(1)?;
+    let hash = CredentialHash::try_from(hash.as_slice())
+        .map_err(|_| corrupt("password_hash length", connection.id))?;
+    Ok((connection, hash))
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.writer)
+            .await?;
         Ok(())
     }
 
@@ -332,16 +289,21 @@ impl Store for SqliteStore {
         ))
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let connection =
-                    parse_json::<ConnectionRow>(row.try_get::<&str, _>(0)?)?.into_domain()?;
-                let hash: Vec<u8> = row.try_get(1)?;
-                let hash = CredentialHash::try_from(hash.as_slice())
-                    .map_err(|_| corrupt("password_hash length", connection.id))?;
-                Ok((connection, hash))
-            })
-            .collect()
+        rows.iter().map(credential_from_row).collect()
+    }
+
+    async fn get_data_connection_credential(
+        &self,
+        id: i64,
+    ) -> Result<Option<(DataConnection, CredentialHash)>, StoreError> {
+        let row = query(&format!(
+            "SELECT {CONNECTION_JSON}, c.password_hash FROM data_connections c \
+             LEFT JOIN users u ON u.id = c.created_by WHERE c.id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(credential_from_row).transpose()
     }
 
     async fn count_data_connections(&self) -> Result<u64, StoreError> {

@@ -47,6 +47,7 @@ tables = ["team_5678.billing"]
 "#;
 
 pub mod clickhouse;
+pub mod postgres;
 
 pub struct TestServer {
     child: Option<Child>,
@@ -58,6 +59,8 @@ pub struct TestServer {
     config: String,
     extra_env: Vec<(String, String)>,
     extra_args: Vec<String>,
+    /// The PostgreSQL database this server uses, when the suite runs on PostgreSQL.
+    pub database_url: Option<String>,
     _tmp: Option<tempfile::TempDir>,
     run: u32,
 }
@@ -71,8 +74,41 @@ impl TestServer {
         Self::start_with(config, &[], &[]).await
     }
 
+    /// Always on the embedded SQLite store, for what only it does (generating its key).
+    pub async fn start_embedded(config: &str) -> Self {
+        Self::start_on(config, &[], &[], false).await
+    }
+
     /// Starts with extra environment variables and global flags (before `serve`).
     pub async fn start_with(config: &str, env: &[(&str, &str)], args: &[&str]) -> Self {
+        Self::start_on(config, env, args, postgres::selected()).await
+    }
+
+    /// On a new database of the shared PostgreSQL server, whatever the suite's store.
+    pub async fn start_postgres(config: &str, database_url: Option<&str>) -> Self {
+        let url = database_url.map_or_else(
+            || postgres::Postgres::shared().create_database(),
+            str::to_owned,
+        );
+        Self::start_on_url(config, &[], &[], Some(url)).await
+    }
+
+    async fn start_on(
+        config: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+        on_postgres: bool,
+    ) -> Self {
+        let url = on_postgres.then(|| postgres::Postgres::shared().create_database());
+        Self::start_on_url(config, env, args, url).await
+    }
+
+    async fn start_on_url(
+        config: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+        database_url: Option<String>,
+    ) -> Self {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().to_path_buf();
         let mut server = Self {
@@ -87,6 +123,7 @@ impl TestServer {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             extra_args: args.iter().map(|a| a.to_string()).collect(),
+            database_url,
             _tmp: Some(tmp),
             run: 0,
         };
@@ -109,6 +146,15 @@ impl TestServer {
             .env("SWITCHBOARD_LOG_LEVEL", "debug")
             .arg("--config")
             .arg(self.config_path());
+        if let Some(url) = &self.database_url {
+            // Replicas share one key; the test's directory keeps it.
+            let key = self.dir.join("shared-master.key");
+            if !key.exists() {
+                std::fs::write(&key, "c3dpdGNoYm9hcmQtdGVzdC1tYXN0ZXIta2V5LTMyYnk=\n").unwrap();
+            }
+            cmd.env("SWITCHBOARD_DATABASE_URL", url)
+                .env("SWITCHBOARD_MASTER_KEY_FILE", key);
+        }
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
@@ -205,8 +251,12 @@ impl TestServer {
         all
     }
 
-    /// Raw bytes of every database file (main file, WAL, shared memory).
+    /// Raw bytes of every database file (main file, WAL, shared memory), or on
+    /// PostgreSQL every row as `pg_dump` writes it.
     pub fn database_bytes(&self) -> Vec<u8> {
+        if let Some(url) = &self.database_url {
+            return postgres::Postgres::shared().dump(url);
+        }
         let mut all = Vec::new();
         for entry in std::fs::read_dir(self.dir.join("data")).unwrap() {
             let path = entry.unwrap().path();

@@ -1,0 +1,369 @@
+//! The shared store: PostgreSQL, for several replicas behind a load balancer. Changes to
+//! who may authenticate reach every replica through LISTEN/NOTIFY (see the migration's
+//! trigger).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Row, query};
+use tokio::sync::mpsc;
+
+use super::row::{ConnectionRow, corrupt, parse_json};
+use super::{Store, StoreError, StoreEvent};
+use crate::crypto::CredentialHash;
+use crate::domain::data_connection::{DataConnection, NewDataConnection, TeamScope};
+use crate::domain::time::Timestamp;
+use crate::domain::token::{Principal, TokenScope, User};
+
+const CHANNEL: &str = "switchboard_credentials";
+/// Serialises the first-token bootstrap of replicas starting at once.
+const BOOTSTRAP_LOCK: i64 = 0x5357_4254_424f_4f54;
+
+pub struct PostgresStore {
+    pool: PgPool,
+    options: PgConnectOptions,
+}
+
+impl PostgresStore {
+    /// Connects and, unless `migrate` is false, applies pending migrations (sqlx holds an
+    /// advisory lock meanwhile, so replicas starting together do not race).
+    pub async fn open(url: &str, migrate: bool) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)?
+            .application_name("switchboard")
+            .options([("statement_timeout", "30s"), ("lock_timeout", "10s")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await?;
+        if migrate {
+            Self::migrate_pool(&pool).await?;
+        }
+        Ok(Self { pool, options })
+    }
+
+    async fn migrate_pool(pool: &PgPool) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/postgres").run(pool).await?;
+        Ok(())
+    }
+}
+
+fn map_write_error(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e
+        && db.is_unique_violation()
+    {
+        return StoreError::Conflict(db.message().to_owned());
+    }
+    StoreError::Database(e)
+}
+
+const CONNECTION_JSON: &str = "json_build_object(\
+     'id', c.id, 'client_type', c.client_type, 'note', c.note, 'created_at', c.created_at, \
+     'valid_until', c.valid_until, 'region_id', c.region_id, 'host', c.host, 'port', c.port, \
+     'username', c.username, 'ip_allowlist', c.ip_allowlist, 'team_ids', c.team_ids, \
+     'created_by', c.created_by, 'created_by_email', u.email)::text";
+
+fn credential_from_row(row: &PgRow) -> Result<(DataConnection, CredentialHash), StoreError> {
+    let connection = parse_json::<ConnectionRow>(row.try_get::<&str, _>(0)?)?.into_domain()?;
+    let hash: Vec<u8> = row.try_get(1)?;
+    let hash = CredentialHash::try_from(hash.as_slice())
+        .map_err(|_| corrupt("password_hash length", connection.id))?;
+    Ok((connection, hash))
+}
+
+fn parse_event(payload: &str) -> Option<StoreEvent> {
+    let (op, id) = payload.split_once(':')?;
+    let id = id.parse().ok()?;
+    match op {
+        "issued" => Some(StoreEvent::Issued(id)),
+        "revoked" => Some(StoreEvent::Revoked(id)),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        Self::migrate_pool(&self.pool).await
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(query("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.get(0)))
+    }
+
+    async fn init_meta(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        self.get_meta(key)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("meta key {key} vanished")))
+    }
+
+    async fn ensure_user(&self, email: &str) -> Result<User, StoreError> {
+        let row = query(
+            "INSERT INTO users (email, created_at) VALUES ($1, $2) \
+             ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email RETURNING id, email",
+        )
+        .bind(email)
+        .bind(Timestamp::now().as_millis())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(User {
+            id: row.get(0),
+            email: row.get(1),
+        })
+    }
+
+    async fn insert_api_token(
+        &self,
+        hash: &CredentialHash,
+        scope: TokenScope,
+        user: Option<&User>,
+    ) -> Result<i64, StoreError> {
+        let team = match scope {
+            TokenScope::Global => None,
+            TokenScope::Team(id) => Some(id),
+        };
+        let row = query(
+            "INSERT INTO api_tokens (token_hash, team_id, user_id, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(hash.as_slice())
+        .bind(team)
+        .bind(user.map(|u| u.id))
+        .bind(Timestamp::now().as_millis())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_write_error)?;
+        Ok(row.get(0))
+    }
+
+    async fn insert_first_api_token(&self, hash: &CredentialHash) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        query("SELECT pg_advisory_xact_lock($1)")
+            .bind(BOOTSTRAP_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let done = query(
+            "INSERT INTO api_tokens (token_hash, team_id, user_id, created_at) \
+             SELECT $1, NULL, NULL, $2 WHERE NOT EXISTS (SELECT 1 FROM api_tokens)",
+        )
+        .bind(hash.as_slice())
+        .bind(Timestamp::now().as_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_write_error)?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn find_api_token(&self, hash: &CredentialHash) -> Result<Option<Principal>, StoreError> {
+        let row = query(
+            "SELECT t.id, t.team_id, t.user_id, u.email FROM api_tokens t \
+             LEFT JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+        )
+        .bind(hash.as_slice())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let user = match row.try_get::<Option<i64>, _>(2)? {
+            Some(id) => Some(User {
+                id,
+                email: row.try_get(3)?,
+            }),
+            None => None,
+        };
+        Ok(Some(Principal {
+            token_id: row.try_get(0)?,
+            scope: match row.try_get::<Option<i64>, _>(1)? {
+                None => TokenScope::Global,
+                Some(team) => TokenScope::Team(team),
+            },
+            user,
+        }))
+    }
+
+    async fn insert_data_connection(
+        &self,
+        new: NewDataConnection,
+    ) -> Result<DataConnection, StoreError> {
+        let allowlist =
+            serde_json::to_string(&new.ip_allowlist.to_strings()).expect("strings serialise");
+        let team_ids = match &new.teams {
+            TeamScope::All => None,
+            TeamScope::Teams(ids) => Some(serde_json::to_string(ids).expect("ints serialise")),
+        };
+        let row = query(
+            "INSERT INTO data_connections (client_type, note, created_at, valid_until, region_id, \
+             host, port, username, password_hash, ip_allowlist, team_ids, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11::jsonb, $12) RETURNING id",
+        )
+        .bind(new.client_type.as_str())
+        .bind(new.note.as_deref())
+        .bind(new.created_at.as_millis())
+        .bind(new.valid_until.map(Timestamp::as_millis))
+        .bind(&new.region_id)
+        .bind(&new.host)
+        .bind(i32::from(new.port))
+        .bind(&new.username)
+        .bind(new.password_hash.as_slice())
+        .bind(allowlist)
+        .bind(team_ids)
+        .bind(new.created_by.as_ref().map(|u| u.id))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_write_error)?;
+        Ok(DataConnection {
+            id: row.get(0),
+            client_type: new.client_type,
+            note: new.note,
+            created_at: new.created_at,
+            valid_until: new.valid_until,
+            region_id: new.region_id,
+            host: new.host,
+            port: new.port,
+            username: new.username,
+            ip_allowlist: new.ip_allowlist,
+            teams: new.teams,
+            created_by: new.created_by,
+        })
+    }
+
+    async fn list_data_connections(
+        &self,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<DataConnection>, u64), StoreError> {
+        // One statement, so the page and the total describe the same snapshot.
+        let row = query(&format!(
+            "SELECT COALESCE((SELECT json_agg(page.j::json ORDER BY page.id)::text FROM \
+               (SELECT c.id, {CONNECTION_JSON} AS j FROM data_connections c \
+                LEFT JOIN users u ON u.id = c.created_by ORDER BY c.id LIMIT $1 OFFSET $2) page), '[]'), \
+             (SELECT COUNT(*) FROM data_connections)"
+        ))
+        .bind(limit)
+        .bind(offset)
+        .fetch_one(&self.pool)
+        .await?;
+        let page: Vec<ConnectionRow> = parse_json(row.try_get::<&str, _>(0)?)?;
+        let total: i64 = row.try_get(1)?;
+        let connections = page
+            .into_iter()
+            .map(ConnectionRow::into_domain)
+            .collect::<Result<_, _>>()?;
+        Ok((connections, total as u64))
+    }
+
+    async fn list_data_connection_credentials(
+        &self,
+    ) -> Result<Vec<(DataConnection, CredentialHash)>, StoreError> {
+        let rows = query(&format!(
+            "SELECT {CONNECTION_JSON}, c.password_hash FROM data_connections c \
+             LEFT JOIN users u ON u.id = c.created_by"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(credential_from_row).collect()
+    }
+
+    async fn get_data_connection_credential(
+        &self,
+        id: i64,
+    ) -> Result<Option<(DataConnection, CredentialHash)>, StoreError> {
+        let row = query(&format!(
+            "SELECT {CONNECTION_JSON}, c.password_hash FROM data_connections c \
+             LEFT JOIN users u ON u.id = c.created_by WHERE c.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(credential_from_row).transpose()
+    }
+
+    async fn credential_events(&self) -> Result<Option<mpsc::Receiver<StoreEvent>>, StoreError> {
+        let mut listener =
+            PgListener::connect_with(&PgPool::connect_lazy_with(self.options.clone())).await?;
+        listener.listen(CHANNEL).await?;
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(async move {
+            loop {
+                // `None`: the connection was lost and re-established; anything sent
+                // meanwhile is gone, so the receiver reloads everything.
+                let event = match listener.try_recv().await {
+                    Ok(Some(n)) => match parse_event(n.payload()) {
+                        Some(e) => e,
+                        None => continue,
+                    },
+                    Ok(None) => StoreEvent::Resync,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change feed interrupted; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        StoreEvent::Resync
+                    }
+                };
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
+
+    async fn count_data_connections(&self) -> Result<u64, StoreError> {
+        let total: i64 = query("SELECT COUNT(*) FROM data_connections")
+            .fetch_one(&self.pool)
+            .await?
+            .get(0);
+        Ok(total as u64)
+    }
+
+    async fn get_data_connection(&self, id: i64) -> Result<Option<DataConnection>, StoreError> {
+        let row = query(&format!(
+            "SELECT {CONNECTION_JSON} FROM data_connections c \
+             LEFT JOIN users u ON u.id = c.created_by WHERE c.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => parse_json::<ConnectionRow>(row.try_get::<&str, _>(0)?)?
+                .into_domain()
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn delete_data_connection(&self, id: i64) -> Result<bool, StoreError> {
+        let done = query("DELETE FROM data_connections WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notification_payloads() {
+        assert_eq!(parse_event("issued:42"), Some(StoreEvent::Issued(42)));
+        assert_eq!(parse_event("revoked:7"), Some(StoreEvent::Revoked(7)));
+        assert_eq!(parse_event("other:7"), None);
+        assert_eq!(parse_event("issued:x"), None);
+    }
+}

@@ -1,0 +1,189 @@
+//! Several replicas on one PostgreSQL: what one issues or revokes, the others' gateways
+//! know within a second, and concurrent writes never collide.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use common::clickhouse::{ClickHouse, TEAM_A_PASSWORD};
+use common::postgres::Postgres;
+use reqwest::StatusCode;
+use serde_json::json;
+
+fn config(ch: &ClickHouse) -> String {
+    std::fs::write(ch.path().join("team_a.secret"), TEAM_A_PASSWORD).unwrap();
+    format!(
+        r#"
+[gateway]
+max_requests_per_minute_per_connection = 0
+
+[[regions]]
+name = "local"
+id = "local-1"
+host = "127.0.0.1"
+port = 8124
+upstreams = ["{}"]
+
+[[teams]]
+id = 1
+name = "Team A"
+upstream_user = "team_a"
+upstream_password_file = "{}/team_a.secret"
+"#,
+        ch.url,
+        ch.path().display()
+    )
+}
+
+async fn query_status(server: &TestServer, user: &str, password: &str) -> StatusCode {
+    server
+        .client
+        .post(&server.gateway)
+        .basic_auth(user, Some(password))
+        .body("SELECT 1")
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Polls until `want` or a second passes; returns how long it took.
+async fn until(server: &TestServer, user: &str, password: &str, want: StatusCode) -> Duration {
+    let start = Instant::now();
+    loop {
+        if query_status(server, user, password).await == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "replica 2 did not see the change within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn summary(mut delays: Vec<Duration>) -> (Duration, Duration) {
+    delays.sort();
+    (delays[delays.len() / 2], *delays.last().unwrap())
+}
+
+#[tokio::test]
+async fn issuance_and_revocation_reach_the_other_replica_within_a_second() {
+    let ch = ClickHouse::start().await;
+    let config = config(&ch);
+    let one = TestServer::start_postgres(&config, None).await;
+    let two = TestServer::start_postgres(&config, one.database_url.as_deref()).await;
+
+    let mut issued = Vec::new();
+    let mut revoked = Vec::new();
+    for _ in 0..100 {
+        let (id, user, password) = one
+            .create_connection(json!({"client_type": "clickhouse"}))
+            .await;
+        issued.push(until(&two, &user, &password, StatusCode::OK).await);
+        let resp = one
+            .delete(&format!("/api/v1/connections/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        revoked.push(until(&two, &user, &password, StatusCode::FORBIDDEN).await);
+    }
+    let (issued_median, issued_worst) = summary(issued);
+    let (revoked_median, revoked_worst) = summary(revoked);
+    println!(
+        "100 trials: issued visible at replica 2 after median {issued_median:?}, worst {issued_worst:?}; \
+         revoked after median {revoked_median:?}, worst {revoked_worst:?}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_creates_on_two_replicas_never_collide() {
+    let ch = ClickHouse::start().await;
+    let config = config(&ch);
+    let one = TestServer::start_postgres(&config, None).await;
+    let two = TestServer::start_postgres(&config, one.database_url.as_deref()).await;
+    let creates = (0..50)
+        .flat_map(|_| [&one, &two])
+        .map(|server| server.create_connection(json!({"client_type": "clickhouse"})));
+    let created = futures_util::future::join_all(creates).await;
+    let mut ids: Vec<i64> = created.iter().map(|(id, _, _)| *id).collect();
+    let mut users: Vec<&str> = created.iter().map(|(_, u, _)| u.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    users.sort_unstable();
+    users.dedup();
+    assert_eq!((ids.len(), users.len()), (100, 100));
+    // Each replica lists all of them, and every credential works at both gateways.
+    for server in [&one, &two] {
+        let list: serde_json::Value = server
+            .get("/api/v1/connections?per_page=250")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(list["data"].as_array().unwrap().len(), 100);
+    }
+    for (_, user, password) in created.iter().take(10) {
+        assert_eq!(
+            until(&one, user, password, StatusCode::OK).await < Duration::from_secs(1),
+            true
+        );
+        assert_eq!(
+            until(&two, user, password, StatusCode::OK).await < Duration::from_secs(1),
+            true
+        );
+    }
+}
+
+#[tokio::test]
+async fn migrations_run_explicitly_and_concurrently_without_harm() {
+    let url = Postgres::shared().create_database();
+    let migrate = || {
+        std::process::Command::new(common::binary())
+            .args(["migrate"])
+            .env("SWITCHBOARD_DATABASE_URL", &url)
+            .env(
+                "SWITCHBOARD_DATA_DIR",
+                std::env::temp_dir().join("switchboard-migrate-test"),
+            )
+            .output()
+            .unwrap()
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(migrate);
+        let b = s.spawn(migrate);
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    for out in [&a, &b] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "migrations applied"
+        );
+    }
+    // A server told not to migrate starts on the migrated schema.
+    let server = TestServer::start_postgres("[database]\nauto_migrate = false\n", Some(&url)).await;
+    let resp = server.get("/api/v1/connections").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    // Without a master key, a shared store is refused with a clear message.
+    let out = std::process::Command::new(common::binary())
+        .args(["token", "create"])
+        .env("SWITCHBOARD_DATABASE_URL", &url)
+        .env(
+            "SWITCHBOARD_DATA_DIR",
+            std::env::temp_dir().join("switchboard-migrate-test"),
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("master_key_file"));
+}
