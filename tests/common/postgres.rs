@@ -101,11 +101,13 @@ impl Postgres {
              kill -INT $pg 2>/dev/null; wait $pg; rm -rf {d}",
             parent = std::process::id()
         );
-        as_server_user(&script)
+        let mut watchdog = as_server_user(&script)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // Reaped whenever it ends; it outlives the tests on purpose.
+        std::thread::spawn(move || watchdog.wait());
         let start = Instant::now();
         loop {
             if TcpStream::connect(("127.0.0.1", port)).is_ok()
