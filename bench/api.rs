@@ -1,5 +1,6 @@
 //! Control-plane API benchmark: creates 10,000 data connections through the HTTP API, then
-//! lists them with per_page=50, against the release binary on an embedded SQLite store.
+//! lists and gets them, against the release binary on the embedded SQLite store and then on a
+//! local PostgreSQL server (started in a temp dir), and prints the two side by side.
 //!
 //! Run: `cargo bench --bench api` (options: `-- --connections N --concurrency C --seconds S`).
 //! Client and server share this machine's cores; the figures include that contention.
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 mod common;
+#[path = "../tests/common/postgres.rs"]
+mod postgres;
 use common::{arg, wait_for};
 
 const TOKEN: &str = "bench-bootstrap-token-0123456789";
@@ -29,12 +32,22 @@ impl Drop for Server {
     }
 }
 
-fn start_server() -> Server {
+/// Starts the release binary on the embedded store, or on `postgres_url`.
+fn start_server(postgres_url: Option<&str>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let stderr_path = dir.path().join("stderr.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    if let Some(url) = postgres_url {
+        let key = dir.path().join("master.key");
+        std::fs::write(&key, "c3dpdGNoYm9hcmQtYmVuY2gtbWFzdGVyLWtleS0zMmI=\n").unwrap();
+        command
+            .env("SWITCHBOARD_DATABASE_URL", url)
+            .env("SWITCHBOARD_MASTER_KEY_FILE", key);
+    }
+    let child = command
         .current_dir(dir.path())
         .env("SWITCHBOARD_API_LISTEN", "127.0.0.1:0")
+        .env("SWITCHBOARD_GATEWAY_LISTEN", "127.0.0.1:0")
         .env("SWITCHBOARD_BOOTSTRAP_TOKEN", TOKEN)
         .env("SWITCHBOARD_LOG_LEVEL", "warn,switchboard::app=info")
         .arg("serve")
@@ -58,6 +71,10 @@ struct Figures {
 }
 
 impl Figures {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
     fn print(&self) {
         let rps = self.requests as f64 / self.elapsed.as_secs_f64();
         println!(
@@ -126,59 +143,110 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let server = start_server();
-        let base = Arc::new(server.base.clone());
+        println!("switchboard API benchmark: {connections} connections, {concurrency} concurrent clients\n");
         let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap();
-        println!("switchboard API benchmark: {connections} connections, {concurrency} concurrent clients, SQLite store\n");
+        let sqlite = start_server(None);
+        println!("SQLite (embedded)");
+        let on_sqlite = run_suite(&client, &sqlite.base, connections, concurrency, seconds).await;
+        drop(sqlite);
 
-        let (c, b) = (client.clone(), base.clone());
-        let create = drive("create (POST /api/v1/connections)", concurrency, Some(connections), None, move |i| {
-            let req = c
-                .post(format!("{b}/api/v1/connections"))
-                .bearer_auth(TOKEN)
-                .header("content-type", "application/json")
-                .body(format!(r#"{{"client_type":"clickhouse","note":"bench {i}","ip_allowlist":["10.0.0.0/8"]}}"#));
-            async move { req.send().await.unwrap().status() }
-        })
-        .await;
-        create.print();
+        let pg = postgres::Postgres::shared();
+        let url = pg.create_database();
+        let server = start_server(Some(&url));
+        println!("\nPostgreSQL (local server, same machine)");
+        let on_postgres = run_suite(&client, &server.base, connections, concurrency, seconds).await;
 
-        let pages = connections.div_ceil(50).max(1);
-        let (c, b) = (client.clone(), base.clone());
-        let list = drive("list (per_page=50, random page)", concurrency, None, Some(Duration::from_secs(seconds)), move |i| {
-            let page = i.wrapping_mul(2_654_435_761) % pages + 1;
-            let req = c.get(format!("{b}/api/v1/connections?page={page}&per_page=50")).bearer_auth(TOKEN);
-            async move {
-                let resp = req.send().await.unwrap();
-                let status = resp.status();
-                let _ = resp.bytes().await.unwrap();
-                status
-            }
-        })
-        .await;
-        list.print();
-
-        let (c, b) = (client.clone(), base.clone());
-        let get = drive("get (GET /api/v1/connections/{id})", concurrency, None, Some(Duration::from_secs(seconds)), move |i| {
-            let id = i.wrapping_mul(2_654_435_761) % connections + 1;
-            let req = c.get(format!("{b}/api/v1/connections/{id}")).bearer_auth(TOKEN);
-            async move {
-                let resp = req.send().await.unwrap();
-                let status = resp.status();
-                let _ = resp.bytes().await.unwrap();
-                status
-            }
-        })
-        .await;
-        get.print();
-
-        let (c, b) = (client.clone(), base.clone());
-        let health = drive("healthz (no auth, no store)", concurrency, None, Some(Duration::from_secs(seconds.min(5))), move |_| {
-            let req = c.get(format!("{b}/healthz"));
-            async move { req.send().await.unwrap().status() }
-        })
-        .await;
-        health.print();
+        println!("\nPostgreSQL beside SQLite (req/s ratio)");
+        for (a, b) in on_sqlite.iter().zip(&on_postgres) {
+            println!("  {:<34} {:.2}x", a.name, b.rps() / a.rps());
+        }
         println!("\nhealthz is the ceiling this client and machine allow; compare the others to it.");
     });
+}
+
+/// Create, list, get and healthz phases against one server.
+async fn run_suite(
+    client: &reqwest::Client,
+    base: &str,
+    connections: u64,
+    concurrency: usize,
+    seconds: u64,
+) -> Vec<Figures> {
+    let base = Arc::new(base.to_owned());
+    let mut all = Vec::new();
+    let (c, b) = (client.clone(), base.clone());
+    let create = drive("create (POST /api/v1/connections)", concurrency, Some(connections), None, move |i| {
+        let req = c
+            .post(format!("{b}/api/v1/connections"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"client_type":"clickhouse","note":"bench {i}","ip_allowlist":["10.0.0.0/8"]}}"#));
+        async move { req.send().await.unwrap().status() }
+    })
+    .await;
+    create.print();
+    all.push(create);
+
+    let pages = connections.div_ceil(50).max(1);
+    let (c, b) = (client.clone(), base.clone());
+    let list = drive(
+        "list (per_page=50, random page)",
+        concurrency,
+        None,
+        Some(Duration::from_secs(seconds)),
+        move |i| {
+            let page = i.wrapping_mul(2_654_435_761) % pages + 1;
+            let req = c
+                .get(format!("{b}/api/v1/connections?page={page}&per_page=50"))
+                .bearer_auth(TOKEN);
+            async move {
+                let resp = req.send().await.unwrap();
+                let status = resp.status();
+                let _ = resp.bytes().await.unwrap();
+                status
+            }
+        },
+    )
+    .await;
+    list.print();
+    all.push(list);
+
+    let (c, b) = (client.clone(), base.clone());
+    let get = drive(
+        "get (GET /api/v1/connections/{id})",
+        concurrency,
+        None,
+        Some(Duration::from_secs(seconds)),
+        move |i| {
+            let id = i.wrapping_mul(2_654_435_761) % connections + 1;
+            let req = c
+                .get(format!("{b}/api/v1/connections/{id}"))
+                .bearer_auth(TOKEN);
+            async move {
+                let resp = req.send().await.unwrap();
+                let status = resp.status();
+                let _ = resp.bytes().await.unwrap();
+                status
+            }
+        },
+    )
+    .await;
+    get.print();
+    all.push(get);
+
+    let (c, b) = (client.clone(), base.clone());
+    let health = drive(
+        "healthz (no auth, no store)",
+        concurrency,
+        None,
+        Some(Duration::from_secs(seconds.min(5))),
+        move |_| {
+            let req = c.get(format!("{b}/healthz"));
+            async move { req.send().await.unwrap().status() }
+        },
+    )
+    .await;
+    health.print();
+    all.push(health);
+    all
 }

@@ -247,11 +247,14 @@ impl Store for PostgresStore {
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<DataConnection>, u64), StoreError> {
-        // One statement, so the page and the total describe the same snapshot.
+        // One statement, so the page and the total describe the same snapshot. The page's
+        // ids come from the primary key index first, so only its rows become JSON.
         let row = query(&format!(
             "SELECT COALESCE((SELECT json_agg(page.j::json ORDER BY page.id)::text FROM \
-               (SELECT c.id, {CONNECTION_JSON} AS j FROM data_connections c \
-                LEFT JOIN users u ON u.id = c.created_by ORDER BY c.id LIMIT $1 OFFSET $2) page), '[]'), \
+               (SELECT c.id, {CONNECTION_JSON} AS j \
+                FROM (SELECT id FROM data_connections ORDER BY id LIMIT $1 OFFSET $2) ids \
+                JOIN data_connections c ON c.id = ids.id \
+                LEFT JOIN users u ON u.id = c.created_by) page), '[]'), \
              (SELECT COUNT(*) FROM data_connections)"
         ))
         .bind(limit)
