@@ -4,12 +4,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use secrecy::ExposeSecret;
 
 use crate::app::{self, Application, Core};
 use crate::config::{DatabaseOverride, FlagOverrides, ListenOverride, Settings};
 use crate::domain::token::TokenScope;
+use crate::store::{DUMP_FORMAT, DUMP_VERSION, Dump};
 use crate::telemetry;
 
 #[derive(Debug, Parser)]
@@ -56,6 +58,19 @@ enum Command {
     Token(TokenCommand),
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Write every row of the configured database as JSON (hashes and sealed secrets stay
+    /// as stored), to move an install to another database.
+    Export {
+        /// Write here instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Load a file from `export` into the configured (empty) database. Start the server on
+    /// it with the same master key.
+    Import {
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +150,48 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
+        Command::Export { output } => {
+            let mut settings = settings;
+            settings.auto_migrate = false;
+            let dump = app::open_store(&settings).await?.export().await?;
+            let json = serde_json::to_vec_pretty(&dump)?;
+            match output {
+                Some(path) => write_private(&path, &json)?,
+                None => std::io::Write::write_all(&mut std::io::stdout(), &json)?,
+            }
+            eprintln!(
+                "exported {} data connections, {} API tokens, {} users",
+                dump.data_connections.len(),
+                dump.api_tokens.len(),
+                dump.users.len()
+            );
+            Ok(())
+        }
+        Command::Import { input } => {
+            let text = std::fs::read(&input)
+                .with_context(|| format!("cannot read {}", input.display()))?;
+            let dump: Dump = serde_json::from_slice(&text)
+                .with_context(|| format!("{} is not a Switchboard export", input.display()))?;
+            if dump.format != DUMP_FORMAT || dump.version != DUMP_VERSION {
+                anyhow::bail!(
+                    "{} is format {} version {}; this build reads {DUMP_FORMAT} version {DUMP_VERSION}",
+                    input.display(),
+                    dump.format,
+                    dump.version
+                );
+            }
+            let mut settings = settings;
+            settings.auto_migrate = true;
+            let store = app::open_store(&settings).await?;
+            store.import(&dump).await?;
+            println!(
+                "imported {} data connections, {} API tokens, {} users",
+                dump.data_connections.len(),
+                dump.api_tokens.len(),
+                dump.users.len()
+            );
+            Ok(())
+        }
         Command::Token(TokenCommand::Create { team, email }) => {
             let scope = match team {
                 None => TokenScope::Global,
@@ -153,4 +210,21 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// An export holds credential hashes: readable by its owner only.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.sync_all()?;
+    Ok(())
 }

@@ -72,8 +72,8 @@ fn summary(mut delays: Vec<Duration>) -> (Duration, Duration) {
 async fn issuance_and_revocation_reach_the_other_replica_within_a_second() {
     let ch = ClickHouse::start().await;
     let config = config(&ch);
-    let one = TestServer::start_postgres(&config, None).await;
-    let two = TestServer::start_postgres(&config, one.database_url.as_deref()).await;
+    let one = TestServer::start_postgres(&config, None, &[]).await;
+    let two = TestServer::start_postgres(&config, one.database_url.as_deref(), &[]).await;
 
     let mut issued = Vec::new();
     let mut revoked = Vec::new();
@@ -102,8 +102,8 @@ async fn issuance_and_revocation_reach_the_other_replica_within_a_second() {
 async fn concurrent_creates_on_two_replicas_never_collide() {
     let ch = ClickHouse::start().await;
     let config = config(&ch);
-    let one = TestServer::start_postgres(&config, None).await;
-    let two = TestServer::start_postgres(&config, one.database_url.as_deref()).await;
+    let one = TestServer::start_postgres(&config, None, &[]).await;
+    let two = TestServer::start_postgres(&config, one.database_url.as_deref(), &[]).await;
     let creates = (0..50)
         .flat_map(|_| [&one, &two])
         .map(|server| server.create_connection(json!({"client_type": "clickhouse"})));
@@ -164,7 +164,8 @@ async fn migrations_run_explicitly_and_concurrently_without_harm() {
         );
     }
     // A server told not to migrate starts on the migrated schema.
-    let server = TestServer::start_postgres("[database]\nauto_migrate = false\n", Some(&url)).await;
+    let server =
+        TestServer::start_postgres("[database]\nauto_migrate = false\n", Some(&url), &[]).await;
     let resp = server.get("/api/v1/connections").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 
@@ -180,4 +181,125 @@ async fn migrations_run_explicitly_and_concurrently_without_harm() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("master_key_file"));
+}
+
+#[tokio::test]
+async fn an_embedded_install_moves_to_postgres_with_its_secrets_sealed() {
+    let mut embedded = TestServer::start_embedded("").await;
+    let mut created = Vec::new();
+    for note in ["one", "two", "three"] {
+        created.push(
+            embedded
+                .create_connection(json!({"client_type": "clickhouse", "note": note}))
+                .await,
+        );
+    }
+    embedded.stop();
+    let dump_path = embedded.dir.join("dump.json");
+    let out = embedded
+        .command()
+        .args(["export", "--output"])
+        .arg(&dump_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dump = std::fs::read_to_string(&dump_path).unwrap();
+    for (_, _, password) in &created {
+        assert!(
+            !dump.contains(password.as_str()),
+            "passwords are not in the export"
+        );
+    }
+    assert!(!dump.contains(common::TOKEN));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&dump_path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    let url = Postgres::shared().create_database();
+    let key = embedded.dir.join("data/master.key");
+    let import = |url: &str| {
+        std::process::Command::new(common::binary())
+            .args(["import", "--input"])
+            .arg(&dump_path)
+            .env("SWITCHBOARD_DATABASE_URL", url)
+            .env("SWITCHBOARD_DATA_DIR", embedded.dir.join("unused"))
+            .output()
+            .unwrap()
+    };
+    let out = import(&url);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "imported 3 data connections, 1 API tokens, 0 users"
+    );
+    let again = import(&url);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds data"));
+
+    // The same master key opens the moved install; tokens, connections and passwords work.
+    let key_env = key.display().to_string();
+    let moved =
+        TestServer::start_postgres("", Some(&url), &[("SWITCHBOARD_MASTER_KEY_FILE", &key_env)])
+            .await;
+    let list: serde_json::Value = moved
+        .get("/api/v1/connections")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let usernames: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["attributes"]["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        usernames,
+        created
+            .iter()
+            .map(|(_, u, _)| u.as_str())
+            .collect::<Vec<_>>()
+    );
+    let (_, user, password) = &created[0];
+    // Accepted credentials get past authentication (503: this install has no teams to
+    // query as); a wrong password is the 516 refusal.
+    let accepted = moved
+        .client
+        .post(&moved.gateway)
+        .basic_auth(user, Some(password))
+        .body("SELECT 1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let refused = moved
+        .client
+        .post(&moved.gateway)
+        .basic_auth(user, Some("nope"))
+        .body("SELECT 1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    // New ids continue after the imported ones.
+    let (id, _, _) = moved
+        .create_connection(json!({"client_type": "clickhouse"}))
+        .await;
+    assert_eq!(id, created.last().unwrap().0 + 1);
+    drop(embedded);
 }

@@ -30,6 +30,82 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    NotEmpty(&'static str),
+}
+
+/// Everything a store holds, as stored: hashes stay hashes and sealed values stay sealed,
+/// so moving a dump between stores needs (and reveals) no key.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Dump {
+    pub format: String,
+    pub version: u32,
+    pub meta: Vec<MetaRow>,
+    pub users: Vec<UserRow>,
+    pub api_tokens: Vec<TokenRow>,
+    pub data_connections: Vec<ConnectionDumpRow>,
+}
+
+pub const DUMP_FORMAT: &str = "switchboard-dump";
+pub const DUMP_VERSION: u32 = 1;
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct MetaRow {
+    pub key: String,
+    #[serde(with = "base64_bytes")]
+    pub value: Vec<u8>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: i64,
+    pub email: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct TokenRow {
+    pub id: i64,
+    #[serde(with = "base64_bytes")]
+    pub token_hash: Vec<u8>,
+    pub team_id: Option<i64>,
+    pub user_id: Option<i64>,
+    pub created_at: i64,
+}
+
+/// A data connection's columns; the JSON columns travel as their JSON text.
+#[derive(Debug, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct ConnectionDumpRow {
+    pub id: i64,
+    pub client_type: String,
+    pub note: Option<String>,
+    pub created_at: i64,
+    pub valid_until: Option<i64>,
+    pub region_id: String,
+    pub host: String,
+    pub port: i32,
+    pub username: String,
+    #[serde(with = "base64_bytes")]
+    pub password_hash: Vec<u8>,
+    pub ip_allowlist: String,
+    pub team_ids: Option<String>,
+    pub created_by: Option<i64>,
+}
+
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        STANDARD
+            .decode(String::deserialize(d)?)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 #[async_trait]
@@ -39,6 +115,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies pending schema migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Every row, for moving to another store.
+    async fn export(&self) -> Result<Dump, StoreError>;
+    /// Loads a dump into an empty store, keeping ids; refuses a store that holds data.
+    async fn import(&self, dump: &Dump) -> Result<(), StoreError>;
 
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Stores `value` under `key` unless a value is there; returns the value that is stored

@@ -11,7 +11,7 @@ use sqlx::{Row, query};
 use tokio::sync::mpsc;
 
 use super::row::{ConnectionRow, corrupt, parse_json};
-use super::{Store, StoreError, StoreEvent};
+use super::{DUMP_FORMAT, DUMP_VERSION, Dump, Store, StoreError, StoreEvent};
 use crate::crypto::CredentialHash;
 use crate::domain::data_connection::{DataConnection, NewDataConnection, TeamScope};
 use crate::domain::time::Timestamp;
@@ -92,6 +92,84 @@ impl Store for PostgresStore {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         Self::migrate_pool(&self.pool).await
+    }
+
+    async fn export(&self) -> Result<Dump, StoreError> {
+        let pool = &self.pool;
+        Ok(Dump {
+            format: DUMP_FORMAT.into(),
+            version: DUMP_VERSION,
+            meta: sqlx::query_as("SELECT key, value FROM meta ORDER BY key").fetch_all(pool).await?,
+            users: sqlx::query_as("SELECT id, email, created_at FROM users ORDER BY id").fetch_all(pool).await?,
+            api_tokens: sqlx::query_as(
+                "SELECT id, token_hash, team_id, user_id, created_at FROM api_tokens ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?,
+            data_connections: sqlx::query_as(
+                "SELECT id, client_type, note, created_at, valid_until, region_id, host, CAST(port AS INTEGER) AS port, \
+                 username, password_hash, CAST(ip_allowlist AS TEXT) AS ip_allowlist, CAST(team_ids AS TEXT) AS team_ids, created_by \
+                 FROM data_connections ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?,
+        })
+    }
+
+    async fn import(&self, dump: &Dump) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let occupied: i64 = query(
+            "SELECT (SELECT COUNT(*) FROM api_tokens) + (SELECT COUNT(*) FROM data_connections) + (SELECT COUNT(*) FROM meta)",
+        )
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+        if occupied > 0 {
+            return Err(StoreError::NotEmpty(
+                "the target database already holds data; import needs an empty one",
+            ));
+        }
+        for m in &dump.meta {
+            query("INSERT INTO meta (key, value) VALUES ($1, $2)")
+                .bind(&m.key)
+                .bind(&m.value)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for u in &dump.users {
+            query("INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3)")
+                .bind(u.id)
+                .bind(&u.email)
+                .bind(u.created_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for t in &dump.api_tokens {
+            query("INSERT INTO api_tokens (id, token_hash, team_id, user_id, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(t.id).bind(&t.token_hash).bind(t.team_id).bind(t.user_id).bind(t.created_at)
+                .execute(&mut *tx).await?;
+        }
+        for c in &dump.data_connections {
+            query(
+                "INSERT INTO data_connections (id, client_type, note, created_at, valid_until, region_id, host, port, \
+                 username, password_hash, ip_allowlist, team_ids, created_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12::jsonb, $13)",
+            )
+            .bind(c.id).bind(&c.client_type).bind(&c.note).bind(c.created_at).bind(c.valid_until)
+            .bind(&c.region_id).bind(&c.host).bind(c.port).bind(&c.username).bind(&c.password_hash)
+            .bind(&c.ip_allowlist).bind(&c.team_ids).bind(c.created_by)
+            .execute(&mut *tx).await?;
+        }
+        // Ids were given explicitly: move each sequence past them.
+        for table in ["users", "api_tokens", "data_connections"] {
+            query(&format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
+            ))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -85,12 +85,16 @@ impl TestServer {
     }
 
     /// On a new database of the shared PostgreSQL server, whatever the suite's store.
-    pub async fn start_postgres(config: &str, database_url: Option<&str>) -> Self {
+    pub async fn start_postgres(
+        config: &str,
+        database_url: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let url = database_url.map_or_else(
             || postgres::Postgres::shared().create_database(),
             str::to_owned,
         );
-        Self::start_on_url(config, &[], &[], Some(url)).await
+        Self::start_on_url(config, env, &[], Some(url)).await
     }
 
     async fn start_on(
