@@ -333,7 +333,7 @@ impl Store for PostgresStore {
                 FROM (SELECT id FROM data_connections ORDER BY id LIMIT $1 OFFSET $2) ids \
                 JOIN data_connections c ON c.id = ids.id \
                 LEFT JOIN users u ON u.id = c.created_by) page), '[]'), \
-             (SELECT COUNT(*) FROM data_connections)"
+             (SELECT SUM(n)::BIGINT FROM data_connection_counts)"
         ))
         .bind(limit)
         .bind(offset)
@@ -404,7 +404,7 @@ impl Store for PostgresStore {
     }
 
     async fn count_data_connections(&self) -> Result<u64, StoreError> {
-        let total: i64 = query("SELECT COUNT(*) FROM data_connections")
+        let total: i64 = query("SELECT SUM(n)::BIGINT FROM data_connection_counts")
             .fetch_one(&self.pool)
             .await?
             .get(0);
