@@ -63,7 +63,7 @@ const CONNECTION_JSON: &str = "json_build_object(\
      'id', c.id, 'client_type', c.client_type, 'note', c.note, 'created_at', c.created_at, \
      'valid_until', c.valid_until, 'region_id', c.region_id, 'host', c.host, 'port', c.port, \
      'username', c.username, 'ip_allowlist', c.ip_allowlist, 'team_ids', c.team_ids, \
-     'created_by', c.created_by, 'created_by_email', u.email)::text";
+     'created_by', c.created_by, 'created_by_email', u.email)";
 
 fn credential_from_row(row: &PgRow) -> Result<(DataConnection, CredentialHash), StoreError> {
     let connection = parse_json::<ConnectionRow>(row.try_get::<&str, _>(0)?)?.into_domain()?;
@@ -328,7 +328,7 @@ impl Store for PostgresStore {
         // One statement, so the page and the total describe the same snapshot. The page's
         // ids come from the primary key index first, so only its rows become JSON.
         let row = query(&format!(
-            "SELECT COALESCE((SELECT json_agg(page.j::json ORDER BY page.id)::text FROM \
+            "SELECT COALESCE((SELECT json_agg(page.j ORDER BY page.id)::text FROM \
                (SELECT c.id, {CONNECTION_JSON} AS j \
                 FROM (SELECT id FROM data_connections ORDER BY id LIMIT $1 OFFSET $2) ids \
                 JOIN data_connections c ON c.id = ids.id \
@@ -352,7 +352,7 @@ impl Store for PostgresStore {
         &self,
     ) -> Result<Vec<(DataConnection, CredentialHash)>, StoreError> {
         let rows = query(&format!(
-            "SELECT {CONNECTION_JSON}, c.password_hash FROM data_connections c \
+            "SELECT {CONNECTION_JSON}::text, c.password_hash FROM data_connections c \
              LEFT JOIN users u ON u.id = c.created_by"
         ))
         .fetch_all(&self.pool)
@@ -365,7 +365,7 @@ impl Store for PostgresStore {
         id: i64,
     ) -> Result<Option<(DataConnection, CredentialHash)>, StoreError> {
         let row = query(&format!(
-            "SELECT {CONNECTION_JSON}, c.password_hash FROM data_connections c \
+            "SELECT {CONNECTION_JSON}::text, c.password_hash FROM data_connections c \
              LEFT JOIN users u ON u.id = c.created_by WHERE c.id = $1"
         ))
         .bind(id)
@@ -413,7 +413,7 @@ impl Store for PostgresStore {
 
     async fn get_data_connection(&self, id: i64) -> Result<Option<DataConnection>, StoreError> {
         let row = query(&format!(
-            "SELECT {CONNECTION_JSON} FROM data_connections c \
+            "SELECT {CONNECTION_JSON}::text FROM data_connections c \
              LEFT JOIN users u ON u.id = c.created_by WHERE c.id = $1"
         ))
         .bind(id)
