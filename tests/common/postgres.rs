@@ -166,6 +166,16 @@ impl Postgres {
         format!("postgres://switchboard@127.0.0.1:{}/{name}", self.port)
     }
 
+    /// Runs one SQL statement on a database.
+    pub fn sql(&self, url: &str, statement: &str) {
+        let status = Command::new(self.bin.join("psql"))
+            .args(["-q", url, "-c", statement])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{statement} failed");
+    }
+
     /// Every row of a database, as `pg_dump --data-only` writes it.
     pub fn dump(&self, url: &str) -> Vec<u8> {
         let out = Command::new(self.bin.join("pg_dump"))
