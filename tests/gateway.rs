@@ -729,3 +729,46 @@ async fn a_large_result_streams_with_bounded_memory() {
         "gateway RSS grew by {growth} bytes while streaming"
     );
 }
+
+#[tokio::test]
+async fn an_ipv6_loopback_client_matches_an_ipv6_allowlist() {
+    let ch = ClickHouse::start().await;
+    let server = TestServer::start_with(
+        &config(&ch, ""),
+        &[("SWITCHBOARD_GATEWAY_LISTEN", "[::1]:0")],
+        &[],
+    )
+    .await;
+    assert!(
+        server.gateway.starts_with("http://[::1]:"),
+        "{}",
+        server.gateway
+    );
+    let (_, v6_user, v6_password) = server
+        .create_connection(
+            json!({"client_type": "clickhouse", "team_ids": [1], "ip_allowlist": ["::1"]}),
+        )
+        .await;
+    let (_, v4_user, v4_password) = server
+        .create_connection(
+            json!({"client_type": "clickhouse", "team_ids": [1], "ip_allowlist": ["127.0.0.1"]}),
+        )
+        .await;
+    let c = &server.client;
+    let ok = c
+        .post(&server.gateway)
+        .basic_auth(&v6_user, Some(&v6_password))
+        .body("SELECT 1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let refused = c
+        .post(&server.gateway)
+        .basic_auth(&v4_user, Some(&v4_password))
+        .body("SELECT 1")
+        .send()
+        .await
+        .unwrap();
+    assert_refused(refused, &v4_user).await;
+}
