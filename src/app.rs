@@ -13,8 +13,9 @@ use url::Url;
 
 use crate::api::{self, AppServices};
 use crate::config::{DatabaseUrl, Settings, TlsFiles};
-use crate::crypto::{self, CredentialHasher, MasterKey};
+use crate::crypto::{self, CredentialHasher, MasterKey, Sealer};
 use crate::domain::data_connection::DataConnections;
+use crate::domain::integration::{Environment, Integrations, VaultSecrets};
 use crate::domain::token::{ApiTokens, MIN_PROVIDED_TOKEN_LEN};
 use crate::gateway::Gateway;
 use crate::gateway::directory::CredentialDirectory;
@@ -31,8 +32,10 @@ const HASH_KEY_AAD: &[u8] = b"switchboard/credential-hash-key";
 pub struct Core {
     pub store: Arc<dyn Store>,
     pub master_key: MasterKey,
+    pub sealer: Arc<Sealer>,
     pub password_hasher: CredentialHasher,
     pub token_hasher: CredentialHasher,
+    pub vault_secret_hasher: CredentialHasher,
 }
 
 impl Core {
@@ -60,6 +63,8 @@ impl Core {
                 "switchboard/data-connection-password/v1",
             ),
             token_hasher: CredentialHasher::new(&hash_key, "switchboard/api-token/v1"),
+            vault_secret_hasher: CredentialHasher::new(&hash_key, "switchboard/vault-secret/v1"),
+            sealer: Arc::new(sealer),
             store,
             master_key,
         })
@@ -67,6 +72,10 @@ impl Core {
 
     pub fn api_tokens(&self) -> ApiTokens {
         ApiTokens::new(self.store.clone(), self.token_hasher.clone())
+    }
+
+    pub fn vault_secrets(&self) -> VaultSecrets {
+        VaultSecrets::new(self.store.clone(), self.vault_secret_hasher.clone())
     }
 
     /// On a database without tokens, installs `SWITCHBOARD_BOOTSTRAP_TOKEN` or a generated
@@ -83,6 +92,7 @@ impl Core {
                 "SWITCHBOARD_BOOTSTRAP_TOKEN must be at least {MIN_PROVIDED_TOKEN_LEN} characters"
             );
         }
+        self.bootstrap_vault_secrets().await?;
         let token = provided.clone().unwrap_or_else(ApiTokens::generate);
         if self.api_tokens().install_first(&token).await? {
             if provided.is_some() {
@@ -116,6 +126,36 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
         ),
     };
     Ok(store)
+}
+
+impl Core {
+    /// `SWITCHBOARD_BOOTSTRAP_TEST_SECRET` / `..._LIVE_SECRET` become the first vault
+    /// secret of their environment on a database that has none.
+    async fn bootstrap_vault_secrets(&self) -> anyhow::Result<()> {
+        for (var, environment) in [
+            ("SWITCHBOARD_BOOTSTRAP_TEST_SECRET", Environment::Test),
+            ("SWITCHBOARD_BOOTSTRAP_LIVE_SECRET", Environment::Live),
+        ] {
+            let Some(secret) = std::env::var(var).ok().filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let prefix = format!("sk_{}_", environment.as_str());
+            if !secret.starts_with(&prefix) || secret.len() < prefix.len() + 16 {
+                bail!("{var} must start with {prefix} followed by at least 16 characters");
+            }
+            if self
+                .vault_secrets()
+                .install_first(environment, &SecretString::from(secret))
+                .await?
+            {
+                tracing::info!(
+                    "installed {var} as the first {} vault secret",
+                    environment.as_str()
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
@@ -232,6 +272,12 @@ impl Application {
                 topology.clone(),
                 core.password_hasher.clone(),
                 directory.clone(),
+            ),
+            vault_secrets: core.vault_secrets(),
+            integrations: Integrations::new(
+                core.store.clone(),
+                Arc::new(settings.catalog.clone()),
+                core.sealer.clone(),
             ),
             public_url: AppServices::public_base(&public_url),
         });

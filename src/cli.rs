@@ -10,6 +10,7 @@ use secrecy::ExposeSecret;
 
 use crate::app::{self, Application, Core};
 use crate::config::{DatabaseOverride, FlagOverrides, ListenOverride, Settings};
+use crate::domain::integration::Environment;
 use crate::domain::token::TokenScope;
 use crate::store::{DUMP_FORMAT, DUMP_VERSION, Dump};
 use crate::telemetry;
@@ -56,6 +57,9 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage vault secrets (x-pica-secret).
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Apply pending database migrations and exit.
     Migrate,
     /// Write every row of the configured database as JSON (hashes and sealed secrets stay
@@ -70,6 +74,16 @@ enum Command {
     Import {
         #[arg(long, value_name = "FILE")]
         input: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretCommand {
+    /// Create a vault secret and print it on stdout (shown only this once).
+    Create {
+        /// test or live: the environment whose connections the secret sees.
+        #[arg(long, value_name = "ENV")]
+        env: String,
     },
 }
 
@@ -142,6 +156,14 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Serve => {
             let app = Application::build(settings).await?;
             app.run_until(app::shutdown_signal()).await
+        }
+        Command::Secret(SecretCommand::Create { env }) => {
+            let environment = Environment::parse(&env)
+                .with_context(|| format!("--env {env}: use test or live"))?;
+            let core = Core::open(&settings).await?;
+            let secret = core.vault_secrets().create(environment).await?;
+            println!("{}", secret.expose_secret());
+            Ok(())
         }
         Command::Migrate => {
             let mut settings = settings;

@@ -23,6 +23,24 @@ const ROUTES: &[(&str, &str, &[u16])] = &[
         "/api/v1/connections/{id}",
         &[204, 401, 403, 404, 500],
     ),
+    ("get", "/v1/vault/connections", &[200, 400, 401, 500]),
+    (
+        "post",
+        "/v1/vault/connections",
+        &[201, 400, 401, 413, 415, 500],
+    ),
+    ("get", "/v1/vault/connections/{id}", &[200, 401, 404, 500]),
+    (
+        "patch",
+        "/v1/vault/connections/{id}",
+        &[200, 400, 401, 404, 409, 415, 500],
+    ),
+    (
+        "delete",
+        "/v1/vault/connections/{id}",
+        &[200, 401, 404, 500],
+    ),
+    ("get", "/v1/available-connectors", &[200, 401, 500]),
     ("get", "/healthz", &[200]),
     ("get", "/readyz", &[200, 503]),
     ("get", "/openapi.json", &[200]),
@@ -58,7 +76,7 @@ async fn openapi_documents_every_route_and_every_documented_route_exists() {
                 "{method} {path} does not document {status}"
             );
         }
-        if path.starts_with("/api/") {
+        if path.starts_with("/api/") || path.starts_with("/v1/") {
             assert!(
                 op["security"].is_array(),
                 "{method} {path} must declare its auth"

@@ -217,6 +217,18 @@ async fn an_embedded_install_moves_to_postgres_with_its_secrets_sealed() {
                 .await,
         );
     }
+    let vault_credential = "vault-credential-that-must-stay-sealed";
+    let vault = embedded
+        .client
+        .post(embedded.url("/v1/vault/connections"))
+        .header("x-pica-secret", common::TEST_SECRET)
+        .header("content-type", "application/json")
+        .body(json!({"platform": "stripe", "identity": "u1", "identityType": "user", "credentials": {"api_key": vault_credential}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(vault.status(), StatusCode::CREATED);
+    let vault: serde_json::Value = vault.json().await.unwrap();
     embedded.stop();
     let dump_path = embedded.dir.join("dump.json");
     let out = embedded
@@ -238,6 +250,11 @@ async fn an_embedded_install_moves_to_postgres_with_its_secrets_sealed() {
         );
     }
     assert!(!dump.contains(common::TOKEN));
+    assert!(
+        !dump.contains(vault_credential),
+        "vault credentials stay sealed in the export"
+    );
+    assert!(!dump.contains(common::TEST_SECRET));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -319,6 +336,21 @@ async fn an_embedded_install_moves_to_postgres_with_its_secrets_sealed() {
         .await
         .unwrap();
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    // The vault moved too, under the same secret.
+    let moved_vault: serde_json::Value = moved
+        .client
+        .get(moved.url(&format!(
+            "/v1/vault/connections/{}",
+            vault["id"].as_str().unwrap()
+        )))
+        .header("x-pica-secret", common::TEST_SECRET)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(moved_vault, vault);
     // New ids continue after the imported ones.
     let (id, _, _) = moved
         .create_connection(json!({"client_type": "clickhouse"}))

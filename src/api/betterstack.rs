@@ -2,12 +2,10 @@
 //! handlers over [`DataConnections`](crate::domain::data_connection::DataConnections).
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -15,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
+use super::{AppState, BodyError};
 use crate::domain::allowlist::{AllowEntry, IpAllowlist};
 use crate::domain::data_connection::{
     ClientType, CreateDataConnection, DataConnection, DataConnectionError, TeamSelector,
@@ -190,34 +188,14 @@ impl FromRequest<AppState> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|m| {
-                let m = m.trim().to_ascii_lowercase();
-                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        super::json_object(req, state)
+            .await
+            .map(Self)
+            .map_err(|e| match e {
+                BodyError::NotJson => ApiError::UnsupportedMediaType,
+                BodyError::TooLarge => ApiError::PayloadTooLarge,
+                BodyError::Malformed(detail) => ApiError::MalformedBody(detail),
             })
-            .unwrap_or(false);
-        if !is_json {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
-            BytesRejection::FailedToBufferBody(inner)
-                if inner.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-            {
-                ApiError::PayloadTooLarge
-            }
-            other => ApiError::MalformedBody(other.body_text()),
-        })?;
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(map)) => Ok(Self(map)),
-            Ok(_) => Err(ApiError::MalformedBody(
-                "the body must be a JSON object".into(),
-            )),
-            Err(e) => Err(ApiError::MalformedBody(e.to_string())),
-        }
     }
 }
 

@@ -22,15 +22,19 @@ use utoipa_axum::routes;
 
 use crate::config::ApiSettings;
 use crate::domain::data_connection::DataConnections;
+use crate::domain::integration::{Integrations, VaultSecrets};
 use crate::domain::token::ApiTokens;
 use crate::store::Store;
 
 pub mod betterstack;
+pub mod pica;
 
 pub struct AppServices {
     pub store: Arc<dyn Store>,
     pub tokens: ApiTokens,
     pub data_connections: DataConnections,
+    pub vault_secrets: VaultSecrets,
+    pub integrations: Integrations,
     /// Base of absolute links in responses, without a trailing slash.
     pub public_url: String,
 }
@@ -56,6 +60,7 @@ impl AppServices {
     modifiers(&SecuritySchemes),
     tags(
         (name = "connections", description = "ClickHouse data connections (Better Stack dialect)"),
+        (name = "vault", description = "Integration connections (Pica dialect)"),
         (name = "operations", description = "Health and service documents"),
     )
 )]
@@ -70,6 +75,12 @@ impl Modify for SecuritySchemes {
             "bearer_token",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        components.add_security_scheme(
+            "pica_secret",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
+                utoipa::openapi::security::ApiKeyValue::new(pica::SECRET_HEADER),
+            )),
+        );
     }
 }
 
@@ -81,6 +92,7 @@ pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
     };
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(betterstack::router())
+        .merge(pica::router())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(openapi_document))
@@ -149,6 +161,53 @@ async fn reject_declared_oversize(
         return betterstack::ApiError::PayloadTooLarge.into_response();
     }
     next.run(req).await
+}
+
+/// Why a request body is not a JSON object; each dialect words it in its own error body.
+pub enum BodyError {
+    NotJson,
+    TooLarge,
+    Malformed(String),
+}
+
+/// Reads a JSON object body: `application/json` (or `+json`) content type, within the
+/// body limit, well-formed, an object.
+pub async fn json_object(
+    req: axum::extract::Request,
+    state: &AppState,
+) -> Result<serde_json::Map<String, serde_json::Value>, BodyError> {
+    use axum::extract::FromRequest;
+    use axum::extract::rejection::BytesRejection;
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| {
+            let m = m.trim().to_ascii_lowercase();
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if !is_json {
+        return Err(BodyError::NotJson);
+    }
+    let bytes = bytes::Bytes::from_request(req, state)
+        .await
+        .map_err(|e| match e {
+            BytesRejection::FailedToBufferBody(inner)
+                if inner.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                BodyError::TooLarge
+            }
+            other => BodyError::Malformed(other.body_text()),
+        })?;
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(BodyError::Malformed(
+            "the body must be a JSON object".into(),
+        )),
+        Err(e) => Err(BodyError::Malformed(e.to_string())),
+    }
 }
 
 async fn not_found() -> Response {

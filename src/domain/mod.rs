@@ -1,7 +1,9 @@
 //! Pure types and rules. Nothing here knows about HTTP or SQL.
 
 pub mod allowlist;
+pub mod catalog;
 pub mod data_connection;
+pub mod integration;
 pub mod pagination;
 pub mod time;
 pub mod token;

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 
 use crate::crypto::CredentialHash;
 use crate::domain::data_connection::{DataConnection, NewDataConnection};
+use crate::domain::integration::{Environment, IntegrationConnection, ListFilter};
 use crate::domain::token::{Principal, TokenScope, User};
 
 pub mod postgres;
@@ -44,6 +45,39 @@ pub struct Dump {
     pub users: Vec<UserRow>,
     pub api_tokens: Vec<TokenRow>,
     pub data_connections: Vec<ConnectionDumpRow>,
+    #[serde(default)]
+    pub vault_secrets: Vec<VaultSecretRow>,
+    #[serde(default)]
+    pub integration_connections: Vec<IntegrationDumpRow>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct VaultSecretRow {
+    pub id: i64,
+    pub environment: String,
+    #[serde(with = "base64_bytes")]
+    pub secret_hash: Vec<u8>,
+    pub created_at: i64,
+}
+
+/// An integration connection; its credential stays sealed.
+#[derive(Debug, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct IntegrationDumpRow {
+    pub id: String,
+    pub environment: String,
+    pub platform: String,
+    pub platform_version: String,
+    pub name: Option<String>,
+    pub connection_key: String,
+    pub identity: String,
+    pub identity_type: String,
+    pub tags: String,
+    pub version: String,
+    pub active: bool,
+    pub state: String,
+    pub created_at: i64,
+    #[serde(with = "base64_bytes")]
+    pub sealed_credentials: Vec<u8>,
 }
 
 pub const DUMP_FORMAT: &str = "switchboard-dump";
@@ -165,6 +199,52 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<tokio::sync::mpsc::Receiver<StoreEvent>>, StoreError> {
         Ok(None)
     }
+    async fn insert_vault_secret(
+        &self,
+        environment: Environment,
+        hash: &CredentialHash,
+    ) -> Result<(), StoreError>;
+    /// Inserts a secret only if its environment has none yet; true if it did.
+    async fn insert_first_vault_secret(
+        &self,
+        environment: Environment,
+        hash: &CredentialHash,
+    ) -> Result<bool, StoreError>;
+    async fn find_vault_secret(
+        &self,
+        hash: &CredentialHash,
+    ) -> Result<Option<Environment>, StoreError>;
+
+    async fn insert_integration(
+        &self,
+        connection: &IntegrationConnection,
+        sealed_credentials: &[u8],
+    ) -> Result<(), StoreError>;
+    /// A page, newest first (ties by id), and the number of rows the filter matches.
+    async fn list_integrations(
+        &self,
+        environment: Environment,
+        filter: &ListFilter,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<IntegrationConnection>, u64), StoreError>;
+    async fn get_integration(
+        &self,
+        environment: Environment,
+        id: &str,
+    ) -> Result<Option<IntegrationConnection>, StoreError>;
+    /// Writes name, tags, active and version if the stored version is still `previous_version`.
+    async fn update_integration(
+        &self,
+        connection: &IntegrationConnection,
+        previous_version: &str,
+    ) -> Result<bool, StoreError>;
+    async fn delete_integration(
+        &self,
+        environment: Environment,
+        id: &str,
+    ) -> Result<bool, StoreError>;
+
     async fn count_data_connections(&self) -> Result<u64, StoreError>;
     async fn get_data_connection(&self, id: i64) -> Result<Option<DataConnection>, StoreError>;
     /// True if a connection was deleted.

@@ -10,10 +10,14 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow}
 use sqlx::{Row, query};
 use tokio::sync::mpsc;
 
-use super::row::{ConnectionRow, corrupt, parse_json};
+use super::row::{
+    Bind, ConnectionRow, INTEGRATION_COLUMNS, corrupt, integration_filter, integration_from_parts,
+    parse_json,
+};
 use super::{DUMP_FORMAT, DUMP_VERSION, Dump, Store, StoreError, StoreEvent};
 use crate::crypto::CredentialHash;
 use crate::domain::data_connection::{DataConnection, NewDataConnection, TeamScope};
+use crate::domain::integration::{Environment, IntegrationConnection, ListFilter};
 use crate::domain::time::Timestamp;
 use crate::domain::token::{Principal, TokenScope, User};
 
@@ -83,6 +87,24 @@ fn parse_event(payload: &str) -> Option<StoreEvent> {
     }
 }
 
+fn integration_from_row(row: &PgRow) -> Result<IntegrationConnection, StoreError> {
+    integration_from_parts(
+        row.try_get(0)?,
+        row.try_get(1)?,
+        row.try_get(2)?,
+        row.try_get(3)?,
+        row.try_get(4)?,
+        row.try_get(5)?,
+        row.try_get(6)?,
+        row.try_get(7)?,
+        row.try_get(8)?,
+        row.try_get(9)?,
+        row.try_get(10)?,
+        row.try_get(11)?,
+        row.try_get(12)?,
+    )
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -113,13 +135,24 @@ impl Store for PostgresStore {
             )
             .fetch_all(pool)
             .await?,
+            vault_secrets: sqlx::query_as("SELECT id, environment, secret_hash, created_at FROM vault_secrets ORDER BY id")
+                .fetch_all(pool)
+                .await?,
+            integration_connections: sqlx::query_as(
+                "SELECT id, environment, platform, platform_version, name, connection_key, identity, identity_type, \
+                 CAST(tags AS TEXT) AS tags, version, active, state, created_at, sealed_credentials \
+                 FROM integration_connections ORDER BY created_at, id",
+            )
+            .fetch_all(pool)
+            .await?,
         })
     }
 
     async fn import(&self, dump: &Dump) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let occupied: i64 = query(
-            "SELECT (SELECT COUNT(*) FROM api_tokens) + (SELECT COUNT(*) FROM data_connections) + (SELECT COUNT(*) FROM meta)",
+            "SELECT (SELECT COUNT(*) FROM api_tokens) + (SELECT COUNT(*) FROM data_connections) + (SELECT COUNT(*) FROM meta) \
+             + (SELECT COUNT(*) FROM vault_secrets) + (SELECT COUNT(*) FROM integration_connections)",
         )
         .fetch_one(&mut *tx)
         .await?
@@ -160,8 +193,40 @@ impl Store for PostgresStore {
             .bind(&c.ip_allowlist).bind(&c.team_ids).bind(c.created_by)
             .execute(&mut *tx).await?;
         }
+        for v in &dump.vault_secrets {
+            query("INSERT INTO vault_secrets (id, environment, secret_hash, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(v.id)
+                .bind(&v.environment)
+                .bind(&v.secret_hash)
+                .bind(v.created_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for c in &dump.integration_connections {
+            query(
+                "INSERT INTO integration_connections (id, environment, platform, platform_version, name, connection_key, \
+                 identity, identity_type, tags, version, active, state, created_at, sealed_credentials) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14)",
+            )
+            .bind(&c.id)
+            .bind(&c.environment)
+            .bind(&c.platform)
+            .bind(&c.platform_version)
+            .bind(&c.name)
+            .bind(&c.connection_key)
+            .bind(&c.identity)
+            .bind(&c.identity_type)
+            .bind(&c.tags)
+            .bind(&c.version)
+            .bind(c.active)
+            .bind(&c.state)
+            .bind(c.created_at)
+            .bind(&c.sealed_credentials)
+            .execute(&mut *tx)
+            .await?;
+        }
         // Ids were given explicitly: move each sequence past them.
-        for table in ["users", "api_tokens", "data_connections"] {
+        for table in ["users", "api_tokens", "data_connections", "vault_secrets"] {
             query(&format!(
                 "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
             ))
@@ -401,6 +466,185 @@ impl Store for PostgresStore {
             }
         });
         Ok(Some(rx))
+    }
+
+    async fn insert_vault_secret(
+        &self,
+        environment: Environment,
+        hash: &CredentialHash,
+    ) -> Result<(), StoreError> {
+        query(
+            "INSERT INTO vault_secrets (environment, secret_hash, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(environment.as_str())
+        .bind(hash.as_slice())
+        .bind(Timestamp::now().as_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(map_write_error)?;
+        Ok(())
+    }
+
+    async fn insert_first_vault_secret(
+        &self,
+        environment: Environment,
+        hash: &CredentialHash,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        query("SELECT pg_advisory_xact_lock($1)")
+            .bind(BOOTSTRAP_LOCK + 1)
+            .execute(&mut *tx)
+            .await?;
+        let done = query(
+            "INSERT INTO vault_secrets (environment, secret_hash, created_at) \
+             SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM vault_secrets WHERE environment = $1)",
+        )
+        .bind(environment.as_str())
+        .bind(hash.as_slice())
+        .bind(Timestamp::now().as_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_write_error)?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn find_vault_secret(
+        &self,
+        hash: &CredentialHash,
+    ) -> Result<Option<Environment>, StoreError> {
+        let row = query("SELECT environment FROM vault_secrets WHERE secret_hash = $1")
+            .bind(hash.as_slice())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            let env: String = r.try_get(0)?;
+            Environment::parse(&env)
+                .ok_or_else(|| StoreError::Corrupt(format!("vault secret environment {env}")))
+        })
+        .transpose()
+    }
+
+    async fn insert_integration(
+        &self,
+        c: &IntegrationConnection,
+        sealed_credentials: &[u8],
+    ) -> Result<(), StoreError> {
+        query(
+            "INSERT INTO integration_connections (id, environment, platform, platform_version, name, \
+             connection_key, identity, identity_type, tags, version, active, state, created_at, sealed_credentials) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14)",
+        )
+        .bind(&c.id)
+        .bind(c.environment.as_str())
+        .bind(&c.platform)
+        .bind(&c.platform_version)
+        .bind(&c.name)
+        .bind(&c.key)
+        .bind(&c.identity)
+        .bind(c.identity_type.as_str())
+        .bind(serde_json::to_string(&c.tags).expect("strings serialise"))
+        .bind(&c.version)
+        .bind(c.active)
+        .bind(c.state.as_str())
+        .bind(c.created_at)
+        .bind(sealed_credentials)
+        .execute(&self.pool)
+        .await
+        .map_err(map_write_error)?;
+        Ok(())
+    }
+
+    async fn list_integrations(
+        &self,
+        environment: Environment,
+        filter: &ListFilter,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<IntegrationConnection>, u64), StoreError> {
+        let (clause, binds) = integration_filter(
+            environment,
+            filter,
+            |n| format!("${n}"),
+            |p| format!("tags @> jsonb_build_array({p}::text)"),
+        );
+        let n = binds.len();
+        let page_sql = format!(
+            "SELECT {INTEGRATION_COLUMNS} FROM integration_connections WHERE {clause} \
+             ORDER BY created_at DESC, id LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
+        );
+        let count_sql = format!("SELECT COUNT(*) FROM integration_connections WHERE {clause}");
+        // One read transaction: the page and the total describe the same state.
+        let mut tx = self.pool.begin().await?;
+        let mut page = query(&page_sql);
+        let mut count = query(&count_sql);
+        for b in &binds {
+            (page, count) = match b {
+                Bind::Text(t) => (page.bind(t.clone()), count.bind(t.clone())),
+                Bind::Bool(v) => (page.bind(*v), count.bind(*v)),
+            };
+        }
+        let rows = page.bind(limit).bind(offset).fetch_all(&mut *tx).await?;
+        let total: i64 = count.fetch_one(&mut *tx).await?.try_get(0)?;
+        tx.commit().await?;
+        let connections = rows
+            .iter()
+            .map(integration_from_row)
+            .collect::<Result<_, _>>()?;
+        Ok((connections, total as u64))
+    }
+
+    async fn get_integration(
+        &self,
+        environment: Environment,
+        id: &str,
+    ) -> Result<Option<IntegrationConnection>, StoreError> {
+        query(&format!(
+            "SELECT {INTEGRATION_COLUMNS} FROM integration_connections WHERE environment = $1 AND id = $2"
+        ))
+        .bind(environment.as_str())
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(integration_from_row)
+        .transpose()
+    }
+
+    async fn update_integration(
+        &self,
+        c: &IntegrationConnection,
+        previous_version: &str,
+    ) -> Result<bool, StoreError> {
+        let done = query(
+            "UPDATE integration_connections SET name = $1, tags = $2::jsonb, active = $3, version = $4 \
+             WHERE environment = $5 AND id = $6 AND version = $7",
+        )
+        .bind(&c.name)
+        .bind(serde_json::to_string(&c.tags).expect("strings serialise"))
+        .bind(c.active)
+        .bind(&c.version)
+        .bind(c.environment.as_str())
+        .bind(&c.id)
+        .bind(previous_version)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_integration(
+        &self,
+        environment: Environment,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let done = query("DELETE FROM integration_connections WHERE environment = $1 AND id = $2")
+            .bind(environment.as_str())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn count_data_connections(&self) -> Result<u64, StoreError> {

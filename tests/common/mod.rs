@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "test-bootstrap-token-0123456789";
+pub const TEST_SECRET: &str = "sk_test_bootstrap0123456789abcdef";
+pub const LIVE_SECRET: &str = "sk_live_bootstrap0123456789abcdef";
 
 /// A topology with two teams and two regions, used by most tests.
 pub const TOPOLOGY: &str = r#"
@@ -147,6 +149,8 @@ impl TestServer {
             .env("SWITCHBOARD_API_LISTEN", "127.0.0.1:0")
             .env("SWITCHBOARD_GATEWAY_LISTEN", "127.0.0.1:0")
             .env("SWITCHBOARD_BOOTSTRAP_TOKEN", TOKEN)
+            .env("SWITCHBOARD_BOOTSTRAP_TEST_SECRET", TEST_SECRET)
+            .env("SWITCHBOARD_BOOTSTRAP_LIVE_SECRET", LIVE_SECRET)
             .env("SWITCHBOARD_LOG_LEVEL", "debug")
             .arg("--config")
             .arg(self.config_path());

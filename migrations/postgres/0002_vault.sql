@@ -1,0 +1,27 @@
+-- Vault secrets (sk_test_..., sk_live_...), stored only as HMAC-SHA-256 hashes.
+CREATE TABLE vault_secrets (
+    id          BIGSERIAL PRIMARY KEY,
+    environment TEXT NOT NULL,
+    secret_hash BYTEA NOT NULL UNIQUE,
+    created_at  BIGINT NOT NULL
+);
+
+-- Integration connections; the third-party credential only sealed (AES-256-GCM, bound to
+-- the connection id and environment).
+CREATE TABLE integration_connections (
+    id               TEXT PRIMARY KEY,
+    environment      TEXT NOT NULL,
+    platform         TEXT NOT NULL,
+    platform_version TEXT NOT NULL,
+    name             TEXT,
+    connection_key   TEXT NOT NULL UNIQUE,
+    identity         TEXT NOT NULL,
+    identity_type    TEXT NOT NULL,
+    tags             JSONB NOT NULL,
+    version          TEXT NOT NULL,
+    active           BOOLEAN NOT NULL,
+    state            TEXT NOT NULL,
+    created_at       BIGINT NOT NULL,
+    sealed_credentials BYTEA NOT NULL
+);
+CREATE INDEX integration_connections_list ON integration_connections (environment, active, created_at DESC, id);

@@ -1,0 +1,218 @@
+//! The connector catalog: the platforms integration connections can be made for, and how
+//! each expects its credential.
+
+use secrecy::SecretString;
+use url::Url;
+
+/// How a platform's credential is presented on a call.
+#[derive(Debug, Clone)]
+pub enum AuthMethod {
+    /// `Authorization: Bearer <api_key>`
+    Bearer,
+    /// `<header>: <api_key>`
+    Header { name: String },
+    /// `?<param>=<api_key>`
+    Query { param: String },
+    /// HTTP Basic with `username` and `password`.
+    Basic,
+    /// A bearer access token kept fresh with a refresh token.
+    OAuth2 {
+        token_url: Url,
+        client_id: String,
+        client_secret: Option<SecretString>,
+        scopes: Vec<String>,
+    },
+}
+
+impl AuthMethod {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Bearer => "bearer",
+            Self::Header { .. } => "header",
+            Self::Query { .. } => "query",
+            Self::Basic => "basic",
+            Self::OAuth2 { .. } => "oauth2",
+        }
+    }
+
+    /// The credential fields a connection of this method must be created with.
+    pub fn credential_fields(&self) -> &'static [&'static str] {
+        match self {
+            Self::Bearer | Self::Header { .. } | Self::Query { .. } => &["api_key"],
+            Self::Basic => &["username", "password"],
+            Self::OAuth2 { .. } => &["access_token", "refresh_token", "expires_at"],
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Platform {
+    /// The platform key, e.g. `resend`.
+    pub key: String,
+    pub name: String,
+    pub description: String,
+    pub base_url: Url,
+    pub auth: AuthMethod,
+    pub version: String,
+    /// Lifts the passthrough's guard against private and loopback addresses.
+    pub allow_private_network: bool,
+}
+
+fn builtin(key: &str, name: &str, description: &str, base_url: &str, auth: AuthMethod) -> Platform {
+    Platform {
+        key: key.into(),
+        name: name.into(),
+        description: description.into(),
+        base_url: Url::parse(base_url).expect("built-in URLs parse"),
+        auth,
+        version: "1.0.0".into(),
+        allow_private_network: false,
+    }
+}
+
+fn header(name: &str) -> AuthMethod {
+    AuthMethod::Header { name: name.into() }
+}
+
+/// Real platforms with their real API base URLs and authentication.
+pub fn builtin_platforms() -> Vec<Platform> {
+    use AuthMethod::{Basic, Bearer};
+    vec![
+        builtin(
+            "stripe",
+            "Stripe",
+            "Online payment processing for internet businesses",
+            "https://api.stripe.com",
+            Bearer,
+        ),
+        builtin(
+            "resend",
+            "Resend",
+            "Email API for developers",
+            "https://api.resend.com",
+            Bearer,
+        ),
+        builtin(
+            "github",
+            "GitHub",
+            "Where the world builds software",
+            "https://api.github.com",
+            Bearer,
+        ),
+        builtin(
+            "slack",
+            "Slack",
+            "Messaging and collaboration for teams",
+            "https://slack.com/api",
+            Bearer,
+        ),
+        builtin(
+            "openai",
+            "OpenAI",
+            "Models for text, images and audio",
+            "https://api.openai.com",
+            Bearer,
+        ),
+        builtin(
+            "notion",
+            "Notion",
+            "The connected workspace for docs and wikis",
+            "https://api.notion.com",
+            Bearer,
+        ),
+        builtin(
+            "hubspot",
+            "HubSpot",
+            "CRM platform for marketing, sales and service",
+            "https://api.hubapi.com",
+            Bearer,
+        ),
+        builtin(
+            "sendgrid",
+            "SendGrid",
+            "Email delivery service",
+            "https://api.sendgrid.com",
+            Bearer,
+        ),
+        builtin(
+            "twilio",
+            "Twilio",
+            "Communications APIs for SMS, voice and video",
+            "https://api.twilio.com",
+            Basic,
+        ),
+        builtin(
+            "linear",
+            "Linear",
+            "Issue tracking for software teams",
+            "https://api.linear.app",
+            header("Authorization"),
+        ),
+        builtin(
+            "anthropic",
+            "Anthropic",
+            "Claude models through an API",
+            "https://api.anthropic.com",
+            header("x-api-key"),
+        ),
+        builtin(
+            "exa",
+            "Exa",
+            "Web search API for AI",
+            "https://api.exa.ai",
+            header("x-api-key"),
+        ),
+        builtin(
+            "mailchimp",
+            "Mailchimp",
+            "Email marketing platform",
+            "https://us1.api.mailchimp.com",
+            Basic,
+        ),
+        builtin(
+            "airtable",
+            "Airtable",
+            "Low-code platform for building apps on tables",
+            "https://api.airtable.com",
+            Bearer,
+        ),
+    ]
+}
+
+/// The catalog in use: built-ins with the operator's `[[platforms]]` applied.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    platforms: Vec<Platform>,
+}
+
+impl Catalog {
+    pub fn new(platforms: Vec<Platform>) -> Self {
+        let mut platforms = platforms;
+        platforms.sort_by(|a, b| a.key.cmp(&b.key));
+        Self { platforms }
+    }
+
+    pub fn platforms(&self) -> &[Platform] {
+        &self.platforms
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Platform> {
+        self.platforms.iter().find(|p| p.key == key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_are_unique_and_use_https() {
+        let platforms = builtin_platforms();
+        assert!(platforms.len() >= 10);
+        let mut keys: Vec<_> = platforms.iter().map(|p| p.key.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), platforms.len());
+        assert!(platforms.iter().all(|p| p.base_url.scheme() == "https"));
+    }
+}

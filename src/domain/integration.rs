@@ -1,0 +1,503 @@
+//! Integration connections: third-party credentials kept sealed in the vault, found with
+//! Pica's list filters, scoped to a vault secret's environment.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
+
+use super::catalog::{Catalog, Platform};
+use crate::crypto::{self, CredentialHasher, Sealer};
+use crate::store::{Store, StoreError};
+
+pub const SECRET_RANDOM_LEN: usize = 40;
+pub const MAX_LIST_LIMIT: i64 = 1000;
+pub const NAME_MAX_CHARS: usize = 256;
+pub const MAX_TAGS: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Environment {
+    Test,
+    Live,
+}
+
+impl Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Test => "test",
+            Self::Live => "live",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "test" => Some(Self::Test),
+            "live" => Some(Self::Live),
+            _ => None,
+        }
+    }
+
+    /// `sk_test_...` or `sk_live_...`: the prefix names the environment.
+    pub fn of_secret(secret: &str) -> Option<Self> {
+        if secret.starts_with("sk_test_") {
+            Some(Self::Test)
+        } else if secret.starts_with("sk_live_") {
+            Some(Self::Live)
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityType {
+    User,
+    Team,
+    Organization,
+    Project,
+}
+
+impl IdentityType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Team => "team",
+            Self::Organization => "organization",
+            Self::Project => "project",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "user" => Some(Self::User),
+            "team" => Some(Self::Team),
+            "organization" => Some(Self::Organization),
+            "project" => Some(Self::Project),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    Operational,
+    Degraded,
+    Failed,
+    Unknown,
+}
+
+impl ConnectionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Operational => "operational",
+            Self::Degraded => "degraded",
+            Self::Failed => "failed",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "operational" => Some(Self::Operational),
+            "degraded" => Some(Self::Degraded),
+            "failed" => Some(Self::Failed),
+            "unknown" => Some(Self::Unknown),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntegrationConnection {
+    pub id: String,
+    pub environment: Environment,
+    pub platform: String,
+    pub platform_version: String,
+    pub name: Option<String>,
+    pub key: String,
+    pub identity: String,
+    pub identity_type: IdentityType,
+    pub tags: Vec<String>,
+    pub version: String,
+    pub active: bool,
+    pub state: ConnectionState,
+    /// Microseconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+impl IntegrationConnection {
+    /// `2025-07-19T16:19:29.702632Z`
+    pub fn created_at_iso(&self) -> String {
+        DateTime::<Utc>::from_timestamp_micros(self.created_at)
+            .unwrap_or_default()
+            .to_rfc3339_opts(SecondsFormat::Micros, true)
+    }
+}
+
+/// Filters of the list call, parsed at the edge.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub keys: Vec<String>,
+    pub platform_version: Option<String>,
+    pub name: Option<String>,
+    pub identity_type: Option<IdentityType>,
+    pub identity: Option<String>,
+    pub platform: Option<String>,
+    /// A row must carry every one of these.
+    pub tags: Vec<String>,
+    pub active: bool,
+}
+
+/// A create request, parsed at the edge.
+pub struct CreateIntegration {
+    pub platform: String,
+    pub identity: String,
+    pub identity_type: IdentityType,
+    pub name: Option<String>,
+    pub tags: Vec<String>,
+    pub active: bool,
+    pub credentials: BTreeMap<String, SecretString>,
+}
+
+#[derive(Debug, Default)]
+pub struct Patch {
+    pub tags: Option<Vec<String>>,
+    pub name: Option<Option<String>>,
+    pub active: Option<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrationError {
+    #[error("{message}")]
+    Invalid {
+        fields: Vec<String>,
+        message: String,
+    },
+    #[error("connection not found")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> IntegrationError {
+    IntegrationError::Invalid {
+        fields: vec![field.to_owned()],
+        message: message.into(),
+    }
+}
+
+/// `1.0.0` -> `1.0.1`; anything unparsable starts again at `1.0.1`.
+pub fn bump_version(version: &str) -> String {
+    let parts: Vec<u64> = version.split('.').filter_map(|p| p.parse().ok()).collect();
+    match parts.as_slice() {
+        [major, minor, patch] => format!("{major}.{minor}.{}", patch + 1),
+        _ => "1.0.1".into(),
+    }
+}
+
+pub fn validate_tags(tags: &[String]) -> Result<(), IntegrationError> {
+    if tags.len() > MAX_TAGS {
+        return Err(invalid("tags", format!("at most {MAX_TAGS} tags")));
+    }
+    if tags
+        .iter()
+        .any(|t| t.is_empty() || t.contains(['\0', ',']) || t.chars().count() > 128)
+    {
+        return Err(invalid(
+            "tags",
+            "tags must be 1 to 128 characters, without commas",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_name(name: &Option<String>) -> Result<(), IntegrationError> {
+    if let Some(n) = name
+        && (n.chars().count() > NAME_MAX_CHARS || n.contains('\0'))
+    {
+        return Err(invalid(
+            "name",
+            format!("name must be at most {NAME_MAX_CHARS} characters, without NUL"),
+        ));
+    }
+    Ok(())
+}
+
+/// Vault secrets: `sk_test_...` and `sk_live_...`, only their hashes stored.
+pub struct VaultSecrets {
+    store: Arc<dyn Store>,
+    hasher: CredentialHasher,
+}
+
+impl VaultSecrets {
+    pub fn new(store: Arc<dyn Store>, hasher: CredentialHasher) -> Self {
+        Self { store, hasher }
+    }
+
+    pub fn generate(environment: Environment) -> SecretString {
+        SecretString::from(format!(
+            "sk_{}_{}",
+            environment.as_str(),
+            crypto::random_alphanumeric(SECRET_RANDOM_LEN)
+        ))
+    }
+
+    /// The environment a presented secret belongs to, if it is one of ours.
+    pub async fn authenticate(&self, presented: &str) -> Result<Option<Environment>, StoreError> {
+        let Some(claimed) = Environment::of_secret(presented) else {
+            return Ok(None);
+        };
+        let stored = self
+            .store
+            .find_vault_secret(&self.hasher.hash(presented))
+            .await?;
+        Ok(stored.filter(|env| *env == claimed))
+    }
+
+    pub async fn create(&self, environment: Environment) -> Result<SecretString, StoreError> {
+        let secret = Self::generate(environment);
+        self.store
+            .insert_vault_secret(environment, &self.hasher.hash(secret.expose_secret()))
+            .await?;
+        Ok(secret)
+    }
+
+    /// Installs `secret` if its environment has no secret yet.
+    pub async fn install_first(
+        &self,
+        environment: Environment,
+        secret: &SecretString,
+    ) -> Result<bool, StoreError> {
+        self.store
+            .insert_first_vault_secret(environment, &self.hasher.hash(secret.expose_secret()))
+            .await
+    }
+}
+
+pub struct Integrations {
+    store: Arc<dyn Store>,
+    catalog: Arc<Catalog>,
+    sealer: Arc<Sealer>,
+}
+
+/// What sealed credentials are bound to: opening them under another id or environment fails.
+pub fn credentials_aad(id: &str, environment: Environment) -> Vec<u8> {
+    format!("integration-connection|{id}|{}", environment.as_str()).into_bytes()
+}
+
+impl Integrations {
+    pub fn new(store: Arc<dyn Store>, catalog: Arc<Catalog>, sealer: Arc<Sealer>) -> Self {
+        Self {
+            store,
+            catalog,
+            sealer,
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn platform(&self, key: &str) -> Option<&Platform> {
+        self.catalog.get(key)
+    }
+
+    #[tracing::instrument(skip_all, fields(environment = environment.as_str(), platform = %request.platform))]
+    pub async fn create(
+        &self,
+        environment: Environment,
+        request: CreateIntegration,
+    ) -> Result<IntegrationConnection, IntegrationError> {
+        let platform = self.catalog.get(&request.platform).ok_or_else(|| {
+            invalid(
+                "platform",
+                format!(
+                    "platform '{}' is not in the connector catalog",
+                    request.platform
+                ),
+            )
+        })?;
+        let expected = platform.auth.credential_fields();
+        let missing: Vec<&str> = expected
+            .iter()
+            .copied()
+            .filter(|f| !request.credentials.contains_key(*f))
+            .collect();
+        let extra: Vec<&str> = request
+            .credentials
+            .keys()
+            .map(String::as_str)
+            .filter(|f| !expected.contains(f))
+            .collect();
+        if !missing.is_empty() || !extra.is_empty() {
+            let mut parts = Vec::new();
+            if !missing.is_empty() {
+                parts.push(format!("missing {}", missing.join(", ")));
+            }
+            if !extra.is_empty() {
+                parts.push(format!("unexpected {}", extra.join(", ")));
+            }
+            return Err(IntegrationError::Invalid {
+                fields: missing
+                    .iter()
+                    .chain(&extra)
+                    .map(|f| format!("credentials.{f}"))
+                    .collect(),
+                message: format!(
+                    "credentials for {} ({} auth) take {}: {}",
+                    platform.key,
+                    platform.auth.kind(),
+                    expected.join(", "),
+                    parts.join("; ")
+                ),
+            });
+        }
+        if request.identity.trim().is_empty()
+            || request.identity.contains('\0')
+            || request.identity.chars().count() > 256
+        {
+            return Err(invalid("identity", "identity must be 1 to 256 characters"));
+        }
+        validate_name(&request.name)?;
+        validate_tags(&request.tags)?;
+
+        let id = uuid::Uuid::new_v4().to_string();
+        let plaintext = Zeroizing::new(
+            serde_json::to_vec(
+                &request
+                    .credentials
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.expose_secret()))
+                    .collect::<BTreeMap<_, _>>(),
+            )
+            .expect("strings serialise"),
+        );
+        let sealed = self
+            .sealer
+            .seal(&plaintext, &credentials_aad(&id, environment));
+        let connection = IntegrationConnection {
+            key: format!(
+                "{}::{}::default::{}",
+                environment.as_str(),
+                platform.key,
+                uuid::Uuid::new_v4().simple()
+            ),
+            id,
+            environment,
+            platform: platform.key.clone(),
+            platform_version: platform.version.clone(),
+            name: request.name,
+            identity: request.identity,
+            identity_type: request.identity_type,
+            tags: request.tags,
+            version: "1.0.0".into(),
+            active: request.active,
+            state: ConnectionState::Unknown,
+            created_at: Utc::now().timestamp_micros(),
+        };
+        self.store.insert_integration(&connection, &sealed).await?;
+        tracing::info!(connection_id = %connection.id, "integration connection created");
+        Ok(connection)
+    }
+
+    pub async fn list(
+        &self,
+        environment: Environment,
+        filter: &ListFilter,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<IntegrationConnection>, u64), IntegrationError> {
+        Ok(self
+            .store
+            .list_integrations(environment, filter, offset, limit)
+            .await?)
+    }
+
+    pub async fn get(
+        &self,
+        environment: Environment,
+        id: &str,
+    ) -> Result<IntegrationConnection, IntegrationError> {
+        self.store
+            .get_integration(environment, id)
+            .await?
+            .ok_or(IntegrationError::NotFound)
+    }
+
+    pub async fn patch(
+        &self,
+        environment: Environment,
+        id: &str,
+        patch: Patch,
+    ) -> Result<IntegrationConnection, IntegrationError> {
+        if let Some(tags) = &patch.tags {
+            validate_tags(tags)?;
+        }
+        if let Some(name) = &patch.name {
+            validate_name(name)?;
+        }
+        let mut connection = self.get(environment, id).await?;
+        if let Some(tags) = patch.tags {
+            connection.tags = tags;
+        }
+        if let Some(name) = patch.name {
+            connection.name = name;
+        }
+        if let Some(active) = patch.active {
+            connection.active = active;
+        }
+        let previous = connection.version.clone();
+        connection.version = bump_version(&previous);
+        // Only if nobody else changed it meanwhile; otherwise the caller retries.
+        if !self
+            .store
+            .update_integration(&connection, &previous)
+            .await?
+        {
+            return Err(IntegrationError::Invalid {
+                fields: vec![],
+                message: "the connection changed meanwhile; retry".into(),
+            });
+        }
+        Ok(connection)
+    }
+
+    pub async fn delete(&self, environment: Environment, id: &str) -> Result<(), IntegrationError> {
+        if self.store.delete_integration(environment, id).await? {
+            tracing::info!(connection_id = %id, "integration connection deleted");
+            Ok(())
+        } else {
+            Err(IntegrationError::NotFound)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_bump_their_patch_number() {
+        assert_eq!(bump_version("1.0.0"), "1.0.1");
+        assert_eq!(bump_version("2.3.9"), "2.3.10");
+        assert_eq!(bump_version("junk"), "1.0.1");
+    }
+
+    #[test]
+    fn secrets_name_their_environment() {
+        assert_eq!(
+            Environment::of_secret("sk_test_abc"),
+            Some(Environment::Test)
+        );
+        assert_eq!(
+            Environment::of_secret("sk_live_abc"),
+            Some(Environment::Live)
+        );
+        assert_eq!(Environment::of_secret("pk_live_abc"), None);
+        let s = VaultSecrets::generate(Environment::Live);
+        assert!(s.expose_secret().starts_with("sk_live_"));
+        assert_eq!(s.expose_secret().len(), 8 + SECRET_RANDOM_LEN);
+    }
+}
