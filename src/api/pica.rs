@@ -117,9 +117,9 @@ impl IntoResponse for PicaError {
 impl From<IntegrationError> for PicaError {
     fn from(e: IntegrationError) -> Self {
         match e {
-            IntegrationError::Invalid { fields, .. } if fields.is_empty() => Self::Conflict,
             IntegrationError::Invalid { fields, message } => Self::Invalid { message, fields },
             IntegrationError::NotFound => Self::NotFound,
+            IntegrationError::Conflict => Self::Conflict,
             IntegrationError::Store(e) => {
                 tracing::error!(error = ?e, "store failure");
                 Self::Internal

@@ -177,6 +177,8 @@ pub enum IntegrationError {
     },
     #[error("connection not found")]
     NotFound,
+    #[error("the connection changed meanwhile")]
+    Conflict,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
