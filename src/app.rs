@@ -279,6 +279,10 @@ impl Application {
                 Arc::new(settings.catalog.clone()),
                 core.sealer.clone(),
             ),
+            passthrough: crate::passthrough::Passthrough::new(
+                settings.passthrough_timeouts.0,
+                settings.passthrough_timeouts.1,
+            ),
             public_url: AppServices::public_base(&public_url),
         });
         refresh_credentials(&services, &directory).await?;

@@ -55,6 +55,24 @@ struct RawConfig {
     teams: Vec<RawTeam>,
     #[serde(default)]
     platforms: Vec<RawPlatform>,
+    #[serde(default)]
+    passthrough: RawPassthrough,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPassthrough {
+    connect_timeout_ms: u64,
+    response_timeout_seconds: u64,
+}
+
+impl Default for RawPassthrough {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 5000,
+            response_timeout_seconds: 30,
+        }
+    }
 }
 
 /// Adds a platform to the catalog, or overrides fields of a built-in one.
@@ -273,6 +291,8 @@ pub struct Settings {
     pub log_level: String,
     pub topology: Topology,
     pub catalog: Catalog,
+    /// Outbound calls of the passthrough: connect, and wait for response headers.
+    pub passthrough_timeouts: (Duration, Duration),
     /// No `[[regions]]` were configured: the one region is this server's own gateway.
     pub implicit_region: bool,
 }
@@ -453,6 +473,10 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         log_level: raw.log.level,
         topology: Topology::new(regions, teams),
         catalog: validate_platforms(raw.platforms)?,
+        passthrough_timeouts: (
+            Duration::from_millis(raw.passthrough.connect_timeout_ms.max(1)),
+            Duration::from_secs(raw.passthrough.response_timeout_seconds.max(1)),
+        ),
         implicit_region,
     })
 }

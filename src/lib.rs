@@ -15,6 +15,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod gateway;
+pub mod passthrough;
 pub mod server;
 pub mod store;
 pub mod telemetry;

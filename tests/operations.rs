@@ -41,6 +41,31 @@ const ROUTES: &[(&str, &str, &[u16])] = &[
         &[200, 401, 404, 500],
     ),
     ("get", "/v1/available-connectors", &[200, 401, 500]),
+    (
+        "get",
+        "/v1/passthrough/{path}",
+        &[200, 400, 401, 403, 404, 502, 504],
+    ),
+    (
+        "post",
+        "/v1/passthrough/{path}",
+        &[200, 400, 401, 403, 404, 502, 504],
+    ),
+    (
+        "put",
+        "/v1/passthrough/{path}",
+        &[200, 400, 401, 403, 404, 502, 504],
+    ),
+    (
+        "patch",
+        "/v1/passthrough/{path}",
+        &[200, 400, 401, 403, 404, 502, 504],
+    ),
+    (
+        "delete",
+        "/v1/passthrough/{path}",
+        &[200, 400, 401, 403, 404, 502, 504],
+    ),
     ("get", "/healthz", &[200]),
     ("get", "/readyz", &[200, 503]),
     ("get", "/openapi.json", &[200]),
@@ -98,7 +123,7 @@ async fn openapi_documents_every_route_and_every_documented_route_exists() {
                 ROUTES.iter().any(|(m, p, _)| m == method && p == path),
                 "{method} {path} is documented but not listed in this test"
             );
-            let url = server.url(&path.replace("{id}", "1"));
+            let url = server.url(&path.replace("{id}", "1").replace("{path}", "some/path"));
             let req = server
                 .client
                 .request(method.to_uppercase().parse().unwrap(), url)

@@ -35,6 +35,7 @@ pub struct AppServices {
     pub data_connections: DataConnections,
     pub vault_secrets: VaultSecrets,
     pub integrations: Integrations,
+    pub passthrough: crate::passthrough::Passthrough,
     /// Base of absolute links in responses, without a trailing slash.
     pub public_url: String,
 }
@@ -98,6 +99,12 @@ pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
         .routes(routes!(openapi_document))
         .routes(routes!(prometheus_metrics))
         .split_for_parts();
+    // axum spells a catch-all segment `{*name}`; OpenAPI knows only `{name}`.
+    let mut openapi = openapi;
+    openapi.paths.paths = std::mem::take(&mut openapi.paths.paths)
+        .into_iter()
+        .map(|(path, item)| (path.replace("{*", "{"), item))
+        .collect();
     state
         .openapi_json
         .set(
@@ -157,7 +164,9 @@ async fn reject_declared_oversize(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
+    // The passthrough streams bodies of any size to the platform; only API bodies are bounded.
+    let streamed = req.uri().path().starts_with("/v1/passthrough/");
+    if !streamed && declared.is_some_and(|len| len > limit as u64) {
         return betterstack::ApiError::PayloadTooLarge.into_response();
     }
     next.run(req).await

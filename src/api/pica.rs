@@ -29,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_connections, create_connection))
         .routes(routes!(get_connection, patch_connection, delete_connection))
         .routes(routes!(available_connectors))
+        .routes(routes!(passthrough))
 }
 
 /// `{"message": "...", "code": 400, "fields": [...]}`
@@ -57,6 +58,12 @@ pub enum PicaError {
     PayloadTooLarge,
     #[error("conflict")]
     Conflict,
+    #[error("{0}")]
+    Refused(&'static str),
+    #[error("platform unreachable")]
+    BadGateway(&'static str),
+    #[error("platform timeout")]
+    GatewayTimeout,
     #[error("internal error")]
     Internal,
 }
@@ -96,6 +103,13 @@ impl IntoResponse for PicaError {
                 "The connection changed meanwhile; read it again and retry".into(),
                 vec![],
             ),
+            Self::Refused(why) => (StatusCode::FORBIDDEN, why.into(), vec![]),
+            Self::BadGateway(why) => (StatusCode::BAD_GATEWAY, why.into(), vec![]),
+            Self::GatewayTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "The platform did not answer in time".into(),
+                vec![],
+            ),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Internal server error".into(),
@@ -120,6 +134,10 @@ impl From<IntegrationError> for PicaError {
             IntegrationError::Invalid { fields, message } => Self::Invalid { message, fields },
             IntegrationError::NotFound => Self::NotFound,
             IntegrationError::Conflict => Self::Conflict,
+            IntegrationError::Inactive => Self::Refused("The connection is not active"),
+            IntegrationError::Failed => Self::Refused(
+                "The connection has failed: replace its credentials (PATCH credentials) to use it again",
+            ),
             IntegrationError::Store(e) => {
                 tracing::error!(error = ?e, "store failure");
                 Self::Internal
@@ -385,6 +403,19 @@ async fn list_connections(
     }))
 }
 
+fn credential_map(map: &Map<String, Value>) -> Result<BTreeMap<String, SecretString>, PicaError> {
+    map.iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => Ok((k.clone(), SecretString::from(s.clone()))),
+            Value::Number(n) => Ok((k.clone(), SecretString::from(n.to_string()))),
+            _ => Err(PicaError::invalid(
+                &format!("credentials.{k}"),
+                format!("credentials.{k} must be a string"),
+            )),
+        })
+        .collect()
+}
+
 fn parse_create(body: &Map<String, Value>) -> Result<CreateIntegration, PicaError> {
     let text = |name: &str| -> Result<Option<String>, PicaError> {
         match body.get(name) {
@@ -414,17 +445,7 @@ fn parse_create(body: &Map<String, Value>) -> Result<CreateIntegration, PicaErro
         Some(_) => return Err(PicaError::invalid("active", "active must be a boolean")),
     };
     let credentials = match body.get("credentials") {
-        Some(Value::Object(map)) => map
-            .iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => Ok((k.clone(), SecretString::from(s.clone()))),
-                Value::Number(n) => Ok((k.clone(), SecretString::from(n.to_string()))),
-                _ => Err(PicaError::invalid(
-                    &format!("credentials.{k}"),
-                    format!("credentials.{k} must be a string"),
-                )),
-            })
-            .collect::<Result<BTreeMap<_, _>, _>>()?,
+        Some(Value::Object(map)) => credential_map(map)?,
         None | Some(Value::Null) => {
             return Err(PicaError::invalid("credentials", "credentials is required"));
         }
@@ -534,6 +555,7 @@ async fn patch_connection(
             ("name", Value::String(n)) => patch.name = Some(Some(n.clone())),
             ("name", Value::Null) => patch.name = Some(None),
             ("active", Value::Bool(a)) => patch.active = Some(*a),
+            ("credentials", Value::Object(map)) => patch.credentials = Some(credential_map(map)?),
             ("tags" | "name" | "active", _) => {
                 return Err(PicaError::invalid(k, format!("{k} has the wrong type")));
             }
@@ -635,4 +657,63 @@ mod tests {
         assert_eq!(f.tags, ["x", "y"]);
         assert!(!f.active);
     }
+}
+
+/// Call the connection's platform: `{path}` is appended to the platform's base URL and the
+/// stored credential is injected; the platform's status, headers and body come back.
+#[utoipa::path(method(get, post, put, patch, delete), path = "/v1/passthrough/{*path}", tag = "vault",
+    params(
+        ("path" = String, Path, description = "Path on the platform's API"),
+        ("x-pica-connection-key" = String, Header, description = "The connection's key"),
+    ),
+    security(("pica_secret" = [])),
+    responses(
+        (status = 200, description = "Whatever the platform answered, status and body unchanged"),
+        (status = 400, description = "Missing connection key, or a path outside the platform", body = PicaErrorBody),
+        (status = 401, description = "Missing or unknown secret", body = PicaErrorBody),
+        (status = 403, description = "Inactive or failed connection, or a private address", body = PicaErrorBody),
+        (status = 404, description = "No such connection in this environment", body = PicaErrorBody),
+        (status = 502, description = "Platform unreachable", body = PicaErrorBody),
+        (status = 504, description = "Platform too slow", body = PicaErrorBody),
+    ))]
+async fn passthrough(
+    State(state): State<AppState>,
+    VaultCaller(environment): VaultCaller,
+    Path(path): Path<String>,
+    RawQuery(query): RawQuery,
+    request: Request,
+) -> Result<Response, PicaError> {
+    use crate::passthrough::{CONNECTION_KEY_HEADER, PassthroughError};
+    let key = request
+        .headers()
+        .get(CONNECTION_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            PicaError::invalid(
+                CONNECTION_KEY_HEADER,
+                "the x-pica-connection-key header is required",
+            )
+        })?;
+    let integrations = &state.services.integrations;
+    let (connection, platform, credentials) = integrations.open_for_call(environment, &key).await?;
+    let response = state
+        .services
+        .passthrough
+        .call(&platform, &credentials, &path, query.as_deref(), request)
+        .await
+        .map_err(|e| match e {
+            PassthroughError::OutsidePlatform => {
+                PicaError::invalid("path", "the path would leave the platform's API")
+            }
+            PassthroughError::PrivateAddress => PicaError::Refused(
+                "The platform resolves to a private address; set allow_private_network to allow it",
+            ),
+            PassthroughError::Unreachable => PicaError::BadGateway("The platform is unreachable"),
+            PassthroughError::Timeout => PicaError::GatewayTimeout,
+        })?;
+    integrations
+        .record_call(&connection, response.status().as_u16())
+        .await;
+    Ok(response)
 }

@@ -166,7 +166,12 @@ pub struct Patch {
     pub tags: Option<Vec<String>>,
     pub name: Option<Option<String>>,
     pub active: Option<bool>,
+    /// Replaces the stored credential (checked like at create); the state starts over.
+    pub credentials: Option<BTreeMap<String, SecretString>>,
 }
+
+/// An opened credential, for one outbound call; each value wiped when dropped.
+pub type OpenCredentials = BTreeMap<String, SecretString>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IntegrationError {
@@ -179,6 +184,10 @@ pub enum IntegrationError {
     NotFound,
     #[error("the connection changed meanwhile")]
     Conflict,
+    #[error("the connection is not active")]
+    Inactive,
+    #[error("the connection has failed and needs new credentials")]
+    Failed,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -225,6 +234,48 @@ fn validate_name(name: &Option<String>) -> Result<(), IntegrationError> {
         ));
     }
     Ok(())
+}
+
+/// A credential must hold exactly the fields its platform's auth method uses.
+fn check_credentials(
+    platform: &Platform,
+    credentials: &BTreeMap<String, SecretString>,
+) -> Result<(), IntegrationError> {
+    let expected = platform.auth.credential_fields();
+    let missing: Vec<&str> = expected
+        .iter()
+        .copied()
+        .filter(|f| !credentials.contains_key(*f))
+        .collect();
+    let extra: Vec<&str> = credentials
+        .keys()
+        .map(String::as_str)
+        .filter(|f| !expected.contains(f))
+        .collect();
+    if missing.is_empty() && extra.is_empty() {
+        return Ok(());
+    }
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!("missing {}", missing.join(", ")));
+    }
+    if !extra.is_empty() {
+        parts.push(format!("unexpected {}", extra.join(", ")));
+    }
+    Err(IntegrationError::Invalid {
+        fields: missing
+            .iter()
+            .chain(&extra)
+            .map(|f| format!("credentials.{f}"))
+            .collect(),
+        message: format!(
+            "credentials for {} ({} auth) take {}: {}",
+            platform.key,
+            platform.auth.kind(),
+            expected.join(", "),
+            parts.join("; ")
+        ),
+    })
 }
 
 /// Vault secrets: `sk_test_...` and `sk_live_...`, only their hashes stored.
@@ -298,6 +349,83 @@ impl Integrations {
         }
     }
 
+    fn seal(
+        &self,
+        id: &str,
+        environment: Environment,
+        credentials: &BTreeMap<String, SecretString>,
+    ) -> Vec<u8> {
+        let plaintext = Zeroizing::new(
+            serde_json::to_vec(
+                &credentials
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.expose_secret()))
+                    .collect::<BTreeMap<_, _>>(),
+            )
+            .expect("strings serialise"),
+        );
+        self.sealer
+            .seal(&plaintext, &credentials_aad(id, environment))
+    }
+
+    /// The connection a passthrough call names, its platform and its opened credential.
+    /// Refused when inactive or failed.
+    pub async fn open_for_call(
+        &self,
+        environment: Environment,
+        key: &str,
+    ) -> Result<(IntegrationConnection, Platform, OpenCredentials), IntegrationError> {
+        let (connection, sealed) = self
+            .store
+            .get_integration_by_key(environment, key)
+            .await?
+            .ok_or(IntegrationError::NotFound)?;
+        if !connection.active {
+            return Err(IntegrationError::Inactive);
+        }
+        if connection.state == ConnectionState::Failed {
+            return Err(IntegrationError::Failed);
+        }
+        let platform = self
+            .catalog
+            .get(&connection.platform)
+            .cloned()
+            .ok_or(IntegrationError::NotFound)?;
+        let corrupt = || IntegrationError::Store(StoreError::Corrupt("sealed credentials".into()));
+        let opened = self
+            .sealer
+            .open(&sealed, &credentials_aad(&connection.id, environment))
+            .map_err(|e| {
+                tracing::error!(connection_id = %connection.id, error = %e, "cannot open stored credentials");
+                corrupt()
+            })?;
+        let credentials: BTreeMap<String, String> =
+            serde_json::from_slice(&opened).map_err(|_| corrupt())?;
+        let credentials = credentials
+            .into_iter()
+            .map(|(k, v)| (k, SecretString::from(v)))
+            .collect();
+        Ok((connection, platform, credentials))
+    }
+
+    /// What a platform's answer says about the credential: accepted, or refused (401:
+    /// it needs replacing).
+    pub async fn record_call(&self, connection: &IntegrationConnection, platform_status: u16) {
+        let state = if platform_status == 401 {
+            ConnectionState::Failed
+        } else {
+            ConnectionState::Operational
+        };
+        if state != connection.state
+            && let Err(e) = self
+                .store
+                .set_integration_state(&connection.id, state)
+                .await
+        {
+            tracing::warn!(connection_id = %connection.id, error = %e, "cannot record the connection state");
+        }
+    }
+
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
     }
@@ -321,41 +449,7 @@ impl Integrations {
                 ),
             )
         })?;
-        let expected = platform.auth.credential_fields();
-        let missing: Vec<&str> = expected
-            .iter()
-            .copied()
-            .filter(|f| !request.credentials.contains_key(*f))
-            .collect();
-        let extra: Vec<&str> = request
-            .credentials
-            .keys()
-            .map(String::as_str)
-            .filter(|f| !expected.contains(f))
-            .collect();
-        if !missing.is_empty() || !extra.is_empty() {
-            let mut parts = Vec::new();
-            if !missing.is_empty() {
-                parts.push(format!("missing {}", missing.join(", ")));
-            }
-            if !extra.is_empty() {
-                parts.push(format!("unexpected {}", extra.join(", ")));
-            }
-            return Err(IntegrationError::Invalid {
-                fields: missing
-                    .iter()
-                    .chain(&extra)
-                    .map(|f| format!("credentials.{f}"))
-                    .collect(),
-                message: format!(
-                    "credentials for {} ({} auth) take {}: {}",
-                    platform.key,
-                    platform.auth.kind(),
-                    expected.join(", "),
-                    parts.join("; ")
-                ),
-            });
-        }
+        check_credentials(platform, &request.credentials)?;
         if request.identity.trim().is_empty()
             || request.identity.contains('\0')
             || request.identity.chars().count() > 256
@@ -366,19 +460,7 @@ impl Integrations {
         validate_tags(&request.tags)?;
 
         let id = uuid::Uuid::new_v4().to_string();
-        let plaintext = Zeroizing::new(
-            serde_json::to_vec(
-                &request
-                    .credentials
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.expose_secret()))
-                    .collect::<BTreeMap<_, _>>(),
-            )
-            .expect("strings serialise"),
-        );
-        let sealed = self
-            .sealer
-            .seal(&plaintext, &credentials_aad(&id, environment));
+        let sealed = self.seal(&id, environment, &request.credentials);
         let connection = IntegrationConnection {
             key: format!(
                 "{}::{}::default::{}",
@@ -441,6 +523,13 @@ impl Integrations {
             validate_name(name)?;
         }
         let mut connection = self.get(environment, id).await?;
+        if let Some(credentials) = &patch.credentials {
+            let platform = self
+                .catalog
+                .get(&connection.platform)
+                .ok_or(IntegrationError::NotFound)?;
+            check_credentials(platform, credentials)?;
+        }
         if let Some(tags) = patch.tags {
             connection.tags = tags;
         }
@@ -458,10 +547,14 @@ impl Integrations {
             .update_integration(&connection, &previous)
             .await?
         {
-            return Err(IntegrationError::Invalid {
-                fields: vec![],
-                message: "the connection changed meanwhile; retry".into(),
-            });
+            return Err(IntegrationError::Conflict);
+        }
+        if let Some(credentials) = &patch.credentials {
+            let sealed = self.seal(&connection.id, environment, credentials);
+            self.store
+                .set_integration_credentials(&connection.id, &sealed)
+                .await?;
+            connection.state = ConnectionState::Unknown;
         }
         Ok(connection)
     }

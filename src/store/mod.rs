@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use crate::crypto::CredentialHash;
 use crate::domain::data_connection::{DataConnection, NewDataConnection};
-use crate::domain::integration::{Environment, IntegrationConnection, ListFilter};
+use crate::domain::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
 use crate::domain::token::{Principal, TokenScope, User};
 
 pub mod postgres;
@@ -244,6 +244,23 @@ pub trait Store: Send + Sync + 'static {
         environment: Environment,
         id: &str,
     ) -> Result<bool, StoreError>;
+    /// A connection by its key, with its sealed credentials, for the passthrough.
+    async fn get_integration_by_key(
+        &self,
+        environment: Environment,
+        key: &str,
+    ) -> Result<Option<(IntegrationConnection, Vec<u8>)>, StoreError>;
+    async fn set_integration_state(
+        &self,
+        id: &str,
+        state: ConnectionState,
+    ) -> Result<(), StoreError>;
+    /// Replaces the sealed credentials; the state starts over at `unknown`.
+    async fn set_integration_credentials(
+        &self,
+        id: &str,
+        sealed_credentials: &[u8],
+    ) -> Result<(), StoreError>;
 
     async fn count_data_connections(&self) -> Result<u64, StoreError>;
     async fn get_data_connection(&self, id: i64) -> Result<Option<DataConnection>, StoreError>;

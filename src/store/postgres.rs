@@ -17,7 +17,7 @@ use super::row::{
 use super::{DUMP_FORMAT, DUMP_VERSION, Dump, Store, StoreError, StoreEvent};
 use crate::crypto::CredentialHash;
 use crate::domain::data_connection::{DataConnection, NewDataConnection, TeamScope};
-use crate::domain::integration::{Environment, IntegrationConnection, ListFilter};
+use crate::domain::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
 use crate::domain::time::Timestamp;
 use crate::domain::token::{Principal, TokenScope, User};
 
@@ -645,6 +645,51 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn get_integration_by_key(
+        &self,
+        environment: Environment,
+        key: &str,
+    ) -> Result<Option<(IntegrationConnection, Vec<u8>)>, StoreError> {
+        let row = query(&format!(
+            "SELECT {INTEGRATION_COLUMNS}, sealed_credentials FROM integration_connections \
+             WHERE environment = $1 AND connection_key = $2"
+        ))
+        .bind(environment.as_str())
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => Ok(Some((integration_from_row(&row)?, row.try_get(13)?))),
+            None => Ok(None),
+        }
+    }
+
+    async fn set_integration_state(
+        &self,
+        id: &str,
+        state: ConnectionState,
+    ) -> Result<(), StoreError> {
+        query("UPDATE integration_connections SET state = $1 WHERE id = $2")
+            .bind(state.as_str())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_integration_credentials(
+        &self,
+        id: &str,
+        sealed_credentials: &[u8],
+    ) -> Result<(), StoreError> {
+        query("UPDATE integration_connections SET sealed_credentials = $1, state = 'unknown' WHERE id = $2")
+            .bind(sealed_credentials)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn count_data_connections(&self) -> Result<u64, StoreError> {

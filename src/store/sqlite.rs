@@ -22,7 +22,7 @@ use super::row::{
 use super::{DUMP_FORMAT, DUMP_VERSION, Dump, Store, StoreError};
 use crate::crypto::CredentialHash;
 use crate::domain::data_connection::{DataConnection, NewDataConnection, TeamScope};
-use crate::domain::integration::{Environment, IntegrationConnection, ListFilter};
+use crate::domain::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
 use crate::domain::time::Timestamp;
 use crate::domain::token::{Principal, TokenScope, User};
 
@@ -614,6 +614,51 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn get_integration_by_key(
+        &self,
+        environment: Environment,
+        key: &str,
+    ) -> Result<Option<(IntegrationConnection, Vec<u8>)>, StoreError> {
+        let row = query(&format!(
+            "SELECT {INTEGRATION_COLUMNS}, sealed_credentials FROM integration_connections \
+             WHERE environment = ? AND connection_key = ?"
+        ))
+        .bind(environment.as_str())
+        .bind(key)
+        .fetch_optional(&self.reader)
+        .await?;
+        match row {
+            Some(row) => Ok(Some((integration_from_row(&row)?, row.try_get(13)?))),
+            None => Ok(None),
+        }
+    }
+
+    async fn set_integration_state(
+        &self,
+        id: &str,
+        state: ConnectionState,
+    ) -> Result<(), StoreError> {
+        query("UPDATE integration_connections SET state = ? WHERE id = ?")
+            .bind(state.as_str())
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_integration_credentials(
+        &self,
+        id: &str,
+        sealed_credentials: &[u8],
+    ) -> Result<(), StoreError> {
+        query("UPDATE integration_connections SET sealed_credentials = ?, state = 'unknown' WHERE id = ?")
+            .bind(sealed_credentials)
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
     async fn count_data_connections(&self) -> Result<u64, StoreError> {

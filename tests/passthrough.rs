@@ -1,0 +1,436 @@
+//! The passthrough against a small local HTTP server that plays the platform.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::http::StatusCode as AxumStatus;
+use axum::response::IntoResponse;
+use axum::routing::any;
+use common::{LIVE_SECRET, TEST_SECRET, TestServer};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// The fake platform: echoes what it received; a few paths misbehave on purpose.
+async fn platform() -> String {
+    async fn echo(request: Request) -> axum::Json<Value> {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        let headers: serde_json::Map<String, Value> = parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    Value::String(v.to_str().unwrap_or("").into()),
+                )
+            })
+            .collect();
+        axum::Json(json!({
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "query": parts.uri.query(),
+            "headers": headers,
+            "body_len": body.len(),
+        }))
+    }
+    async fn unauthorized() -> impl IntoResponse {
+        (AxumStatus::UNAUTHORIZED, "bad key")
+    }
+    async fn slow() -> &'static str {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        "late"
+    }
+    async fn redirect() -> impl IntoResponse {
+        (
+            AxumStatus::FOUND,
+            [("location", "http://203.0.113.9/elsewhere")],
+            "",
+        )
+    }
+    async fn big() -> impl IntoResponse {
+        let chunk = Bytes::from(vec![b'z'; 1024 * 1024]);
+        let stream = futures_util::stream::iter(
+            (0..32).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+        );
+        Body::from_stream(stream)
+    }
+    let app = Router::new()
+        .route("/unauthorized", any(unauthorized))
+        .route("/slow", any(slow))
+        .route("/redirect", any(redirect))
+        .route("/big", any(big))
+        .fallback(echo);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+fn config(base: &str) -> String {
+    format!(
+        r#"
+[passthrough]
+response_timeout_seconds = 2
+
+[[platforms]]
+platform = "resend"
+base_url = "{base}/v1"
+allow_private_network = true
+
+[[platforms]]
+platform = "acme"
+base_url = "{base}"
+auth = "header"
+header_name = "x-acme-key"
+allow_private_network = true
+
+[[platforms]]
+platform = "quux"
+base_url = "{base}"
+auth = "query"
+query_param = "token"
+allow_private_network = true
+
+[[platforms]]
+platform = "twilio"
+base_url = "{base}"
+allow_private_network = true
+
+[[platforms]]
+platform = "guarded"
+base_url = "{base}"
+auth = "bearer"
+"#
+    )
+}
+
+async fn connect(server: &TestServer, platform: &str, credentials: Value) -> Value {
+    let resp = server
+        .client
+        .post(server.url("/v1/vault/connections"))
+        .header("x-pica-secret", TEST_SECRET)
+        .header("content-type", "application/json")
+        .body(json!({"platform": platform, "identity": "me", "identityType": "user", "credentials": credentials}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    resp.json().await.unwrap()
+}
+
+fn call(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    key: &str,
+) -> reqwest::RequestBuilder {
+    server
+        .client
+        .request(method, server.url(&format!("/v1/passthrough/{path}")))
+        .header("x-pica-secret", TEST_SECRET)
+        .header("x-pica-connection-key", key)
+}
+
+#[tokio::test]
+async fn credentials_arrive_where_the_auth_method_puts_them() {
+    let base = platform().await;
+    let server = TestServer::start(&config(&base)).await;
+    let bearer = connect(&server, "resend", json!({"api_key": "re_secret_1"})).await;
+    let echoed: Value = call(
+        &server,
+        reqwest::Method::POST,
+        "emails/send?x=1&y=two",
+        bearer["key"].as_str().unwrap(),
+    )
+    .header("authorization", "Bearer client-own")
+    .header("x-pica-extra", "ours")
+    .header("x-custom", "kept")
+    .body("hello")
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(echoed["method"], "POST");
+    assert_eq!(echoed["path"], "/v1/emails/send");
+    assert_eq!(echoed["query"], "x=1&y=two");
+    assert_eq!(echoed["body_len"], 5);
+    let headers = echoed["headers"].as_object().unwrap();
+    assert_eq!(headers["authorization"], "Bearer re_secret_1");
+    assert_eq!(headers["x-custom"], "kept");
+    assert!(
+        headers.keys().all(|k| !k.starts_with("x-pica-")),
+        "{headers:?}"
+    );
+
+    let header = connect(&server, "acme", json!({"api_key": "acme_secret"})).await;
+    let echoed: Value = call(
+        &server,
+        reqwest::Method::GET,
+        "contacts",
+        header["key"].as_str().unwrap(),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(echoed["headers"]["x-acme-key"], "acme_secret");
+    assert!(echoed["headers"].get("authorization").is_none());
+
+    let query = connect(&server, "quux", json!({"api_key": "q_secret"})).await;
+    let echoed: Value = call(
+        &server,
+        reqwest::Method::GET,
+        "items?page=2",
+        query["key"].as_str().unwrap(),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(echoed["query"], "page=2&token=q_secret");
+
+    let basic = connect(
+        &server,
+        "twilio",
+        json!({"username": "AC123", "password": "tw_secret"}),
+    )
+    .await;
+    let echoed: Value = call(
+        &server,
+        reqwest::Method::GET,
+        "Accounts",
+        basic["key"].as_str().unwrap(),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        echoed["headers"]["authorization"],
+        "Basic QUMxMjM6dHdfc2VjcmV0"
+    );
+
+    // A successful call makes the state operational; no credential leaked to the logs.
+    let got: Value = server
+        .client
+        .get(server.url(&format!(
+            "/v1/vault/connections/{}",
+            bearer["id"].as_str().unwrap()
+        )))
+        .header("x-pica-secret", TEST_SECRET)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["state"], "operational");
+    for secret in ["re_secret_1", "acme_secret", "q_secret", "tw_secret"] {
+        assert!(!server.logs().contains(secret));
+    }
+}
+
+/// A GET written by hand, so its path reaches the server exactly as given.
+async fn raw_get(server: &TestServer, path: &str, key: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nx-pica-secret: {TEST_SECRET}\r\nx-pica-connection-key: {key}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test]
+async fn refusals_timeouts_redirects_and_large_bodies() {
+    let base = platform().await;
+    let server = TestServer::start(&config(&base)).await;
+    let conn = connect(&server, "resend", json!({"api_key": "k1"})).await;
+    let key = conn["key"].as_str().unwrap().to_owned();
+    let id = conn["id"].as_str().unwrap().to_owned();
+
+    // Missing key header, unknown key, another environment's secret.
+    let resp = server
+        .client
+        .get(server.url("/v1/passthrough/x"))
+        .header("x-pica-secret", TEST_SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        call(
+            &server,
+            reqwest::Method::GET,
+            "x",
+            "test::resend::default::nope"
+        )
+        .send()
+        .await
+        .unwrap()
+        .status(),
+        StatusCode::NOT_FOUND
+    );
+    let other = server
+        .client
+        .get(server.url("/v1/passthrough/x"))
+        .header("x-pica-secret", LIVE_SECRET)
+        .header("x-pica-connection-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+
+    // Paths cannot leave the platform (sent raw: an HTTP client would normalise the dots).
+    for path in ["a/%2e%2e/%2e%2e/etc", "%2E%2E/secret"] {
+        let head = raw_get(&server, &format!("/v1/passthrough/{path}"), &key).await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{path}: {head}");
+    }
+
+    // Redirects come back as they are, never followed.
+    let guarded = connect(&server, "guarded", json!({"api_key": "g"})).await;
+    let blocked = call(
+        &server,
+        reqwest::Method::GET,
+        "anything",
+        guarded["key"].as_str().unwrap(),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(
+        blocked.status(),
+        StatusCode::FORBIDDEN,
+        "loopback is refused without allow_private_network"
+    );
+
+    let acme = connect(&server, "acme", json!({"api_key": "a"})).await;
+    let acme_key = acme["key"].as_str().unwrap();
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let redirect = no_follow
+        .get(server.url("/v1/passthrough/redirect"))
+        .header("x-pica-secret", TEST_SECRET)
+        .header("x-pica-connection-key", acme_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirect.status(), StatusCode::FOUND);
+    assert_eq!(
+        redirect.headers()["location"],
+        "http://203.0.113.9/elsewhere"
+    );
+
+    // A slow platform hits the timeout with a clear 504.
+    let started = std::time::Instant::now();
+    let slow = call(&server, reqwest::Method::GET, "slow", acme_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(slow.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(started.elapsed() < Duration::from_secs(6));
+
+    // 32 MB down, 24 MB up, streamed.
+    let mut down = call(&server, reqwest::Method::GET, "big", acme_key)
+        .send()
+        .await
+        .unwrap();
+    let mut total = 0;
+    while let Some(chunk) = down.chunk().await.unwrap() {
+        total += chunk.len();
+    }
+    assert_eq!(total, 32 * 1024 * 1024);
+    let up: Value = call(&server, reqwest::Method::PUT, "upload", acme_key)
+        .body(vec![b'u'; 24 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(up["body_len"], 24 * 1024 * 1024);
+
+    // An inactive connection is refused.
+    let patch = |body: Value| {
+        server
+            .client
+            .patch(server.url(&format!("/v1/vault/connections/{id}")))
+            .header("x-pica-secret", TEST_SECRET)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    patch(json!({"active": false})).await.unwrap();
+    assert_eq!(
+        call(&server, reqwest::Method::GET, "x", &key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    patch(json!({"active": true})).await.unwrap();
+
+    // The platform's 401 fails the connection until its credential is replaced.
+    let acme_id = acme["id"].as_str().unwrap();
+    let rejected = call(&server, reqwest::Method::GET, "unauthorized", acme_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        rejected.status(),
+        StatusCode::UNAUTHORIZED,
+        "the platform's status comes back"
+    );
+    let state = |id: String| {
+        let req = server
+            .client
+            .get(server.url(&format!("/v1/vault/connections/{id}")))
+            .header("x-pica-secret", TEST_SECRET);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap()["state"].clone() }
+    };
+    assert_eq!(state(acme_id.to_owned()).await, "failed");
+    let refused = call(&server, reqwest::Method::GET, "anything", acme_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let replaced = server
+        .client
+        .patch(server.url(&format!("/v1/vault/connections/{acme_id}")))
+        .header("x-pica-secret", TEST_SECRET)
+        .header("content-type", "application/json")
+        .body(json!({"credentials": {"api_key": "a2"}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replaced.status(), StatusCode::OK);
+    assert_eq!(state(acme_id.to_owned()).await, "unknown");
+    let echoed: Value = call(&server, reqwest::Method::GET, "ok", acme_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echoed["headers"]["x-acme-key"], "a2");
+    assert_eq!(state(acme_id.to_owned()).await, "operational");
+}
