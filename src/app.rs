@@ -42,8 +42,13 @@ impl Core {
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
         create_private_dir(&settings.data_dir)?;
         let store = open_store(settings).await?;
-        let master_key = resolve_master_key(settings, store.as_ref()).await?;
-        let sealer = master_key.sealer();
+        let additional = settings
+            .additional_master_key_files
+            .iter()
+            .map(|p| MasterKey::load(p))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let master_key = resolve_master_key(settings, store.as_ref(), &additional).await?;
+        let sealer = master_key.sealer().with_others(&additional);
 
         // The credential-hash key is random and stored sealed, so a master key rotation
         // re-seals it instead of invalidating every issued credential.
@@ -129,6 +134,50 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 impl Core {
+    /// Re-seals every stored secret under `next`, then records `next` as the database's
+    /// key. Servers that also hold `next` (as an additional key) read throughout; passes
+    /// repeat until nothing sealed under another key is left. Returns how many it re-sealed.
+    pub async fn rotate_to(&self, next: &MasterKey) -> anyhow::Result<usize> {
+        let next_sealer = next.sealer();
+        let mut resealed = 0;
+        loop {
+            let mut pass = 0;
+            for (id, environment, sealed) in self.store.list_sealed_integrations().await? {
+                if Sealer::key_id_of(&sealed) == Some(next_sealer.key_id()) {
+                    continue;
+                }
+                let aad = crate::domain::integration::credentials_aad(&id, environment);
+                let plain = self.sealer.open(&sealed, &aad).with_context(|| {
+                    format!("cannot open the credentials of integration connection {id}")
+                })?;
+                self.store
+                    .reseal_integration(&id, &next_sealer.seal(&plain, &aad))
+                    .await?;
+                pass += 1;
+            }
+            resealed += pass;
+            if pass == 0 {
+                break;
+            }
+        }
+        let sealed = self
+            .store
+            .get_meta(META_CREDENTIAL_HASH_KEY)
+            .await?
+            .context("the credential-hash key is missing")?;
+        let hash_key = self.sealer.open(&sealed, HASH_KEY_AAD)?;
+        self.store
+            .set_meta(
+                META_CREDENTIAL_HASH_KEY,
+                &next_sealer.seal(&hash_key, HASH_KEY_AAD),
+            )
+            .await?;
+        self.store
+            .set_meta(META_KEY_FINGERPRINT, next.fingerprint().as_bytes())
+            .await?;
+        Ok(resealed + 1)
+    }
+
     /// `SWITCHBOARD_BOOTSTRAP_TEST_SECRET` / `..._LIVE_SECRET` become the first vault
     /// secret of their environment on a database that has none.
     async fn bootstrap_vault_secrets(&self) -> anyhow::Result<()> {
@@ -171,7 +220,11 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the data directory {}", dir.display()))
 }
 
-async fn resolve_master_key(settings: &Settings, store: &dyn Store) -> anyhow::Result<MasterKey> {
+async fn resolve_master_key(
+    settings: &Settings,
+    store: &dyn Store,
+    additional: &[MasterKey],
+) -> anyhow::Result<MasterKey> {
     let stored = store.get_meta(META_KEY_FINGERPRINT).await?;
     let stored = stored.map(|v| String::from_utf8_lossy(&v).into_owned());
     let key = match &settings.master_key_file {
@@ -205,7 +258,13 @@ async fn resolve_master_key(settings: &Settings, store: &dyn Store) -> anyhow::R
     let recorded = store
         .init_meta(META_KEY_FINGERPRINT, fingerprint.as_bytes())
         .await?;
-    if recorded != fingerprint.as_bytes() {
+    // During a rotation the recorded key may be one of the additional keys.
+    let known =
+        std::iter::once(fingerprint.clone()).chain(additional.iter().map(MasterKey::fingerprint));
+    if !known
+        .into_iter()
+        .any(|f| f.as_bytes() == recorded.as_slice())
+    {
         bail!(
             "the master key (fingerprint {fingerprint}) is not the key this database was initialised with \
              (fingerprint {}); start with the original key file",

@@ -60,6 +60,9 @@ enum Command {
     /// Manage vault secrets (x-pica-secret).
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Master key operations.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Apply pending database migrations and exit.
     Migrate,
     /// Write every row of the configured database as JSON (hashes and sealed secrets stay
@@ -74,6 +77,16 @@ enum Command {
     Import {
         #[arg(long, value_name = "FILE")]
         input: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Re-encrypt every stored secret under a new master key (see the README's rotation
+    /// steps: servers should hold the new key as an additional key first).
+    Rotate {
+        #[arg(long, value_name = "FILE")]
+        new_key_file: PathBuf,
     },
 }
 
@@ -163,6 +176,17 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let core = Core::open(&settings).await?;
             let secret = core.vault_secrets().create(environment).await?;
             println!("{}", secret.expose_secret());
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Rotate { new_key_file }) => {
+            let next = crate::crypto::MasterKey::load(&new_key_file)?;
+            let core = Core::open(&settings).await?;
+            let count = core.rotate_to(&next).await?;
+            println!(
+                "re-encrypted {count} secrets under key {}; set master_key_file to {}",
+                next.fingerprint(),
+                new_key_file.display()
+            );
             Ok(())
         }
         Command::Migrate => {

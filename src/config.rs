@@ -42,6 +42,8 @@ struct RawConfig {
     #[serde(default)]
     master_key_file: Option<PathBuf>,
     #[serde(default)]
+    additional_master_key_files: Vec<PathBuf>,
+    #[serde(default)]
     api: RawApi,
     #[serde(default)]
     gateway: RawGateway,
@@ -281,6 +283,9 @@ pub struct Settings {
     /// Base of the links the API returns; `None` means "the API's own bound address".
     pub public_url: Option<Url>,
     pub master_key_file: Option<PathBuf>,
+    /// Keys that may open secrets but never seal them: the next key before a rotation,
+    /// the previous one after it.
+    pub additional_master_key_files: Vec<PathBuf>,
     pub api: ApiSettings,
     pub gateway: GatewaySettings,
     pub database: DatabaseUrl,
@@ -434,6 +439,7 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
 
     Ok(Settings {
         master_key_file: raw.master_key_file,
+        additional_master_key_files: raw.additional_master_key_files,
         data_dir: raw.data_dir,
         public_url,
         api: ApiSettings {

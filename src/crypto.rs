@@ -128,6 +128,7 @@ impl MasterKey {
         Sealer {
             key_id: self.fingerprint(),
             cipher: Aes256Gcm::new_from_slice(key.as_ref()).expect("32-byte AES key"),
+            others: Vec::new(),
         }
     }
 }
@@ -147,11 +148,35 @@ pub enum CryptoError {
 pub struct Sealer {
     key_id: String,
     cipher: Aes256Gcm,
+    /// Keys that may still open older ciphertexts (during a rotation), never used to seal.
+    others: Vec<(String, Aes256Gcm)>,
 }
 
 impl Sealer {
     pub fn key_id(&self) -> &str {
         &self.key_id
+    }
+
+    /// Also opens what these keys sealed.
+    pub fn with_others(mut self, others: &[MasterKey]) -> Self {
+        for key in others {
+            let s = key.sealer();
+            if s.key_id != self.key_id {
+                self.others.push((s.key_id, s.cipher));
+            }
+        }
+        self
+    }
+
+    /// Every key id this sealer can open.
+    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.key_id.as_str()).chain(self.others.iter().map(|(id, _)| id.as_str()))
+    }
+
+    /// The id of the key that sealed `sealed`, if it is well-formed.
+    pub fn key_id_of(sealed: &[u8]) -> Option<&str> {
+        let (&id_len, rest) = sealed.get(1..)?.split_first()?;
+        std::str::from_utf8(rest.get(..id_len as usize)?).ok()
     }
 
     /// Layout: version (1) | key id length (1) | key id | nonce (12) | ciphertext and tag.
@@ -188,13 +213,19 @@ impl Sealer {
             return Err(CryptoError::Malformed);
         }
         let (key_id, rest) = rest.split_at(id_len as usize);
-        if key_id != self.key_id.as_bytes() {
-            return Err(CryptoError::UnknownKey(
-                String::from_utf8_lossy(key_id).into_owned(),
-            ));
-        }
+        let cipher = if key_id == self.key_id.as_bytes() {
+            &self.cipher
+        } else {
+            self.others
+                .iter()
+                .find(|(id, _)| id.as_bytes() == key_id)
+                .map(|(_, c)| c)
+                .ok_or_else(|| {
+                    CryptoError::UnknownKey(String::from_utf8_lossy(key_id).into_owned())
+                })?
+        };
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
-        self.cipher
+        cipher
             .decrypt(
                 Nonce::from_slice(nonce),
                 Payload {
@@ -267,11 +298,19 @@ mod tests {
         let mut tampered = sealed.clone();
         *tampered.last_mut().unwrap() ^= 1;
         assert!(sealer.open(&tampered, b"conn-1|test").is_err());
-        let other = MasterKey::from_bytes(random_key()).sealer();
+        let next = MasterKey::from_bytes(random_key());
         assert!(matches!(
-            other.open(&sealed, b"conn-1|test"),
+            next.sealer().open(&sealed, b"conn-1|test"),
             Err(CryptoError::UnknownKey(_))
         ));
+        // During a rotation the new key opens what the old one sealed.
+        let ring = next.sealer().with_others(&[key]);
+        assert_eq!(&*ring.open(&sealed, b"conn-1|test").unwrap(), b"secret");
+        assert_eq!(Sealer::key_id_of(&sealed), Some(sealer.key_id()));
+        assert_eq!(
+            Sealer::key_id_of(&ring.seal(b"x", b"")),
+            Some(ring.key_id())
+        );
         assert!(matches!(
             sealer.open(&sealed[..5], b""),
             Err(CryptoError::Malformed)

@@ -434,3 +434,88 @@ async fn refusals_timeouts_redirects_and_large_bodies() {
     assert_eq!(echoed["headers"]["x-acme-key"], "a2");
     assert_eq!(state(acme_id.to_owned()).await, "operational");
 }
+
+#[tokio::test]
+async fn master_key_rotation_keeps_every_secret_readable_without_downtime() {
+    let base = platform().await;
+    let platforms = config(&base);
+    let mut server = TestServer::start(&platforms).await;
+    let conn = connect(
+        &server,
+        "acme",
+        json!({"api_key": "sealed-before-rotation"}),
+    )
+    .await;
+    let key = conn["key"].as_str().unwrap().to_owned();
+    let (_, user, password) = server
+        .create_connection(json!({"client_type": "clickhouse"}))
+        .await;
+    let old_key = server.master_key_path();
+    let next_key = server.dir.join("next.key");
+    std::fs::write(&next_key, "bmV4dC1tYXN0ZXIta2V5LWZvci10aGUtcm90YXRpb24=\n").unwrap();
+
+    let injected = |server: &TestServer| {
+        let req = call(server, reqwest::Method::GET, "check", &key);
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            resp.json::<Value>().await.unwrap()["headers"]["x-acme-key"].clone()
+        }
+    };
+    assert_eq!(injected(&server).await, "sealed-before-rotation");
+
+    // 1. The servers learn the next key as an additional key (still sealing with the old).
+    server.set_config(&format!(
+        "additional_master_key_files = [\"{}\"]\n{platforms}",
+        next_key.display()
+    ));
+    server.restart().await;
+    // 2. Rotate while that server keeps serving.
+    let out = server.cli(&[
+        "keys",
+        "rotate",
+        "--new-key-file",
+        next_key.to_str().unwrap(),
+    ]);
+    assert!(out.contains("re-encrypted 2 secrets"), "{out}");
+    assert_eq!(
+        injected(&server).await,
+        "sealed-before-rotation",
+        "readers never stop"
+    );
+
+    // 3. The next key alone opens everything: credentials, tokens, issued passwords.
+    server.set_config(&platforms);
+    server.set_env("SWITCHBOARD_MASTER_KEY_FILE", next_key.to_str().unwrap());
+    server.restart().await;
+    assert_eq!(injected(&server).await, "sealed-before-rotation");
+    let list = server.get("/api/v1/connections").send().await.unwrap();
+    assert_eq!(
+        list.status(),
+        StatusCode::OK,
+        "the API token still verifies"
+    );
+    let accepted = server
+        .client
+        .post(&server.gateway)
+        .basic_auth(&user, Some(&password))
+        .body("SELECT 1")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(
+        accepted.status(),
+        StatusCode::FORBIDDEN,
+        "the issued password still verifies"
+    );
+
+    // 4. The old key alone is refused now.
+    server.stop();
+    server.set_env("SWITCHBOARD_MASTER_KEY_FILE", old_key.to_str().unwrap());
+    let out = server.command().args(["token", "create"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("not the key this database was initialised with")
+    );
+}

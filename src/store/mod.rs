@@ -159,6 +159,18 @@ pub trait Store: Send + Sync + 'static {
     /// Stores `value` under `key` unless a value is there; returns the value that is stored
     /// afterwards, so concurrent initialisers agree on one.
     async fn init_meta(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError>;
+    /// Replaces the value under `key` (key rotation).
+    async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Every integration connection's id, environment and sealed credential.
+    async fn list_sealed_integrations(
+        &self,
+    ) -> Result<Vec<(String, Environment, Vec<u8>)>, StoreError>;
+    /// Replaces a sealed credential with the same credential sealed under another key.
+    async fn reseal_integration(
+        &self,
+        id: &str,
+        sealed_credentials: &[u8],
+    ) -> Result<(), StoreError>;
 
     /// The user with this e-mail address, created if new.
     async fn ensure_user(&self, email: &str) -> Result<User, StoreError>;

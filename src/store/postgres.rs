@@ -692,6 +692,44 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_sealed_integrations(
+        &self,
+    ) -> Result<Vec<(String, Environment, Vec<u8>)>, StoreError> {
+        let rows = query("SELECT id, environment, sealed_credentials FROM integration_connections")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let env: String = r.try_get(1)?;
+                let env = Environment::parse(&env)
+                    .ok_or_else(|| StoreError::Corrupt(format!("environment {env}")))?;
+                Ok((r.try_get(0)?, env, r.try_get(2)?))
+            })
+            .collect()
+    }
+
+    async fn reseal_integration(
+        &self,
+        id: &str,
+        sealed_credentials: &[u8],
+    ) -> Result<(), StoreError> {
+        query("UPDATE integration_connections SET sealed_credentials = $1 WHERE id = $2")
+            .bind(sealed_credentials)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn count_data_connections(&self) -> Result<u64, StoreError> {
         let total: i64 = query("SELECT SUM(n)::BIGINT FROM data_connection_counts")
             .fetch_one(&self.pool)

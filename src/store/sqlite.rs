@@ -661,6 +661,44 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_sealed_integrations(
+        &self,
+    ) -> Result<Vec<(String, Environment, Vec<u8>)>, StoreError> {
+        let rows = query("SELECT id, environment, sealed_credentials FROM integration_connections")
+            .fetch_all(&self.writer)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let env: String = r.try_get(1)?;
+                let env = Environment::parse(&env)
+                    .ok_or_else(|| StoreError::Corrupt(format!("environment {env}")))?;
+                Ok((r.try_get(0)?, env, r.try_get(2)?))
+            })
+            .collect()
+    }
+
+    async fn reseal_integration(
+        &self,
+        id: &str,
+        sealed_credentials: &[u8],
+    ) -> Result<(), StoreError> {
+        query("UPDATE integration_connections SET sealed_credentials = ? WHERE id = ?")
+            .bind(sealed_credentials)
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
     async fn count_data_connections(&self) -> Result<u64, StoreError> {
         let total: i64 = query("SELECT COUNT(*) FROM data_connections")
             .fetch_one(&self.reader)

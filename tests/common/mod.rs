@@ -224,6 +224,26 @@ impl TestServer {
         }
     }
 
+    /// Takes effect at the next (re)start.
+    pub fn set_config(&mut self, config: &str) {
+        self.config = config.to_owned();
+    }
+
+    /// Takes effect at the next (re)start and for [`Self::command`].
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.extra_env.retain(|(k, _)| k != key);
+        self.extra_env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// The file holding the master key this server was started with.
+    pub fn master_key_path(&self) -> PathBuf {
+        if self.database_url.is_some() {
+            self.dir.join("shared-master.key")
+        } else {
+            self.dir.join("data/master.key")
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
