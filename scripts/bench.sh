@@ -16,3 +16,4 @@ fi
 export PATH="$PATH:/usr/sbin"
 cargo bench --bench api -- "$@"
 cargo bench --bench gateway -- "$@"
+cargo bench --bench vault -- "$@"
