@@ -158,3 +158,51 @@ pub async fn serve(
     }
     Ok(())
 }
+
+/// Headers that describe one hop, not the message (RFC 9110 section 7.6.1), plus any the
+/// `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut axum::http::HeaderMap) {
+    let named: Vec<axum::http::HeaderName> = headers
+        .get_all(axum::http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| axum::http::HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        axum::http::header::CONNECTION,
+        axum::http::HeaderName::from_static("keep-alive"),
+        axum::http::header::PROXY_AUTHENTICATE,
+        axum::http::header::PROXY_AUTHORIZATION,
+        axum::http::header::TE,
+        axum::http::header::TRAILER,
+        axum::http::header::TRANSFER_ENCODING,
+        axum::http::header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, header};
+
+    #[test]
+    fn hop_by_hop_headers_are_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            "keep-alive, x-secret-hop".parse().unwrap(),
+        );
+        h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert("x-clickhouse-format", "TSV".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-clickhouse-format"));
+    }
+}
