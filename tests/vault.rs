@@ -321,6 +321,10 @@ async fn secrets_and_bad_input_are_4xx_naming_the_field() {
         .unwrap();
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{q}");
     }
+    // A repeated tag is stored once and still filters.
+    let twice = create(&server, TEST_SECRET, json!({"platform": "resend", "identity": "i", "identityType": "user", "tags": ["dup", "dup"], "credentials": {"api_key": "k"}})).await;
+    assert_eq!(list(&server, TEST_SECRET, "tags=dup").await["total"], 1);
+    assert_eq!(twice["tags"], json!(["dup", "dup"]));
     // Basic and header platforms take their own fields.
     create(&server, TEST_SECRET, json!({"platform": "twilio", "identity": "i", "identityType": "team", "credentials": {"username": "AC1", "password": "p"}})).await;
     create(&server, TEST_SECRET, json!({"platform": "acme", "identity": "i", "identityType": "team", "credentials": {"api_key": "k"}})).await;

@@ -25,3 +25,12 @@ CREATE TABLE integration_connections (
     sealed_credentials BYTEA NOT NULL
 );
 CREATE INDEX integration_connections_list ON integration_connections (environment, active, created_at DESC, id);
+
+-- One row per tag, so a tag filter (and the exact total beside it) uses an index instead
+-- of reading every row's JSON.
+CREATE TABLE integration_tags (
+    tag           TEXT NOT NULL,
+    connection_id TEXT NOT NULL REFERENCES integration_connections (id) ON DELETE CASCADE,
+    PRIMARY KEY (tag, connection_id)
+);
+CREATE INDEX integration_tags_connection ON integration_tags (connection_id);

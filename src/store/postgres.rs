@@ -224,6 +224,16 @@ impl Store for PostgresStore {
             .bind(&c.sealed_credentials)
             .execute(&mut *tx)
             .await?;
+            let tags: Vec<String> = serde_json::from_str(&c.tags).map_err(|_| {
+                StoreError::Corrupt(format!("integration connection {}: tags", c.id))
+            })?;
+            for tag in tags {
+                query("INSERT INTO integration_tags (tag, connection_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(tag)
+                    .bind(&c.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         // Ids were given explicitly: move each sequence past them.
         for table in ["users", "api_tokens", "data_connections", "vault_secrets"] {
@@ -530,6 +540,7 @@ impl Store for PostgresStore {
         c: &IntegrationConnection,
         sealed_credentials: &[u8],
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         query(
             "INSERT INTO integration_connections (id, environment, platform, platform_version, name, \
              connection_key, identity, identity_type, tags, version, active, state, created_at, sealed_credentials) \
@@ -549,9 +560,16 @@ impl Store for PostgresStore {
         .bind(c.state.as_str())
         .bind(c.created_at)
         .bind(sealed_credentials)
-        .execute(&self.pool)
-        .await
+        .execute(&mut *tx).await
         .map_err(map_write_error)?;
+        for tag in &c.tags {
+            query("INSERT INTO integration_tags (tag, connection_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(tag)
+                .bind(&c.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -566,7 +584,7 @@ impl Store for PostgresStore {
             environment,
             filter,
             |n| format!("${n}"),
-            |p| format!("tags @> jsonb_build_array({p}::text)"),
+            |p| format!("id IN (SELECT connection_id FROM integration_tags WHERE tag = {p})"),
         );
         let n = binds.len();
         let page_sql = format!(
@@ -618,6 +636,7 @@ impl Store for PostgresStore {
         c: &IntegrationConnection,
         previous_version: &str,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done = query(
             "UPDATE integration_connections SET name = $1, tags = $2::jsonb, active = $3, version = $4 \
              WHERE environment = $5 AND id = $6 AND version = $7",
@@ -629,9 +648,23 @@ impl Store for PostgresStore {
         .bind(c.environment.as_str())
         .bind(&c.id)
         .bind(previous_version)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .execute(&mut *tx).await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        query("DELETE FROM integration_tags WHERE connection_id = $1")
+            .bind(&c.id)
+            .execute(&mut *tx)
+            .await?;
+        for tag in &c.tags {
+            query("INSERT INTO integration_tags (tag, connection_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(tag)
+                .bind(&c.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn delete_integration(

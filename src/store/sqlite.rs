@@ -244,6 +244,16 @@ impl Store for SqliteStore {
             .bind(&c.sealed_credentials)
             .execute(&mut *tx)
             .await?;
+            let tags: Vec<String> = serde_json::from_str(&c.tags).map_err(|_| {
+                StoreError::Corrupt(format!("integration connection {}: tags", c.id))
+            })?;
+            for tag in tags {
+                query("INSERT INTO integration_tags (tag, connection_id) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                    .bind(tag)
+                    .bind(&c.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -502,6 +512,7 @@ impl Store for SqliteStore {
         c: &IntegrationConnection,
         sealed_credentials: &[u8],
     ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
         query(
             "INSERT INTO integration_connections (id, environment, platform, platform_version, name, \
              connection_key, identity, identity_type, tags, version, active, state, created_at, sealed_credentials) \
@@ -521,9 +532,16 @@ impl Store for SqliteStore {
         .bind(c.state.as_str())
         .bind(c.created_at)
         .bind(sealed_credentials)
-        .execute(&self.writer)
-        .await
+        .execute(&mut *tx).await
         .map_err(map_write_error)?;
+        for tag in &c.tags {
+            query("INSERT INTO integration_tags (tag, connection_id) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                .bind(tag)
+                .bind(&c.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -538,7 +556,7 @@ impl Store for SqliteStore {
             environment,
             filter,
             |_| "?".to_owned(),
-            |p| format!("EXISTS (SELECT 1 FROM json_each(tags) WHERE value = {p})"),
+            |p| format!("id IN (SELECT connection_id FROM integration_tags WHERE tag = {p})"),
         );
         let page_sql = format!(
             "SELECT {INTEGRATION_COLUMNS} FROM integration_connections WHERE {clause} \
@@ -587,6 +605,7 @@ impl Store for SqliteStore {
         c: &IntegrationConnection,
         previous_version: &str,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
         let done = query(
             "UPDATE integration_connections SET name = ?, tags = ?, active = ?, version = ? \
              WHERE environment = ? AND id = ? AND version = ?",
@@ -598,9 +617,24 @@ impl Store for SqliteStore {
         .bind(c.environment.as_str())
         .bind(&c.id)
         .bind(previous_version)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        query("DELETE FROM integration_tags WHERE connection_id = ?")
+            .bind(&c.id)
+            .execute(&mut *tx)
+            .await?;
+        for tag in &c.tags {
+            query("INSERT INTO integration_tags (tag, connection_id) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                .bind(tag)
+                .bind(&c.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn delete_integration(
