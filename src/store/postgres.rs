@@ -580,15 +580,20 @@ impl Store for PostgresStore {
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<IntegrationConnection>, u64), StoreError> {
-        let (from, clause, binds) = integration_filter(environment, filter, |n| format!("${n}"));
+        let (clause, binds) = integration_filter(
+            environment,
+            filter,
+            |n| format!("${n}"),
+            |p| format!("id IN (SELECT connection_id FROM integration_tags WHERE tag = {p})"),
+        );
         let n = binds.len();
         let page_sql = format!(
-            "SELECT {INTEGRATION_COLUMNS} FROM {from} WHERE {clause} \
+            "SELECT {INTEGRATION_COLUMNS} FROM integration_connections WHERE {clause} \
              ORDER BY created_at DESC, id LIMIT ${} OFFSET ${}",
             n + 1,
             n + 2
         );
-        let count_sql = format!("SELECT COUNT(*) FROM {from} WHERE {clause}");
+        let count_sql = format!("SELECT COUNT(*) FROM integration_connections WHERE {clause}");
         // One read transaction: the page and the total describe the same state.
         let mut tx = self.pool.begin().await?;
         let mut page = query(&page_sql);

@@ -115,15 +115,14 @@ pub enum Bind {
     Bool(bool),
 }
 
-/// The `FROM` and `WHERE` clauses of a list call and their values, for a backend's
-/// placeholder style (`placeholder(n)` for the n-th value, from 1). With a tag filter the
-/// rows come from the first tag's index entries, so neither the page nor the total reads
-/// the connections that lack it.
+/// The `WHERE` clause of a list call and its values, for a backend's placeholder style
+/// (`placeholder(n)` for the n-th value, from 1) and its way of testing an array of tags.
 pub fn integration_filter(
     environment: Environment,
     filter: &ListFilter,
     placeholder: impl Fn(usize) -> String,
-) -> (String, String, Vec<Bind>) {
+    has_tag: impl Fn(&str) -> String,
+) -> (String, Vec<Bind>) {
     let mut clauses = Vec::new();
     let mut binds = Vec::new();
     let mut push = |clause: &dyn Fn(&str) -> String, value: Bind, binds: &mut Vec<Bind>| {
@@ -161,22 +160,8 @@ pub fn integration_filter(
             &mut binds,
         );
     }
-    let mut from = "integration_connections".to_owned();
-    for (i, tag) in filter.tags.iter().enumerate() {
-        if i == 0 {
-            from = "integration_tags t0 JOIN integration_connections ON integration_connections.id = t0.connection_id".into();
-            push(
-                &|p| format!("t0.tag = {p}"),
-                Bind::Text(tag.clone()),
-                &mut binds,
-            );
-        } else {
-            push(
-                &|p| format!("id IN (SELECT connection_id FROM integration_tags WHERE tag = {p})"),
-                Bind::Text(tag.clone()),
-                &mut binds,
-            );
-        }
+    for tag in &filter.tags {
+        push(&|p| has_tag(p), Bind::Text(tag.clone()), &mut binds);
     }
     if !filter.keys.is_empty() {
         let first = binds.len() + 1;
@@ -186,5 +171,5 @@ pub fn integration_filter(
         binds.extend(filter.keys.iter().map(|k| Bind::Text(k.clone())));
         clauses.push(format!("connection_key IN ({})", list.join(", ")));
     }
-    (from, clauses.join(" AND "), binds)
+    (clauses.join(" AND "), binds)
 }

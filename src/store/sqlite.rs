@@ -552,12 +552,17 @@ impl Store for SqliteStore {
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<IntegrationConnection>, u64), StoreError> {
-        let (from, clause, binds) = integration_filter(environment, filter, |_| "?".to_owned());
+        let (clause, binds) = integration_filter(
+            environment,
+            filter,
+            |_| "?".to_owned(),
+            |p| format!("id IN (SELECT connection_id FROM integration_tags WHERE tag = {p})"),
+        );
         let page_sql = format!(
-            "SELECT {INTEGRATION_COLUMNS} FROM {from} WHERE {clause} \
+            "SELECT {INTEGRATION_COLUMNS} FROM integration_connections WHERE {clause} \
              ORDER BY created_at DESC, id LIMIT ? OFFSET ?"
         );
-        let count_sql = format!("SELECT COUNT(*) FROM {from} WHERE {clause}");
+        let count_sql = format!("SELECT COUNT(*) FROM integration_connections WHERE {clause}");
         // One read transaction: the page and the total describe the same state.
         let mut tx = self.reader.begin().await?;
         let mut page = query(&page_sql);
