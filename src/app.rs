@@ -31,7 +31,6 @@ const HASH_KEY_AAD: &[u8] = b"switchboard/credential-hash-key";
 /// What every command needs: the store and the keys, checked against each other.
 pub struct Core {
     pub store: Arc<dyn Store>,
-    pub master_key: MasterKey,
     pub sealer: Arc<Sealer>,
     pub password_hasher: CredentialHasher,
     pub token_hasher: CredentialHasher,
@@ -71,7 +70,6 @@ impl Core {
             vault_secret_hasher: CredentialHasher::new(&hash_key, "switchboard/vault-secret/v1"),
             sealer: Arc::new(sealer),
             store,
-            master_key,
         })
     }
 

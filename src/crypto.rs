@@ -168,11 +168,6 @@ impl Sealer {
         self
     }
 
-    /// Every key id this sealer can open.
-    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.key_id.as_str()).chain(self.others.iter().map(|(id, _)| id.as_str()))
-    }
-
     /// The id of the key that sealed `sealed`, if it is well-formed.
     pub fn key_id_of(sealed: &[u8]) -> Option<&str> {
         let (&id_len, rest) = sealed.get(1..)?.split_first()?;

@@ -83,6 +83,31 @@ impl ReloadableTls {
     }
 }
 
+/// TLS for outbound calls (upstreams, platforms): the system's CA certificates, plus the
+/// PEM certificates of `extra_ca` when given.
+pub fn client_tls_config(extra_ca: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = extra_ca {
+        for cert in CertificateDer::pem_file_iter(path)
+            .with_context(|| format!("cannot read the CA file {}", path.display()))?
+        {
+            let cert = cert.with_context(|| format!("{} is not PEM", path.display()))?;
+            roots
+                .add(cert)
+                .with_context(|| format!("a certificate in {} is invalid", path.display()))?;
+        }
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
 /// Serves `router` until `stop` turns true, then drains in-flight requests.
 pub async fn serve(
     listener: TcpListener,

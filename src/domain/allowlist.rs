@@ -75,10 +75,6 @@ impl IpAllowlist {
         Self(entries)
     }
 
-    pub fn entries(&self) -> &[AllowEntry] {
-        &self.0
-    }
-
     pub fn allows(&self, client: IpAddr) -> bool {
         self.0.is_empty() || self.0.iter().any(|e| e.contains(client))
     }

@@ -189,10 +189,6 @@ impl DataConnections {
         }
     }
 
-    pub fn topology(&self) -> &Topology {
-        &self.topology
-    }
-
     #[tracing::instrument(skip_all, fields(connection_id))]
     pub async fn create(
         &self,

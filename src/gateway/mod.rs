@@ -74,7 +74,8 @@ impl Gateway {
         connector.set_connect_timeout(Some(settings.upstream_connect_timeout));
         connector.set_nodelay(true);
         connector.enforce_http(false);
-        let tls = upstream_tls_config(settings.upstream_ca_file.as_deref())?;
+        let tls = crate::server::client_tls_config(settings.upstream_ca_file.as_deref())
+            .map_err(|e| e.context("gateway.upstream_ca_file"))?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -171,39 +172,6 @@ impl Gateway {
                 .ok_or_else(|| GatewayError::DatabaseNotInScope(db.to_owned())),
         }
     }
-}
-
-/// Trusts the system's CA certificates and, when given, the operator's own CA file.
-fn upstream_tls_config(ca_file: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {
-    use anyhow::Context;
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = ca_file {
-        for cert in CertificateDer::pem_file_iter(path)
-            .with_context(|| format!("gateway.upstream_ca_file: cannot read {}", path.display()))?
-        {
-            roots
-                .add(cert.with_context(|| {
-                    format!("gateway.upstream_ca_file: {} is not PEM", path.display())
-                })?)
-                .with_context(|| {
-                    format!(
-                        "gateway.upstream_ca_file: a certificate in {} is invalid",
-                        path.display()
-                    )
-                })?;
-        }
-    }
-    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth())
 }
 
 fn ok_response() -> Response<Body> {

@@ -103,27 +103,16 @@ pub struct Passthrough {
     response_timeout: Duration,
 }
 
-fn tls() -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("ring supports the default versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth()
-}
-
 impl Passthrough {
     pub fn new(connect_timeout: Duration, response_timeout: Duration) -> Self {
+        // Without an extra CA file the only failure would be an unsupported protocol set.
+        let tls =
+            crate::server::client_tls_config(None).expect("the system's CAs and ring's defaults");
         let https = |mut http: HttpConnector<PublicResolver>| {
             http.set_connect_timeout(Some(connect_timeout));
             http.enforce_http(false);
             hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls())
+                .with_tls_config(tls.clone())
                 .https_or_http()
                 .enable_http1()
                 .wrap_connector(http)
@@ -132,7 +121,7 @@ impl Passthrough {
         plain.set_connect_timeout(Some(connect_timeout));
         plain.enforce_http(false);
         let open = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls())
+            .with_tls_config(tls.clone())
             .https_or_http()
             .enable_http1()
             .wrap_connector(plain);

@@ -5,7 +5,6 @@
 //! and queueing in the pool avoids `SQLITE_BUSY` upgrade deadlocks. Reads use their own pool
 //! and run concurrently with the writer thanks to WAL.
 
-use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -29,7 +28,6 @@ use crate::domain::token::{Principal, TokenScope, User};
 pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
-    path: PathBuf,
 }
 
 impl SqliteStore {
@@ -41,8 +39,11 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let path = options.get_filename().to_path_buf();
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Some(parent) = options
+            .get_filename()
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
         }
         let writer = SqlitePoolOptions::new()
@@ -50,26 +51,18 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        Self::migrate_pool(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self {
-            reader,
-            writer,
-            path,
-        })
+        Ok(Self { reader, writer })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub async fn close(&self) {
-        self.reader.close().await;
-        self.writer.close().await;
+    async fn migrate_pool(writer: &SqlitePool) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/sqlite").run(writer).await?;
+        Ok(())
     }
 }
 
