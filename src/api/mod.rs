@@ -91,6 +91,13 @@ pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
         services,
         openapi_json: Arc::new(OnceLock::new()),
     };
+    // API bodies are bounded; the passthrough, merged after, streams bodies of any size.
+    let body_limits = ServiceBuilder::new()
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            settings.max_body_bytes,
+            reject_declared_oversize,
+        ));
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(betterstack::router())
         .merge(pica::router())
@@ -98,6 +105,8 @@ pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
         .routes(routes!(readyz))
         .routes(routes!(openapi_document))
         .routes(routes!(prometheus_metrics))
+        .layer(body_limits)
+        .merge(pica::passthrough_router())
         .split_for_parts();
     // axum spells a catch-all segment `{*name}`; OpenAPI knows only `{name}`.
     let mut openapi = openapi;
@@ -138,11 +147,6 @@ pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             settings.request_timeout,
-        ))
-        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            settings.max_body_bytes,
-            reject_declared_oversize,
         ));
 
     router
@@ -164,9 +168,7 @@ async fn reject_declared_oversize(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    // The passthrough streams bodies of any size to the platform; only API bodies are bounded.
-    let streamed = req.uri().path().starts_with("/v1/passthrough/");
-    if !streamed && declared.is_some_and(|len| len > limit as u64) {
+    if declared.is_some_and(|len| len > limit as u64) {
         return betterstack::ApiError::PayloadTooLarge.into_response();
     }
     next.run(req).await

@@ -29,7 +29,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_connections, create_connection))
         .routes(routes!(get_connection, patch_connection, delete_connection))
         .routes(routes!(available_connectors))
-        .routes(routes!(passthrough))
+}
+
+/// The passthrough, apart: its bodies stream to the platform, outside the API body limit.
+pub fn passthrough_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(passthrough))
 }
 
 /// `{"message": "...", "code": 400, "fields": [...]}`
