@@ -140,25 +140,32 @@ fn main() {
         let took = loaded.elapsed().as_secs_f64();
         println!("stored {connections} connections in {took:.1} s ({:.0} creates/s)\n", connections as f64 / took);
 
-        // Two filters (platform and a tag matching a tenth of the rows), random pages of 20.
-        for concurrency in [1usize, 8] {
-            let (c, a) = (client.clone(), Arc::new(api.clone()));
-            let (rps, p50, p99) = drive(concurrency, seconds, move |i| {
-                let (c, a) = (c.clone(), a.clone());
-                async move {
-                    let page = i % 50 + 1;
-                    let resp = c
-                        .get(format!("{a}/v1/vault/connections?platform=resend&tags=t{}&limit=20&page={page}", i % 10))
-                        .header("x-pica-secret", SECRET)
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(resp.status(), 200);
-                    let _ = resp.bytes().await.unwrap();
-                }
-            })
-            .await;
-            println!("list, platform + tags filter, {concurrency:>2} clients: {rps:>8.0} req/s   p50 {p50:>7.2} ms   p99 {p99:>7.2} ms");
+        // Two filters, random pages of 20: platform and a tag matching a tenth of the rows
+        // (random page <= 50), and platform and an identity matching a thousandth.
+        type Query = fn(u64) -> String;
+        let queries: [(&str, Query); 2] = [
+            ("platform + tags    ", |i| format!("platform=resend&tags=t{}&limit=20&page={}", i % 10, i % 50 + 1)),
+            ("platform + identity", |i| format!("platform=resend&identity=user-{}&limit=20&page={}", i % 1000, i % 5 + 1)),
+        ];
+        for (label, make_query) in queries {
+            for concurrency in [1usize, 8] {
+                let (c, a) = (client.clone(), Arc::new(api.clone()));
+                let (rps, p50, p99) = drive(concurrency, seconds, move |i| {
+                    let (c, a) = (c.clone(), a.clone());
+                    async move {
+                        let resp = c
+                            .get(format!("{a}/v1/vault/connections?{}", make_query(i)))
+                            .header("x-pica-secret", SECRET)
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(resp.status(), 200);
+                        let _ = resp.bytes().await.unwrap();
+                    }
+                })
+                .await;
+                println!("list, {label}, {concurrency:>2} clients: {rps:>8.0} req/s   p50 {p50:>7.2} ms   p99 {p99:>7.2} ms");
+            }
         }
 
         // Passthrough vs calling the platform directly.

@@ -275,6 +275,8 @@ async fn resolve_master_key(
 /// How often the gateway's credential snapshot is rebuilt from the store, as a safety net
 /// behind the changes applied as they happen.
 const CREDENTIAL_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// How often the store refreshes its planner statistics (SQLite; cheap when little changed).
+const STORE_OPTIMIZE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The running server: bound listeners and the routers behind them.
 pub struct Application {
@@ -397,6 +399,10 @@ impl Application {
             stop_rx.clone(),
         ));
         let health_checks = tokio::spawn(self.gateway.health_checks());
+        let optimizer = tokio::spawn(optimize_periodically(
+            self.services.store.clone(),
+            stop_rx.clone(),
+        ));
         let follower = match self.services.store.credential_events().await {
             Ok(Some(events)) => Some(tokio::spawn(follow_store_events(
                 self.services.clone(),
@@ -445,6 +451,7 @@ impl Application {
         }
         refresher.abort();
         health_checks.abort();
+        optimizer.abort();
         tracing::info!("stopped");
         Ok(())
     }
@@ -528,6 +535,23 @@ async fn refresh_periodically(
         }
         if let Err(e) = refresh_credentials(&services, &directory).await {
             tracing::warn!(error = %e, "credential refresh failed; keeping the current snapshot");
+        }
+    }
+}
+
+/// Keeps the planner's statistics current, so a bulk load does not leave list queries on
+/// a plan chosen for an empty table.
+async fn optimize_periodically(
+    store: Arc<dyn Store>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(STORE_OPTIMIZE_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = store.optimize().await {
+            tracing::warn!(error = %e, "refreshing the store's planner statistics failed");
         }
     }
 }

@@ -195,7 +195,7 @@ async fn create_get_patch_delete_and_secrets_stay_sealed() {
     .send()
     .await
     .unwrap();
-    assert_eq!(deleted.status(), StatusCode::OK);
+    assert_eq!(deleted.status(), StatusCode::OK, "{}", server.logs());
     assert!(deleted.bytes().await.unwrap().is_empty());
     let again = vault(
         &server,
@@ -413,6 +413,17 @@ async fn filters_and_both_paging_styles_are_exact_over_hundreds_of_rows() {
         ),
         (format!("keys={}", created[7]["key"].as_str().unwrap()), 1),
     ];
+    // The order every filtered list must keep: the unfiltered list's.
+    let mut newest_first = Vec::new();
+    for page in 1..=2 {
+        newest_first.extend(ids(&list(
+            &server,
+            TEST_SECRET,
+            &format!("limit=300&page={page}"),
+        )
+        .await));
+    }
+    assert_eq!(newest_first.len(), 320);
     for (filter, expected) in &checks {
         assert!(*expected > 0, "{filter} selects something");
         for limit in [7u64, 20, 300] {
@@ -455,13 +466,22 @@ async fn filters_and_both_paging_styles_are_exact_over_hundreds_of_rows() {
             }
             assert_eq!(by_page.len() as u64, *expected, "{filter} limit {limit}");
             assert_eq!(by_page, by_skip, "{filter} limit {limit}");
+            let in_order: Vec<_> = newest_first
+                .iter()
+                .filter(|id| by_page.contains(id))
+                .cloned()
+                .collect();
+            assert_eq!(
+                by_page, in_order,
+                "{filter} limit {limit}: same order as unfiltered"
+            );
             let mut unique = by_page.clone();
             unique.sort();
             unique.dedup();
             assert_eq!(unique.len(), by_page.len());
         }
     }
-    // 300 in one page, newest first, ties by id.
+    // 300 in one page, newest first, ties by id descending.
     let big = list(&server, TEST_SECRET, "limit=300").await;
     let rows = big["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 300);
@@ -472,7 +492,7 @@ async fn filters_and_both_paging_styles_are_exact_over_hundreds_of_rows() {
             b["createdAt"].as_str().unwrap(),
         );
         assert!(
-            ta > tb || (ta == tb && a["id"].as_str() < b["id"].as_str()),
+            ta > tb || (ta == tb && a["id"].as_str() > b["id"].as_str()),
             "{ta} {tb}"
         );
     }

@@ -150,6 +150,12 @@ pub trait Store: Send + Sync + 'static {
     /// Applies pending schema migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
 
+    /// Refreshes the query planner's statistics where the database does not do it itself
+    /// (PostgreSQL's autovacuum does); cheap when little has changed.
+    async fn optimize(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Every row, for moving to another store.
     async fn export(&self) -> Result<Dump, StoreError>;
     /// Loads a dump into an empty store, keeping ids; refuses a store that holds data.

@@ -11,8 +11,8 @@ use sqlx::{Row, query};
 use tokio::sync::mpsc;
 
 use super::row::{
-    Bind, ConnectionRow, INTEGRATION_COLUMNS, corrupt, integration_filter, integration_from_parts,
-    parse_json,
+    Bind, ConnectionRow, INTEGRATION_COLUMNS, corrupt, integration_from_parts,
+    integration_list_sql, parse_json,
 };
 use super::{DUMP_FORMAT, DUMP_VERSION, Dump, Store, StoreError, StoreEvent};
 use crate::crypto::CredentialHash;
@@ -20,6 +20,12 @@ use crate::domain::data_connection::{DataConnection, NewDataConnection, TeamScop
 use crate::domain::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
 use crate::domain::time::Timestamp;
 use crate::domain::token::{Principal, TokenScope, User};
+
+/// Adds one tag (bound first) of a stored connection (bound second), copying the columns
+/// lists filter and sort on from the connection row.
+const INSERT_TAG: &str = "INSERT INTO integration_tags (environment, tag, active, created_at, connection_id, platform) \
+     SELECT environment, $1, active, created_at, id, platform FROM integration_connections WHERE id = $2 \
+     ON CONFLICT DO NOTHING";
 
 const CHANNEL: &str = "switchboard_credentials";
 /// Serialises the first-token bootstrap of replicas starting at once.
@@ -228,7 +234,7 @@ impl Store for PostgresStore {
                 StoreError::Corrupt(format!("integration connection {}: tags", c.id))
             })?;
             for tag in tags {
-                query("INSERT INTO integration_tags (tag, connection_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                query(INSERT_TAG)
                     .bind(tag)
                     .bind(&c.id)
                     .execute(&mut *tx)
@@ -563,7 +569,7 @@ impl Store for PostgresStore {
         .execute(&mut *tx).await
         .map_err(map_write_error)?;
         for tag in &c.tags {
-            query("INSERT INTO integration_tags (tag, connection_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            query(INSERT_TAG)
                 .bind(tag)
                 .bind(&c.id)
                 .execute(&mut *tx)
@@ -580,25 +586,12 @@ impl Store for PostgresStore {
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<IntegrationConnection>, u64), StoreError> {
-        let (clause, binds) = integration_filter(
-            environment,
-            filter,
-            |n| format!("${n}"),
-            |p| format!("id IN (SELECT connection_id FROM integration_tags WHERE tag = {p})"),
-        );
-        let n = binds.len();
-        let page_sql = format!(
-            "SELECT {INTEGRATION_COLUMNS} FROM integration_connections WHERE {clause} \
-             ORDER BY created_at DESC, id LIMIT ${} OFFSET ${}",
-            n + 1,
-            n + 2
-        );
-        let count_sql = format!("SELECT COUNT(*) FROM integration_connections WHERE {clause}");
+        let sql = integration_list_sql(environment, filter, |n| format!("${n}"));
         // One read transaction: the page and the total describe the same state.
         let mut tx = self.pool.begin().await?;
-        let mut page = query(&page_sql);
-        let mut count = query(&count_sql);
-        for b in &binds {
+        let mut page = query(&sql.page);
+        let mut count = query(&sql.count);
+        for b in &sql.binds {
             (page, count) = match b {
                 Bind::Text(t) => (page.bind(t.clone()), count.bind(t.clone())),
                 Bind::Bool(v) => (page.bind(*v), count.bind(*v)),
@@ -620,7 +613,7 @@ impl Store for PostgresStore {
         id: &str,
     ) -> Result<Option<IntegrationConnection>, StoreError> {
         query(&format!(
-            "SELECT {INTEGRATION_COLUMNS} FROM integration_connections WHERE environment = $1 AND id = $2"
+            "SELECT {INTEGRATION_COLUMNS} FROM integration_connections c WHERE c.environment = $1 AND c.id = $2"
         ))
         .bind(environment.as_str())
         .bind(id)
@@ -657,7 +650,7 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         for tag in &c.tags {
-            query("INSERT INTO integration_tags (tag, connection_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            query(INSERT_TAG)
                 .bind(tag)
                 .bind(&c.id)
                 .execute(&mut *tx)
@@ -686,7 +679,7 @@ impl Store for PostgresStore {
         key: &str,
     ) -> Result<Option<(IntegrationConnection, Vec<u8>)>, StoreError> {
         let row = query(&format!(
-            "SELECT {INTEGRATION_COLUMNS}, sealed_credentials FROM integration_connections \
+            "SELECT {INTEGRATION_COLUMNS}, c.sealed_credentials FROM integration_connections c \
              WHERE environment = $1 AND connection_key = $2"
         ))
         .bind(environment.as_str())

@@ -72,8 +72,9 @@ use crate::domain::integration::{
 };
 
 /// Columns of `integration_connections` in the order [`integration_from_parts`] reads them.
-pub const INTEGRATION_COLUMNS: &str = "id, environment, platform, platform_version, name, connection_key, identity, \
-     identity_type, CAST(tags AS TEXT) AS tags, version, active, state, created_at";
+/// The table is aliased `c` in every query that reads them.
+pub const INTEGRATION_COLUMNS: &str = "c.id, c.environment, c.platform, c.platform_version, c.name, c.connection_key, \
+     c.identity, c.identity_type, CAST(c.tags AS TEXT) AS tags, c.version, c.active, c.state, c.created_at";
 
 #[allow(clippy::too_many_arguments)]
 pub fn integration_from_parts(
@@ -115,61 +116,131 @@ pub enum Bind {
     Bool(bool),
 }
 
-/// The `WHERE` clause of a list call and its values, for a backend's placeholder style
-/// (`placeholder(n)` for the n-th value, from 1) and its way of testing an array of tags.
-pub fn integration_filter(
+/// One list call as SQL for a backend: `page` takes `binds` then the limit and the offset;
+/// `count` takes `binds` alone.
+pub struct ListSql {
+    pub page: String,
+    pub count: String,
+    pub binds: Vec<Bind>,
+}
+
+/// Numbers values as they are bound, in a backend's placeholder style.
+struct Binder<P> {
+    binds: Vec<Bind>,
+    placeholder: P,
+}
+
+impl<P: Fn(usize) -> String> Binder<P> {
+    fn bind(&mut self, value: Bind) -> String {
+        self.binds.push(value);
+        (self.placeholder)(self.binds.len())
+    }
+}
+
+/// The SQL of a list call, for a backend's placeholder style (`placeholder(n)` for the n-th
+/// value, from 1). With a tag filter the query is driven by the tag table's index range
+/// (environment, tag, active, created_at), which also carries the platform: the page order
+/// and, unless another column is filtered, the exact total come from that range alone.
+pub fn integration_list_sql(
     environment: Environment,
     filter: &ListFilter,
     placeholder: impl Fn(usize) -> String,
-    has_tag: impl Fn(&str) -> String,
-) -> (String, Vec<Bind>) {
-    let mut clauses = Vec::new();
-    let mut binds = Vec::new();
-    let mut push = |clause: &dyn Fn(&str) -> String, value: Bind, binds: &mut Vec<Bind>| {
-        binds.push(value);
-        clauses.push(clause(&placeholder(binds.len())));
+) -> ListSql {
+    let mut b = Binder {
+        binds: Vec::new(),
+        placeholder,
     };
-    push(
-        &|p| format!("environment = {p}"),
-        Bind::Text(environment.as_str().into()),
-        &mut binds,
-    );
-    push(
-        &|p| format!("active = {p}"),
-        Bind::Bool(filter.active),
-        &mut binds,
-    );
+    let first_tag = filter.tags.first();
+    let d = if first_tag.is_some() { "t" } else { "c" };
+    let mut on_driver = vec![format!(
+        "{d}.environment = {}",
+        b.bind(Bind::Text(environment.as_str().into()))
+    )];
+    if let Some(tag) = first_tag {
+        on_driver.push(format!("t.tag = {}", b.bind(Bind::Text(tag.clone()))));
+    }
+    on_driver.push(format!(
+        "{d}.active = {}",
+        b.bind(Bind::Bool(filter.active))
+    ));
+    if let Some(platform) = &filter.platform {
+        on_driver.push(format!(
+            "{d}.platform = {}",
+            b.bind(Bind::Text(platform.clone()))
+        ));
+    }
+    for tag in filter.tags.iter().skip(1) {
+        on_driver.push(format!(
+            "EXISTS (SELECT 1 FROM integration_tags o WHERE o.environment = t.environment \
+             AND o.tag = {} AND o.active = t.active AND o.created_at = t.created_at \
+             AND o.connection_id = t.connection_id)",
+            b.bind(Bind::Text(tag.clone()))
+        ));
+    }
+    let mut on_connection = Vec::new();
     for (column, value) in [
         ("platform_version", &filter.platform_version),
         ("name", &filter.name),
         ("identity", &filter.identity),
-        ("platform", &filter.platform),
     ] {
         if let Some(v) = value {
-            push(
-                &|p| format!("{column} = {p}"),
-                Bind::Text(v.clone()),
-                &mut binds,
-            );
+            on_connection.push(format!("c.{column} = {}", b.bind(Bind::Text(v.clone()))));
         }
     }
     if let Some(t) = filter.identity_type {
-        push(
-            &|p| format!("identity_type = {p}"),
-            Bind::Text(t.as_str().into()),
-            &mut binds,
-        );
-    }
-    for tag in &filter.tags {
-        push(&|p| has_tag(p), Bind::Text(tag.clone()), &mut binds);
+        on_connection.push(format!(
+            "c.identity_type = {}",
+            b.bind(Bind::Text(t.as_str().into()))
+        ));
     }
     if !filter.keys.is_empty() {
-        let first = binds.len() + 1;
-        let list: Vec<String> = (0..filter.keys.len())
-            .map(|i| placeholder(first + i))
+        let list: Vec<String> = filter
+            .keys
+            .iter()
+            .map(|k| b.bind(Bind::Text(k.clone())))
             .collect();
-        binds.extend(filter.keys.iter().map(|k| Bind::Text(k.clone())));
-        clauses.push(format!("connection_key IN ({})", list.join(", ")));
+        on_connection.push(format!("c.connection_key IN ({})", list.join(", ")));
     }
-    (clauses.join(" AND "), binds)
+
+    let (driver_table, id) = if first_tag.is_some() {
+        ("integration_tags t", "connection_id")
+    } else {
+        ("integration_connections c", "id")
+    };
+    let from = if first_tag.is_some() {
+        "integration_tags t JOIN integration_connections c ON c.id = t.connection_id"
+    } else {
+        "integration_connections c"
+    };
+    let driver_only = on_connection.is_empty();
+    let driver_clause = on_driver.join(" AND ");
+    on_driver.append(&mut on_connection);
+    let clause = on_driver.join(" AND ");
+    let n = b.binds.len();
+    let (limit, offset) = ((b.placeholder)(n + 1), (b.placeholder)(n + 2));
+    let (page, count) = if driver_only {
+        // The page's keys come from the driver's index alone (skipping `offset` entries
+        // there, not rows); only the page's rows are read from the table.
+        (
+            format!(
+                "SELECT {INTEGRATION_COLUMNS} FROM (SELECT {d}.{id} AS id, {d}.created_at FROM {driver_table} \
+                 WHERE {driver_clause} ORDER BY {d}.created_at DESC, {d}.{id} DESC LIMIT {limit} OFFSET {offset}) p \
+                 JOIN integration_connections c ON c.id = p.id ORDER BY p.created_at DESC, p.id DESC"
+            ),
+            format!("SELECT COUNT(*) FROM {driver_table} WHERE {driver_clause}"),
+        )
+    } else {
+        (
+            format!(
+                "SELECT {INTEGRATION_COLUMNS} FROM {from} WHERE {clause} \
+                 ORDER BY {d}.created_at DESC, {d}.{id} DESC LIMIT {limit} OFFSET {offset}"
+            ),
+            format!("SELECT COUNT(*) FROM {from} WHERE {clause}"),
+        )
+    };
+    ListSql {
+        page,
+        count,
+        binds: b.binds,
+    }
 }

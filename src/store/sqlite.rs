@@ -15,8 +15,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, query};
 
 use super::row::{
-    Bind, ConnectionRow, INTEGRATION_COLUMNS, corrupt, integration_filter, integration_from_parts,
-    parse_json,
+    Bind, ConnectionRow, INTEGRATION_COLUMNS, corrupt, integration_from_parts,
+    integration_list_sql, parse_json,
 };
 use super::{DUMP_FORMAT, DUMP_VERSION, Dump, Store, StoreError};
 use crate::crypto::CredentialHash;
@@ -24,6 +24,12 @@ use crate::domain::data_connection::{DataConnection, NewDataConnection, TeamScop
 use crate::domain::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
 use crate::domain::time::Timestamp;
 use crate::domain::token::{Principal, TokenScope, User};
+
+/// Adds one tag (bound first) of a stored connection (bound second), copying the columns
+/// lists filter and sort on from the connection row.
+const INSERT_TAG: &str = "INSERT INTO integration_tags (environment, tag, active, created_at, connection_id, platform) \
+     SELECT environment, ?, active, created_at, id, platform FROM integration_connections WHERE id = ? \
+     ON CONFLICT DO NOTHING";
 
 pub struct SqliteStore {
     reader: SqlitePool,
@@ -118,6 +124,15 @@ fn integration_from_row(
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn optimize(&self) -> Result<(), StoreError> {
+        // Re-analyses only tables whose size changed a lot, each from a bounded sample.
+        query("PRAGMA analysis_limit = 1000")
+            .execute(&self.writer)
+            .await?;
+        query("PRAGMA optimize").execute(&self.writer).await?;
         Ok(())
     }
 
@@ -241,7 +256,7 @@ impl Store for SqliteStore {
                 StoreError::Corrupt(format!("integration connection {}: tags", c.id))
             })?;
             for tag in tags {
-                query("INSERT INTO integration_tags (tag, connection_id) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                query(INSERT_TAG)
                     .bind(tag)
                     .bind(&c.id)
                     .execute(&mut *tx)
@@ -528,7 +543,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx).await
         .map_err(map_write_error)?;
         for tag in &c.tags {
-            query("INSERT INTO integration_tags (tag, connection_id) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            query(INSERT_TAG)
                 .bind(tag)
                 .bind(&c.id)
                 .execute(&mut *tx)
@@ -545,22 +560,12 @@ impl Store for SqliteStore {
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<IntegrationConnection>, u64), StoreError> {
-        let (clause, binds) = integration_filter(
-            environment,
-            filter,
-            |_| "?".to_owned(),
-            |p| format!("id IN (SELECT connection_id FROM integration_tags WHERE tag = {p})"),
-        );
-        let page_sql = format!(
-            "SELECT {INTEGRATION_COLUMNS} FROM integration_connections WHERE {clause} \
-             ORDER BY created_at DESC, id LIMIT ? OFFSET ?"
-        );
-        let count_sql = format!("SELECT COUNT(*) FROM integration_connections WHERE {clause}");
+        let sql = integration_list_sql(environment, filter, |_| "?".to_owned());
         // One read transaction: the page and the total describe the same state.
         let mut tx = self.reader.begin().await?;
-        let mut page = query(&page_sql);
-        let mut count = query(&count_sql);
-        for b in &binds {
+        let mut page = query(&sql.page);
+        let mut count = query(&sql.count);
+        for b in &sql.binds {
             (page, count) = match b {
                 Bind::Text(t) => (page.bind(t.clone()), count.bind(t.clone())),
                 Bind::Bool(v) => (page.bind(*v), count.bind(*v)),
@@ -582,7 +587,7 @@ impl Store for SqliteStore {
         id: &str,
     ) -> Result<Option<IntegrationConnection>, StoreError> {
         query(&format!(
-            "SELECT {INTEGRATION_COLUMNS} FROM integration_connections WHERE environment = ? AND id = ?"
+            "SELECT {INTEGRATION_COLUMNS} FROM integration_connections c WHERE c.environment = ? AND c.id = ?"
         ))
         .bind(environment.as_str())
         .bind(id)
@@ -620,7 +625,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         for tag in &c.tags {
-            query("INSERT INTO integration_tags (tag, connection_id) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            query(INSERT_TAG)
                 .bind(tag)
                 .bind(&c.id)
                 .execute(&mut *tx)
@@ -649,7 +654,7 @@ impl Store for SqliteStore {
         key: &str,
     ) -> Result<Option<(IntegrationConnection, Vec<u8>)>, StoreError> {
         let row = query(&format!(
-            "SELECT {INTEGRATION_COLUMNS}, sealed_credentials FROM integration_connections \
+            "SELECT {INTEGRATION_COLUMNS}, c.sealed_credentials FROM integration_connections c \
              WHERE environment = ? AND connection_key = ?"
         ))
         .bind(environment.as_str())
