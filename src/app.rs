@@ -16,6 +16,7 @@ use crate::config::{DatabaseUrl, Settings, TlsFiles};
 use crate::crypto::{self, CredentialHasher, MasterKey, Sealer};
 use crate::domain::data_connection::DataConnections;
 use crate::domain::integration::{Environment, Integrations, VaultSecrets};
+use crate::domain::oauth::OAuthRefresher;
 use crate::domain::token::{ApiTokens, MIN_PROVIDED_TOKEN_LEN};
 use crate::gateway::Gateway;
 use crate::gateway::directory::CredentialDirectory;
@@ -139,22 +140,36 @@ impl Core {
         let next_sealer = next.sealer();
         let mut resealed = 0;
         loop {
-            let mut pass = 0;
-            for (id, environment, sealed) in self.store.list_sealed_integrations().await? {
-                if Sealer::key_id_of(&sealed) == Some(next_sealer.key_id()) {
+            let (mut pass, mut changed_meanwhile) = (0, 0);
+            for stored in self.store.list_sealed_integrations().await? {
+                if Sealer::key_id_of(&stored.sealed) == Some(next_sealer.key_id()) {
                     continue;
                 }
-                let aad = crate::domain::integration::credentials_aad(&id, environment);
-                let plain = self.sealer.open(&sealed, &aad).with_context(|| {
-                    format!("cannot open the credentials of integration connection {id}")
+                let aad =
+                    crate::domain::integration::credentials_aad(&stored.id, stored.environment);
+                let plain = self.sealer.open(&stored.sealed, &aad).with_context(|| {
+                    format!(
+                        "cannot open the credentials of integration connection {}",
+                        stored.id
+                    )
                 })?;
-                self.store
-                    .reseal_integration(&id, &next_sealer.seal(&plain, &aad))
-                    .await?;
-                pass += 1;
+                // A credential refreshed meanwhile is left for the next pass.
+                if self
+                    .store
+                    .reseal_integration(
+                        &stored.id,
+                        stored.generation,
+                        &next_sealer.seal(&plain, &aad),
+                    )
+                    .await?
+                {
+                    pass += 1;
+                } else {
+                    changed_meanwhile += 1;
+                }
             }
             resealed += pass;
-            if pass == 0 {
+            if pass == 0 && changed_meanwhile == 0 {
                 break;
             }
         }
@@ -323,6 +338,11 @@ impl Application {
         };
         let topology = Arc::new(settings.topology.clone());
         let directory = Arc::new(CredentialDirectory::default());
+        let catalog = Arc::new(settings.catalog.clone());
+        let passthrough = Arc::new(crate::passthrough::Passthrough::new(
+            settings.passthrough_timeouts.0,
+            settings.passthrough_timeouts.1,
+        ));
         let services = Arc::new(AppServices {
             store: core.store.clone(),
             tokens: core.api_tokens(),
@@ -335,13 +355,17 @@ impl Application {
             vault_secrets: core.vault_secrets(),
             integrations: Integrations::new(
                 core.store.clone(),
-                Arc::new(settings.catalog.clone()),
+                catalog.clone(),
                 core.sealer.clone(),
+                OAuthRefresher::new(
+                    core.store.clone(),
+                    catalog,
+                    core.sealer.clone(),
+                    passthrough.clone(),
+                    settings.oauth.clone(),
+                ),
             ),
-            passthrough: crate::passthrough::Passthrough::new(
-                settings.passthrough_timeouts.0,
-                settings.passthrough_timeouts.1,
-            ),
+            passthrough,
             public_url: AppServices::public_base(&public_url),
         });
         refresh_credentials(&services, &directory).await?;
@@ -399,6 +423,8 @@ impl Application {
             stop_rx.clone(),
         ));
         let health_checks = tokio::spawn(self.gateway.health_checks());
+        let oauth_refresher =
+            tokio::spawn(refresh_oauth_tokens(self.services.clone(), stop_rx.clone()));
         let optimizer = tokio::spawn(optimize_periodically(
             self.services.store.clone(),
             stop_rx.clone(),
@@ -452,6 +478,7 @@ impl Application {
         refresher.abort();
         health_checks.abort();
         optimizer.abort();
+        oauth_refresher.abort();
         tracing::info!("stopped");
         Ok(())
     }
@@ -535,6 +562,23 @@ async fn refresh_periodically(
         }
         if let Err(e) = refresh_credentials(&services, &directory).await {
             tracing::warn!(error = %e, "credential refresh failed; keeping the current snapshot");
+        }
+    }
+}
+
+/// Refreshes OAuth2 tokens ahead of expiry and retries failed refreshes when due.
+async fn refresh_oauth_tokens(
+    services: Arc<AppServices>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let oauth = services.integrations.oauth();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(oauth.settings().scan_interval) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = oauth.refresh_due().await {
+            tracing::warn!(error = %e, "looking for OAuth2 tokens due a refresh failed");
         }
     }
 }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::domain::catalog::{AuthMethod, Catalog, Platform, builtin_platforms};
+use crate::domain::oauth::OAuthSettings;
 use crate::domain::topology::{Region, Source, Team, Topology};
 pub use crate::server::TlsFiles;
 
@@ -59,6 +60,63 @@ struct RawConfig {
     platforms: Vec<RawPlatform>,
     #[serde(default)]
     passthrough: RawPassthrough,
+    #[serde(default)]
+    oauth: RawOAuth,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawOAuth {
+    refresh_margin_seconds: u64,
+    max_consecutive_failures: u32,
+    retry_backoff_ms: u64,
+    retry_backoff_max_ms: u64,
+    scan_interval_ms: u64,
+    token_timeout_ms: u64,
+    default_token_lifetime_seconds: u64,
+}
+
+impl Default for RawOAuth {
+    fn default() -> Self {
+        let d = OAuthSettings::default();
+        let ms = |d: Duration| d.as_millis() as u64;
+        Self {
+            refresh_margin_seconds: d.refresh_margin.as_secs(),
+            max_consecutive_failures: d.max_consecutive_failures,
+            retry_backoff_ms: ms(d.retry_backoff),
+            retry_backoff_max_ms: ms(d.retry_backoff_max),
+            scan_interval_ms: ms(d.scan_interval),
+            token_timeout_ms: ms(d.token_timeout),
+            default_token_lifetime_seconds: d.default_token_lifetime.as_secs(),
+        }
+    }
+}
+
+fn validate_oauth(raw: RawOAuth) -> anyhow::Result<OAuthSettings> {
+    if raw.max_consecutive_failures == 0 {
+        bail!("oauth.max_consecutive_failures must be at least 1");
+    }
+    if raw.retry_backoff_ms < 10 || raw.retry_backoff_max_ms < raw.retry_backoff_ms {
+        bail!("oauth.retry_backoff_ms must be at least 10 and at most oauth.retry_backoff_max_ms");
+    }
+    if raw.scan_interval_ms < 10 || raw.token_timeout_ms < 10 {
+        bail!("oauth.scan_interval_ms and oauth.token_timeout_ms must be at least 10");
+    }
+    if raw.default_token_lifetime_seconds <= raw.refresh_margin_seconds {
+        bail!(
+            "oauth.default_token_lifetime_seconds must exceed oauth.refresh_margin_seconds, \
+             or a token granted without expires_in would be refreshed at once"
+        );
+    }
+    Ok(OAuthSettings {
+        refresh_margin: Duration::from_secs(raw.refresh_margin_seconds),
+        max_consecutive_failures: raw.max_consecutive_failures,
+        retry_backoff: Duration::from_millis(raw.retry_backoff_ms),
+        retry_backoff_max: Duration::from_millis(raw.retry_backoff_max_ms),
+        scan_interval: Duration::from_millis(raw.scan_interval_ms),
+        token_timeout: Duration::from_millis(raw.token_timeout_ms),
+        default_token_lifetime: Duration::from_secs(raw.default_token_lifetime_seconds),
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,6 +356,7 @@ pub struct Settings {
     pub catalog: Catalog,
     /// Outbound calls of the passthrough: connect, and wait for response headers.
     pub passthrough_timeouts: (Duration, Duration),
+    pub oauth: OAuthSettings,
     /// No `[[regions]]` were configured: the one region is this server's own gateway.
     pub implicit_region: bool,
 }
@@ -483,6 +542,7 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
             Duration::from_millis(raw.passthrough.connect_timeout_ms.max(1)),
             Duration::from_secs(raw.passthrough.response_timeout_seconds.max(1)),
         ),
+        oauth: validate_oauth(raw.oauth)?,
         implicit_region,
     })
 }

@@ -231,3 +231,30 @@ mod tests {
         assert!(h.contains_key("x-clickhouse-format"));
     }
 }
+
+/// A request body that can be sent again (read into memory when it is known to be at most
+/// `limit` bytes), or a stream that can be sent once.
+pub enum ReplayableBody {
+    Replayable(bytes::Bytes),
+    Streaming(Option<axum::body::Body>),
+}
+
+impl ReplayableBody {
+    pub async fn read(body: axum::body::Body, limit: u64) -> Result<Self, axum::Error> {
+        use http_body::Body as _;
+        if body.size_hint().upper().is_some_and(|n| n <= limit) {
+            let collected = http_body_util::BodyExt::collect(body).await?;
+            Ok(Self::Replayable(collected.to_bytes()))
+        } else {
+            Ok(Self::Streaming(Some(body)))
+        }
+    }
+
+    /// The body for the next send; `None` once a stream has been sent.
+    pub fn next(&mut self) -> Option<axum::body::Body> {
+        match self {
+            Self::Replayable(bytes) => Some(axum::body::Body::from(bytes.clone())),
+            Self::Streaming(body) => body.take(),
+        }
+    }
+}

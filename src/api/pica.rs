@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use super::{AppState, BodyError};
 use crate::domain::integration::{
     CreateIntegration, Environment, IdentityType, IntegrationConnection, IntegrationError,
-    ListFilter, MAX_LIST_LIMIT, Patch,
+    ListFilter, MAX_LIST_LIMIT, Patch, iso_micros,
 };
 
 pub const SECRET_HEADER: &str = "x-pica-secret";
@@ -66,6 +66,9 @@ pub enum PicaError {
     Refused(&'static str),
     #[error("platform unreachable")]
     BadGateway(&'static str),
+    /// The connection's OAuth2 token expired and cannot be refreshed now.
+    #[error("{0}")]
+    TokenRefresh(String),
     #[error("platform timeout")]
     GatewayTimeout,
     #[error("internal error")]
@@ -109,6 +112,11 @@ impl IntoResponse for PicaError {
             ),
             Self::Refused(why) => (StatusCode::FORBIDDEN, why.into(), vec![]),
             Self::BadGateway(why) => (StatusCode::BAD_GATEWAY, why.into(), vec![]),
+            Self::TokenRefresh(why) => (
+                StatusCode::BAD_GATEWAY,
+                format!("The connection's access token expired and could not be refreshed: {why}"),
+                vec![],
+            ),
             Self::GatewayTimeout => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "The platform did not answer in time".into(),
@@ -142,6 +150,7 @@ impl From<IntegrationError> for PicaError {
             IntegrationError::Failed => Self::Refused(
                 "The connection has failed: replace its credentials (PATCH credentials) to use it again",
             ),
+            IntegrationError::RefreshFailing(why) => Self::TokenRefresh(why),
             IntegrationError::Store(e) => {
                 tracing::error!(error = ?e, "store failure");
                 Self::Internal
@@ -218,6 +227,25 @@ pub struct ConnectionRow {
     active: bool,
     #[schema(example = "2025-07-19T16:19:29.702632Z")]
     created_at: String,
+    /// Switchboard's own: how the credential has fared (not in Pica's API).
+    health: HealthView,
+}
+
+/// Refresh attempts and the last error of a connection; times in ISO 8601.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthView {
+    /// Token requests made for this connection (OAuth2), successful or not.
+    refresh_attempts: i64,
+    /// Failed refreshes since the last success or the last new credential.
+    consecutive_failures: i64,
+    last_error: Option<String>,
+    last_error_at: Option<String>,
+    last_refresh_at: Option<String>,
+    /// When the OAuth2 access token expires.
+    access_token_expires_at: Option<String>,
+    /// When the token will be refreshed next (ahead of expiry, or a retry).
+    next_refresh_at: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -253,7 +281,24 @@ fn row(state: &AppState, c: IntegrationConnection) -> ConnectionRow {
         .platform(&c.platform)
         .map(|p| p.description.clone())
         .unwrap_or_default();
+    let next_refresh_at = state
+        .services
+        .integrations
+        .oauth()
+        .next_refresh_at(&c)
+        .map(iso_micros);
+    let h = &c.health;
+    let health = HealthView {
+        refresh_attempts: h.refresh_attempts,
+        consecutive_failures: h.consecutive_failures,
+        last_error: h.last_error.clone(),
+        last_error_at: h.last_error_at.map(iso_micros),
+        last_refresh_at: h.last_refresh_at.map(iso_micros),
+        access_token_expires_at: h.expires_at.map(iso_micros),
+        next_refresh_at,
+    };
     ConnectionRow {
+        health,
         created_at: c.created_at_iso(),
         id: c.id,
         platform_version: c.platform_version,
@@ -677,7 +722,7 @@ mod tests {
         (status = 401, description = "Missing or unknown secret", body = PicaErrorBody),
         (status = 403, description = "Inactive or failed connection, or a private address", body = PicaErrorBody),
         (status = 404, description = "No such connection in this environment", body = PicaErrorBody),
-        (status = 502, description = "Platform unreachable", body = PicaErrorBody),
+        (status = 502, description = "Platform unreachable, or an expired OAuth2 token that cannot be refreshed now", body = PicaErrorBody),
         (status = 504, description = "Platform too slow", body = PicaErrorBody),
     ))]
 async fn passthrough(
@@ -687,7 +732,7 @@ async fn passthrough(
     RawQuery(query): RawQuery,
     request: Request,
 ) -> Result<Response, PicaError> {
-    use crate::passthrough::{CONNECTION_KEY_HEADER, PassthroughError};
+    use crate::passthrough::{CONNECTION_KEY_HEADER, ForwardError, PassthroughError};
     let key = request
         .headers()
         .get(CONNECTION_KEY_HEADER)
@@ -699,25 +744,32 @@ async fn passthrough(
                 "the x-pica-connection-key header is required",
             )
         })?;
-    let integrations = &state.services.integrations;
-    let (connection, platform, credentials) = integrations.open_for_call(environment, &key).await?;
-    let response = state
+    state
         .services
         .passthrough
-        .call(&platform, &credentials, &path, query.as_deref(), request)
+        .forward(
+            &state.services.integrations,
+            environment,
+            &key,
+            &path,
+            query.as_deref(),
+            request,
+        )
         .await
         .map_err(|e| match e {
-            PassthroughError::OutsidePlatform => {
+            ForwardError::Connection(e) => e.into(),
+            ForwardError::ClientBody => {
+                PicaError::invalid("body", "the request body could not be read")
+            }
+            ForwardError::Platform(PassthroughError::OutsidePlatform) => {
                 PicaError::invalid("path", "the path would leave the platform's API")
             }
-            PassthroughError::PrivateAddress => PicaError::Refused(
+            ForwardError::Platform(PassthroughError::PrivateAddress) => PicaError::Refused(
                 "The platform resolves to a private address; set allow_private_network to allow it",
             ),
-            PassthroughError::Unreachable => PicaError::BadGateway("The platform is unreachable"),
-            PassthroughError::Timeout => PicaError::GatewayTimeout,
-        })?;
-    integrations
-        .record_call(&connection, response.status().as_u16())
-        .await;
-    Ok(response)
+            ForwardError::Platform(PassthroughError::Unreachable) => {
+                PicaError::BadGateway("The platform is unreachable")
+            }
+            ForwardError::Platform(PassthroughError::Timeout) => PicaError::GatewayTimeout,
+        })
 }

@@ -8,7 +8,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use super::catalog::{Catalog, Platform};
+use super::catalog::{AuthMethod, Catalog, Platform};
+use super::oauth::{OAuthRefresher, RefreshError, parse_expires_at};
 use crate::crypto::{self, CredentialHasher, Sealer};
 use crate::store::{Store, StoreError};
 
@@ -125,14 +126,39 @@ pub struct IntegrationConnection {
     pub state: ConnectionState,
     /// Microseconds since the Unix epoch.
     pub created_at: i64,
+    /// Bumped on every write of the credential (a refresh, a PATCH): who read generation N
+    /// and now sees another knows the credential changed meanwhile.
+    pub credential_generation: i64,
+    pub health: Health,
+}
+
+/// How a connection's credential has fared; `GET` shows it beside Pica's fields. Times in
+/// microseconds since the Unix epoch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Token requests made for this connection, successful or not.
+    pub refresh_attempts: i64,
+    /// Failed refreshes since the last successful one (or the last new credential).
+    pub consecutive_failures: i64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
+    pub last_refresh_at: Option<i64>,
+    /// When the OAuth2 access token expires.
+    pub expires_at: Option<i64>,
+    /// When a failed refresh is tried again.
+    pub retry_at: Option<i64>,
+}
+
+/// Microseconds since the epoch as `2025-07-19T16:19:29.702632Z`.
+pub fn iso_micros(at: i64) -> String {
+    DateTime::<Utc>::from_timestamp_micros(at)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 impl IntegrationConnection {
-    /// `2025-07-19T16:19:29.702632Z`
     pub fn created_at_iso(&self) -> String {
-        DateTime::<Utc>::from_timestamp_micros(self.created_at)
-            .unwrap_or_default()
-            .to_rfc3339_opts(SecondsFormat::Micros, true)
+        iso_micros(self.created_at)
     }
 }
 
@@ -188,8 +214,22 @@ pub enum IntegrationError {
     Inactive,
     #[error("the connection has failed and needs new credentials")]
     Failed,
+    /// The OAuth2 access token expired and cannot be refreshed right now.
+    #[error("{0}")]
+    RefreshFailing(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<RefreshError> for IntegrationError {
+    fn from(e: RefreshError) -> Self {
+        match e {
+            RefreshError::NotFound => Self::NotFound,
+            RefreshError::Failed => Self::Failed,
+            RefreshError::Failing(why) => Self::RefreshFailing(why),
+            RefreshError::Store(e) => Self::Store(e),
+        }
+    }
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> IntegrationError {
@@ -253,7 +293,10 @@ fn check_credentials(
         .filter(|f| !expected.contains(f))
         .collect();
     if missing.is_empty() && extra.is_empty() {
-        return Ok(());
+        return match &platform.auth {
+            AuthMethod::OAuth2 { .. } => oauth_expiry(credentials).map(|_| ()),
+            _ => Ok(()),
+        };
     }
     let mut parts = Vec::new();
     if !missing.is_empty() {
@@ -276,6 +319,24 @@ fn check_credentials(
             parts.join("; ")
         ),
     })
+}
+
+/// When an OAuth2 credential's access token expires (checked at the edge of create and
+/// patch; `None` for other auth methods).
+fn oauth_expiry(
+    credentials: &BTreeMap<String, SecretString>,
+) -> Result<Option<i64>, IntegrationError> {
+    credentials
+        .get("expires_at")
+        .map(|v| {
+            parse_expires_at(v.expose_secret()).ok_or_else(|| {
+                invalid(
+                    "credentials.expires_at",
+                    "credentials.expires_at must be Unix seconds or an RFC 3339 timestamp",
+                )
+            })
+        })
+        .transpose()
 }
 
 /// Vault secrets: `sk_test_...` and `sk_live_...`, only their hashes stored.
@@ -333,6 +394,7 @@ pub struct Integrations {
     store: Arc<dyn Store>,
     catalog: Arc<Catalog>,
     sealer: Arc<Sealer>,
+    oauth: OAuthRefresher,
 }
 
 /// What sealed credentials are bound to: opening them under another id or environment fails.
@@ -340,32 +402,59 @@ pub fn credentials_aad(id: &str, environment: Environment) -> Vec<u8> {
     format!("integration-connection|{id}|{}", environment.as_str()).into_bytes()
 }
 
+/// A credential sealed for one connection.
+pub fn seal_credentials(
+    sealer: &Sealer,
+    id: &str,
+    environment: Environment,
+    credentials: &OpenCredentials,
+) -> Vec<u8> {
+    let plaintext = Zeroizing::new(
+        serde_json::to_vec(
+            &credentials
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.expose_secret()))
+                .collect::<BTreeMap<_, _>>(),
+        )
+        .expect("strings serialise"),
+    );
+    sealer.seal(&plaintext, &credentials_aad(id, environment))
+}
+
+/// A connection's sealed credential, opened.
+pub fn open_credentials(
+    sealer: &Sealer,
+    id: &str,
+    environment: Environment,
+    sealed: &[u8],
+) -> Result<OpenCredentials, StoreError> {
+    let corrupt = || StoreError::Corrupt("sealed credentials".into());
+    let opened = sealer
+        .open(sealed, &credentials_aad(id, environment))
+        .map_err(|e| {
+            tracing::error!(connection_id = %id, error = %e, "cannot open stored credentials");
+            corrupt()
+        })?;
+    serde_json::from_slice(&opened).map_err(|_| corrupt())
+}
+
 impl Integrations {
-    pub fn new(store: Arc<dyn Store>, catalog: Arc<Catalog>, sealer: Arc<Sealer>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        catalog: Arc<Catalog>,
+        sealer: Arc<Sealer>,
+        oauth: OAuthRefresher,
+    ) -> Self {
         Self {
             store,
             catalog,
             sealer,
+            oauth,
         }
     }
 
-    fn seal(
-        &self,
-        id: &str,
-        environment: Environment,
-        credentials: &BTreeMap<String, SecretString>,
-    ) -> Vec<u8> {
-        let plaintext = Zeroizing::new(
-            serde_json::to_vec(
-                &credentials
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.expose_secret()))
-                    .collect::<BTreeMap<_, _>>(),
-            )
-            .expect("strings serialise"),
-        );
-        self.sealer
-            .seal(&plaintext, &credentials_aad(id, environment))
+    pub fn oauth(&self) -> &OAuthRefresher {
+        &self.oauth
     }
 
     /// The connection a passthrough call names, its platform and its opened credential.
@@ -391,35 +480,43 @@ impl Integrations {
             .get(&connection.platform)
             .cloned()
             .ok_or(IntegrationError::NotFound)?;
-        let corrupt = || IntegrationError::Store(StoreError::Corrupt("sealed credentials".into()));
-        let opened = self
-            .sealer
-            .open(&sealed, &credentials_aad(&connection.id, environment))
-            .map_err(|e| {
-                tracing::error!(connection_id = %connection.id, error = %e, "cannot open stored credentials");
-                corrupt()
-            })?;
-        let credentials: BTreeMap<String, String> =
-            serde_json::from_slice(&opened).map_err(|_| corrupt())?;
-        let credentials = credentials
-            .into_iter()
-            .map(|(k, v)| (k, SecretString::from(v)))
-            .collect();
+        if matches!(platform.auth, AuthMethod::OAuth2 { .. })
+            && connection
+                .health
+                .expires_at
+                .is_some_and(|e| e <= Utc::now().timestamp_micros())
+        {
+            let (connection, credentials) = self.oauth.refresh(&connection).await?;
+            return Ok((connection, platform, credentials));
+        }
+        let credentials = open_credentials(&self.sealer, &connection.id, environment, &sealed)?;
         Ok((connection, platform, credentials))
+    }
+
+    /// After the platform refused `connection`'s access token: a fresh one (refreshed
+    /// now, or by whoever got there first).
+    pub async fn refresh_rejected(
+        &self,
+        connection: &IntegrationConnection,
+    ) -> Result<(IntegrationConnection, OpenCredentials), IntegrationError> {
+        Ok(self.oauth.refresh(connection).await?)
     }
 
     /// What a platform's answer says about the credential: accepted, or refused (401:
     /// it needs replacing).
     pub async fn record_call(&self, connection: &IntegrationConnection, platform_status: u16) {
-        let state = if platform_status == 401 {
-            ConnectionState::Failed
+        let (state, error) = if platform_status == 401 {
+            (
+                ConnectionState::Failed,
+                Some("the platform refused the credential (401)"),
+            )
         } else {
-            ConnectionState::Operational
+            (ConnectionState::Operational, None)
         };
         if state != connection.state
             && let Err(e) = self
                 .store
-                .set_integration_state(&connection.id, state)
+                .set_integration_state(&connection.id, state, error, Utc::now().timestamp_micros())
                 .await
         {
             tracing::warn!(connection_id = %connection.id, error = %e, "cannot record the connection state");
@@ -450,6 +547,7 @@ impl Integrations {
             )
         })?;
         check_credentials(platform, &request.credentials)?;
+        let expires_at = oauth_expiry(&request.credentials)?;
         if request.identity.trim().is_empty()
             || request.identity.contains('\0')
             || request.identity.chars().count() > 256
@@ -460,7 +558,7 @@ impl Integrations {
         validate_tags(&request.tags)?;
 
         let id = uuid::Uuid::new_v4().to_string();
-        let sealed = self.seal(&id, environment, &request.credentials);
+        let sealed = seal_credentials(&self.sealer, &id, environment, &request.credentials);
         let connection = IntegrationConnection {
             key: format!(
                 "{}::{}::default::{}",
@@ -480,6 +578,11 @@ impl Integrations {
             active: request.active,
             state: ConnectionState::Unknown,
             created_at: Utc::now().timestamp_micros(),
+            credential_generation: 1,
+            health: Health {
+                expires_at,
+                ..Health::default()
+            },
         };
         self.store.insert_integration(&connection, &sealed).await?;
         tracing::info!(connection_id = %connection.id, "integration connection created");
@@ -523,12 +626,14 @@ impl Integrations {
             validate_name(name)?;
         }
         let mut connection = self.get(environment, id).await?;
+        let mut expires_at = None;
         if let Some(credentials) = &patch.credentials {
             let platform = self
                 .catalog
                 .get(&connection.platform)
                 .ok_or(IntegrationError::NotFound)?;
             check_credentials(platform, credentials)?;
+            expires_at = oauth_expiry(credentials)?;
         }
         if let Some(tags) = patch.tags {
             connection.tags = tags;
@@ -550,11 +655,12 @@ impl Integrations {
             return Err(IntegrationError::Conflict);
         }
         if let Some(credentials) = &patch.credentials {
-            let sealed = self.seal(&connection.id, environment, credentials);
+            let sealed = seal_credentials(&self.sealer, &connection.id, environment, credentials);
             self.store
-                .set_integration_credentials(&connection.id, &sealed)
+                .set_integration_credentials(&connection.id, &sealed, expires_at)
                 .await?;
-            connection.state = ConnectionState::Unknown;
+            // Read back: the new credential starts a new health record.
+            connection = self.get(environment, id).await?;
         }
         Ok(connection)
     }

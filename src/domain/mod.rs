@@ -4,6 +4,7 @@ pub mod allowlist;
 pub mod catalog;
 pub mod data_connection;
 pub mod integration;
+pub mod oauth;
 pub mod pagination;
 pub mod time;
 pub mod token;

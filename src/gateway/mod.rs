@@ -28,6 +28,7 @@ use crate::crypto::CredentialHasher;
 use crate::domain::data_connection::{IssuedCredential, TeamScope};
 use crate::domain::time::Timestamp;
 use crate::domain::topology::{Team, Topology};
+use crate::server::ReplayableBody;
 use crate::server::strip_hop_by_hop;
 
 pub mod auth;
@@ -236,37 +237,6 @@ async fn handle(
     }
 }
 
-/// A request to replay on another node, or a stream that can go to one node only.
-enum OutgoingBody {
-    Replayable(bytes::Bytes),
-    Streaming(Option<Body>),
-}
-
-impl OutgoingBody {
-    async fn read(body: Body) -> Result<Self, GatewayError> {
-        use http_body::Body as _;
-        let small = body
-            .size_hint()
-            .upper()
-            .is_some_and(|n| n <= REPLAYABLE_BODY_LIMIT);
-        if small {
-            let collected = http_body_util::BodyExt::collect(body)
-                .await
-                .map_err(|_| GatewayError::ClientBody)?;
-            Ok(Self::Replayable(collected.to_bytes()))
-        } else {
-            Ok(Self::Streaming(Some(body)))
-        }
-    }
-
-    fn next(&mut self) -> Option<Body> {
-        match self {
-            Self::Replayable(bytes) => Some(Body::from(bytes.clone())),
-            Self::Streaming(body) => body.take(),
-        }
-    }
-}
-
 async fn forward(
     gateway: &Gateway,
     peer: SocketAddr,
@@ -334,7 +304,9 @@ async fn forward(
     key.set_sensitive(true);
     parts.headers.insert(KEY_HEADER, key);
 
-    let mut body = OutgoingBody::read(body).await?;
+    let mut body = ReplayableBody::read(body, REPLAYABLE_BODY_LIMIT)
+        .await
+        .map_err(|_| GatewayError::ClientBody)?;
     let mut last_error = GatewayError::UpstreamUnreachable;
     for node in candidates {
         let Some(outgoing) = body.next() else { break };

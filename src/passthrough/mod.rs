@@ -6,19 +6,21 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use base64::Engine;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use url::Url;
+use zeroize::Zeroizing;
 
 use crate::domain::catalog::{AuthMethod, Platform};
-use crate::domain::integration::OpenCredentials;
-use crate::server::strip_hop_by_hop;
+use crate::domain::integration::{Environment, IntegrationError, Integrations, OpenCredentials};
+use crate::domain::oauth::{TokenEndpoint, TokenError, TokenGrant};
+use crate::server::{ReplayableBody, strip_hop_by_hop};
 
 pub const CONNECTION_KEY_HEADER: &str = "x-pica-connection-key";
 
@@ -144,6 +146,26 @@ impl Passthrough {
         request: Request<Body>,
     ) -> Result<Response<Body>, PassthroughError> {
         let mut url = target_url(&platform.base_url, path, query)?;
+        let (mut parts, body) = request.into_parts();
+        outbound_headers(&mut parts.headers);
+        inject(&platform.auth, credentials, &mut parts.headers, &mut url);
+        parts.uri = url
+            .as_str()
+            .parse()
+            .map_err(|_| PassthroughError::OutsidePlatform)?;
+        parts.version = axum::http::Version::HTTP_11;
+        self.send(platform, &url, Request::from_parts(parts, body))
+            .await
+    }
+
+    /// Sends a request to one of `platform`'s URLs, keeping to public addresses unless the
+    /// platform allows private ones, within the response timeout.
+    async fn send(
+        &self,
+        platform: &Platform,
+        url: &Url,
+        outgoing: Request<Body>,
+    ) -> Result<Response<Body>, PassthroughError> {
         if let Some(host) = url.host_str()
             && let Ok(ip) = host
                 .trim_start_matches('[')
@@ -154,15 +176,6 @@ impl Passthrough {
         {
             return Err(PassthroughError::PrivateAddress);
         }
-        let (mut parts, body) = request.into_parts();
-        outbound_headers(&mut parts.headers);
-        inject(&platform.auth, credentials, &mut parts.headers, &mut url);
-        parts.uri = url
-            .as_str()
-            .parse()
-            .map_err(|_| PassthroughError::OutsidePlatform)?;
-        parts.version = axum::http::Version::HTTP_11;
-        let outgoing = Request::from_parts(parts, body);
         let sent = if platform.allow_private_network {
             tokio::time::timeout(self.response_timeout, self.open.request(outgoing)).await
         } else {
@@ -186,6 +199,195 @@ impl Passthrough {
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, Body::new(body)))
+    }
+}
+
+/// Request bodies up to this size are kept, so that an OAuth2 call the platform refuses
+/// can be sent again once after a token refresh; larger ones stream and are not retried.
+const RETRY_BODY_LIMIT: u64 = 1024 * 1024;
+
+/// Why a passthrough call got no answer from the platform.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error(transparent)]
+    Connection(#[from] IntegrationError),
+    #[error(transparent)]
+    Platform(#[from] PassthroughError),
+    #[error("the request body could not be read")]
+    ClientBody,
+}
+
+impl Passthrough {
+    /// A passthrough call on the connection `key` names: its credential injected (an
+    /// expired OAuth2 token refreshed first), and what the platform says recorded on the
+    /// connection. An OAuth2 call the platform refuses with 401 is retried once with a
+    /// refreshed token when its body could be kept.
+    pub async fn forward(
+        &self,
+        integrations: &Integrations,
+        environment: Environment,
+        key: &str,
+        path: &str,
+        query: Option<&str>,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, ForwardError> {
+        let (connection, platform, credentials) =
+            integrations.open_for_call(environment, key).await?;
+        if !matches!(platform.auth, AuthMethod::OAuth2 { .. }) {
+            let response = self
+                .call(&platform, &credentials, path, query, request)
+                .await?;
+            integrations
+                .record_call(&connection, response.status().as_u16())
+                .await;
+            return Ok(response);
+        }
+        let (parts, body) = request.into_parts();
+        let mut body = ReplayableBody::read(body, RETRY_BODY_LIMIT)
+            .await
+            .map_err(|_| ForwardError::ClientBody)?;
+        let again = |body: Body| {
+            let mut request = Request::new(body);
+            *request.method_mut() = parts.method.clone();
+            *request.uri_mut() = parts.uri.clone();
+            *request.headers_mut() = parts.headers.clone();
+            request
+        };
+        let first_body = body.next().unwrap_or_default();
+        let first = self
+            .call(&platform, &credentials, path, query, again(first_body))
+            .await?;
+        if first.status() != StatusCode::UNAUTHORIZED {
+            integrations
+                .record_call(&connection, first.status().as_u16())
+                .await;
+            return Ok(first);
+        }
+        // The token was refused before its expiry: refresh (once, however many calls ask)
+        // and retry. A refresh that fails has already recorded why on the connection.
+        let fresh = match integrations.refresh_rejected(&connection).await {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                tracing::warn!(connection_id = %connection.id, error = %e, "refresh after a 401 failed");
+                return Ok(first);
+            }
+        };
+        let Some(retry_body) = body.next() else {
+            // The body streamed already; the next call will carry the fresh token.
+            return Ok(first);
+        };
+        let retry = self
+            .call(&platform, &fresh.1, path, query, again(retry_body))
+            .await?;
+        integrations
+            .record_call(&fresh.0, retry.status().as_u16())
+            .await;
+        Ok(retry)
+    }
+}
+
+/// The largest token endpoint answer read.
+const TOKEN_RESPONSE_LIMIT: usize = 64 * 1024;
+
+#[derive(serde::Deserialize)]
+struct TokenSuccess {
+    access_token: SecretString,
+    refresh_token: Option<SecretString>,
+    /// Seconds; some providers send it as a string.
+    expires_in: Option<serde_json::Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct TokenFailure {
+    error: String,
+    error_description: Option<String>,
+}
+
+/// Refresh tokens are exchanged with the platform's token endpoint (RFC 6749 section 6),
+/// the client authenticating in the form body, under the passthrough's address guard.
+#[async_trait::async_trait]
+impl TokenEndpoint for Passthrough {
+    async fn refresh(
+        &self,
+        platform: &Platform,
+        refresh_token: &SecretString,
+    ) -> Result<TokenGrant, TokenError> {
+        let AuthMethod::OAuth2 {
+            token_url,
+            client_id,
+            client_secret,
+            scopes,
+        } = &platform.auth
+        else {
+            return Err(TokenError::Failed(format!(
+                "platform {} does not use OAuth2",
+                platform.key
+            )));
+        };
+        let form = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "refresh_token")
+                .append_pair("refresh_token", refresh_token.expose_secret())
+                .append_pair("client_id", client_id);
+            if let Some(secret) = client_secret {
+                form.append_pair("client_secret", secret.expose_secret());
+            }
+            if !scopes.is_empty() {
+                form.append_pair("scope", &scopes.join(" "));
+            }
+            Zeroizing::new(form.finish())
+        };
+        let request = Request::post(token_url.as_str())
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json")
+            .body(Body::from(form.as_bytes().to_vec()))
+            .map_err(|_| TokenError::Failed("the token URL is not a valid URI".into()))?;
+        let response = self
+            .send(platform, token_url, request)
+            .await
+            .map_err(|e| TokenError::Failed(format!("token endpoint: {e}")))?;
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), TOKEN_RESPONSE_LIMIT)
+            .await
+            .map_err(|_| {
+                TokenError::Failed(format!(
+                    "token endpoint answered {status} with an unreadable body"
+                ))
+            })?;
+        let body = Zeroizing::new(body.to_vec());
+        if status.is_success() {
+            let grant: TokenSuccess = serde_json::from_slice(&body).map_err(|_| {
+                TokenError::Failed(format!(
+                    "token endpoint answered {status} without an access_token"
+                ))
+            })?;
+            let expires_in = match grant.expires_in {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::Number(n)) => n.as_u64(),
+                Some(serde_json::Value::String(s)) => s.parse().ok(),
+                Some(_) => None,
+            };
+            return Ok(TokenGrant {
+                access_token: grant.access_token,
+                refresh_token: grant.refresh_token,
+                expires_in: expires_in.map(Duration::from_secs),
+            });
+        }
+        match serde_json::from_slice::<TokenFailure>(&body) {
+            Ok(f) if status.is_client_error() && f.error == "invalid_grant" => Err(
+                TokenError::InvalidGrant(f.error_description.unwrap_or_default()),
+            ),
+            Ok(f) => Err(TokenError::Failed(format!(
+                "token endpoint answered {status}: {}{}",
+                f.error,
+                f.error_description
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            ))),
+            Err(_) => Err(TokenError::Failed(format!(
+                "token endpoint answered {status}"
+            ))),
+        }
     }
 }
 

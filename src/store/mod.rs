@@ -60,6 +60,23 @@ pub struct VaultSecretRow {
     pub created_at: i64,
 }
 
+/// A stored credential as key rotation sees it.
+pub struct SealedCredential {
+    pub id: String,
+    pub environment: Environment,
+    pub generation: i64,
+    pub sealed: Vec<u8>,
+}
+
+/// What a failed refresh leaves on the connection.
+pub struct RefreshFailure {
+    pub state: ConnectionState,
+    pub consecutive_failures: i64,
+    pub error: String,
+    pub at: i64,
+    pub retry_at: Option<i64>,
+}
+
 /// An integration connection; its credential stays sealed.
 #[derive(Debug, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct IntegrationDumpRow {
@@ -78,6 +95,26 @@ pub struct IntegrationDumpRow {
     pub created_at: i64,
     #[serde(with = "base64_bytes")]
     pub sealed_credentials: Vec<u8>,
+    #[serde(default = "first_generation")]
+    pub credential_generation: i64,
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    #[serde(default)]
+    pub retry_at: Option<i64>,
+    #[serde(default)]
+    pub refresh_attempts: i64,
+    #[serde(default)]
+    pub consecutive_failures: i64,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub last_error_at: Option<i64>,
+    #[serde(default)]
+    pub last_refresh_at: Option<i64>,
+}
+
+fn first_generation() -> i64 {
+    1
 }
 
 pub const DUMP_FORMAT: &str = "switchboard-dump";
@@ -167,16 +204,16 @@ pub trait Store: Send + Sync + 'static {
     async fn init_meta(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError>;
     /// Replaces the value under `key` (key rotation).
     async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
-    /// Every integration connection's id, environment and sealed credential.
-    async fn list_sealed_integrations(
-        &self,
-    ) -> Result<Vec<(String, Environment, Vec<u8>)>, StoreError>;
-    /// Replaces a sealed credential with the same credential sealed under another key.
+    /// Every integration connection's credential: id, environment, sealed credential.
+    async fn list_sealed_integrations(&self) -> Result<Vec<SealedCredential>, StoreError>;
+    /// Replaces a sealed credential with the same credential sealed under another key,
+    /// unless it changed since it was read (a refresh): false then.
     async fn reseal_integration(
         &self,
         id: &str,
+        generation: i64,
         sealed_credentials: &[u8],
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// The user with this e-mail address, created if new.
     async fn ensure_user(&self, email: &str) -> Result<User, StoreError>;
@@ -268,17 +305,57 @@ pub trait Store: Send + Sync + 'static {
         environment: Environment,
         key: &str,
     ) -> Result<Option<(IntegrationConnection, Vec<u8>)>, StoreError>;
+    /// Records what a call said about the credential (and why, if it was refused).
     async fn set_integration_state(
         &self,
         id: &str,
         state: ConnectionState,
+        error: Option<&str>,
+        at: i64,
     ) -> Result<(), StoreError>;
-    /// Replaces the sealed credentials; the state starts over at `unknown`.
+    /// Replaces the sealed credentials with new ones from the user: the state starts over
+    /// at `unknown`, failures and retries are forgotten, the generation moves on.
     async fn set_integration_credentials(
         &self,
         id: &str,
         sealed_credentials: &[u8],
+        expires_at: Option<i64>,
     ) -> Result<(), StoreError>;
+    /// Takes the right to refresh this connection's token until `until`, unless another
+    /// owner holds an unexpired lease. True if taken.
+    async fn try_lease_refresh(
+        &self,
+        id: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError>;
+    async fn release_refresh_lease(&self, id: &str, owner: &str) -> Result<(), StoreError>;
+    /// A successful refresh: the new sealed credential replaces the old one, the
+    /// connection is `operational`, its failures are cleared, the lease is released.
+    async fn store_refreshed_credentials(
+        &self,
+        id: &str,
+        owner: &str,
+        sealed_credentials: &[u8],
+        expires_at: i64,
+        at: i64,
+    ) -> Result<(), StoreError>;
+    /// A failed refresh: counted, explained, and the lease released.
+    async fn record_refresh_failure(
+        &self,
+        id: &str,
+        owner: &str,
+        failure: &RefreshFailure,
+    ) -> Result<(), StoreError>;
+    /// Active, not failed OAuth2 connections whose retry time has come, or (not retrying)
+    /// whose token expires by `expiring_by`, and that nobody holds a lease on.
+    async fn due_refreshes(
+        &self,
+        now: i64,
+        expiring_by: i64,
+        limit: i64,
+    ) -> Result<Vec<(Environment, String)>, StoreError>;
 
     async fn count_data_connections(&self) -> Result<u64, StoreError>;
     async fn get_data_connection(&self, id: i64) -> Result<Option<DataConnection>, StoreError>;

@@ -11,10 +11,13 @@ use sqlx::{Row, query};
 use tokio::sync::mpsc;
 
 use super::row::{
-    Bind, ConnectionRow, INTEGRATION_COLUMNS, corrupt, integration_from_parts,
-    integration_list_sql, parse_json,
+    Bind, ConnectionRow, INTEGRATION_COLUMN_COUNT, INTEGRATION_COLUMNS, corrupt,
+    integration_from_row, integration_list_sql, parse_json,
 };
-use super::{DUMP_FORMAT, DUMP_VERSION, Dump, Store, StoreError, StoreEvent};
+use super::{
+    DUMP_FORMAT, DUMP_VERSION, Dump, RefreshFailure, SealedCredential, Store, StoreError,
+    StoreEvent,
+};
 use crate::crypto::CredentialHash;
 use crate::domain::data_connection::{DataConnection, NewDataConnection, TeamScope};
 use crate::domain::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
@@ -93,24 +96,6 @@ fn parse_event(payload: &str) -> Option<StoreEvent> {
     }
 }
 
-fn integration_from_row(row: &PgRow) -> Result<IntegrationConnection, StoreError> {
-    integration_from_parts(
-        row.try_get(0)?,
-        row.try_get(1)?,
-        row.try_get(2)?,
-        row.try_get(3)?,
-        row.try_get(4)?,
-        row.try_get(5)?,
-        row.try_get(6)?,
-        row.try_get(7)?,
-        row.try_get(8)?,
-        row.try_get(9)?,
-        row.try_get(10)?,
-        row.try_get(11)?,
-        row.try_get(12)?,
-    )
-}
-
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -146,7 +131,9 @@ impl Store for PostgresStore {
                 .await?,
             integration_connections: sqlx::query_as(
                 "SELECT id, environment, platform, platform_version, name, connection_key, identity, identity_type, \
-                 CAST(tags AS TEXT) AS tags, version, active, state, created_at, sealed_credentials \
+                 CAST(tags AS TEXT) AS tags, version, active, state, created_at, sealed_credentials, \
+                 credential_generation, expires_at, retry_at, refresh_attempts, consecutive_failures, last_error, \
+                 last_error_at, last_refresh_at \
                  FROM integration_connections ORDER BY created_at, id",
             )
             .fetch_all(pool)
@@ -211,8 +198,10 @@ impl Store for PostgresStore {
         for c in &dump.integration_connections {
             query(
                 "INSERT INTO integration_connections (id, environment, platform, platform_version, name, connection_key, \
-                 identity, identity_type, tags, version, active, state, created_at, sealed_credentials) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14)",
+                 identity, identity_type, tags, version, active, state, created_at, sealed_credentials, \
+                 credential_generation, expires_at, retry_at, refresh_attempts, consecutive_failures, last_error, \
+                 last_error_at, last_refresh_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
             )
             .bind(&c.id)
             .bind(&c.environment)
@@ -228,6 +217,14 @@ impl Store for PostgresStore {
             .bind(&c.state)
             .bind(c.created_at)
             .bind(&c.sealed_credentials)
+            .bind(c.credential_generation)
+            .bind(c.expires_at)
+            .bind(c.retry_at)
+            .bind(c.refresh_attempts)
+            .bind(c.consecutive_failures)
+            .bind(&c.last_error)
+            .bind(c.last_error_at)
+            .bind(c.last_refresh_at)
             .execute(&mut *tx)
             .await?;
             let tags: Vec<String> = serde_json::from_str(&c.tags).map_err(|_| {
@@ -549,8 +546,9 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await?;
         query(
             "INSERT INTO integration_connections (id, environment, platform, platform_version, name, \
-             connection_key, identity, identity_type, tags, version, active, state, created_at, sealed_credentials) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14)",
+             connection_key, identity, identity_type, tags, version, active, state, created_at, sealed_credentials, \
+             expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15)",
         )
         .bind(&c.id)
         .bind(c.environment.as_str())
@@ -566,6 +564,7 @@ impl Store for PostgresStore {
         .bind(c.state.as_str())
         .bind(c.created_at)
         .bind(sealed_credentials)
+        .bind(c.health.expires_at)
         .execute(&mut *tx).await
         .map_err(map_write_error)?;
         for tag in &c.tags {
@@ -687,7 +686,10 @@ impl Store for PostgresStore {
         .fetch_optional(&self.pool)
         .await?;
         match row {
-            Some(row) => Ok(Some((integration_from_row(&row)?, row.try_get(13)?))),
+            Some(row) => Ok(Some((
+                integration_from_row(&row)?,
+                row.try_get(INTEGRATION_COLUMN_COUNT)?,
+            ))),
             None => Ok(None),
         }
     }
@@ -696,12 +698,21 @@ impl Store for PostgresStore {
         &self,
         id: &str,
         state: ConnectionState,
+        error: Option<&str>,
+        at: i64,
     ) -> Result<(), StoreError> {
-        query("UPDATE integration_connections SET state = $1 WHERE id = $2")
-            .bind(state.as_str())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        query(
+            "UPDATE integration_connections SET state = $1, \
+             last_error = COALESCE($2, last_error), \
+             last_error_at = CASE WHEN $3 IS NULL THEN last_error_at ELSE $4 END WHERE id = $5",
+        )
+        .bind(state.as_str())
+        .bind(error)
+        .bind(error)
+        .bind(at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -709,13 +720,138 @@ impl Store for PostgresStore {
         &self,
         id: &str,
         sealed_credentials: &[u8],
+        expires_at: Option<i64>,
     ) -> Result<(), StoreError> {
-        query("UPDATE integration_connections SET sealed_credentials = $1, state = 'unknown' WHERE id = $2")
-            .bind(sealed_credentials)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        query(
+            "UPDATE integration_connections SET sealed_credentials = $1, state = 'unknown', \
+             credential_generation = credential_generation + 1, expires_at = $2, retry_at = NULL, \
+             consecutive_failures = 0 WHERE id = $3",
+        )
+        .bind(sealed_credentials)
+        .bind(expires_at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
+    }
+
+    async fn try_lease_refresh(
+        &self,
+        id: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        let done = query(
+            "UPDATE integration_connections SET lease_owner = $1, lease_until = $2 \
+             WHERE id = $3 AND (lease_until IS NULL OR lease_until < $4 OR lease_owner = $5)",
+        )
+        .bind(owner)
+        .bind(until)
+        .bind(id)
+        .bind(now)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_refresh_lease(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+        query(
+            "UPDATE integration_connections SET lease_owner = NULL, lease_until = NULL \
+             WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn store_refreshed_credentials(
+        &self,
+        id: &str,
+        owner: &str,
+        sealed_credentials: &[u8],
+        expires_at: i64,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        // Written even if the lease ran out meanwhile: the provider may have rotated the
+        // refresh token, and dropping the answer would lose the only valid one.
+        query(
+            "UPDATE integration_connections SET sealed_credentials = $1, \
+             credential_generation = credential_generation + 1, expires_at = $2, retry_at = NULL, \
+             state = 'operational', refresh_attempts = refresh_attempts + 1, consecutive_failures = 0, \
+             last_refresh_at = $3, \
+             lease_owner = CASE WHEN lease_owner = $4 THEN NULL ELSE lease_owner END, \
+             lease_until = CASE WHEN lease_owner = $5 THEN NULL ELSE lease_until END \
+             WHERE id = $6",
+        )
+        .bind(sealed_credentials)
+        .bind(expires_at)
+        .bind(at)
+        .bind(owner)
+        .bind(owner)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_refresh_failure(
+        &self,
+        id: &str,
+        owner: &str,
+        failure: &RefreshFailure,
+    ) -> Result<(), StoreError> {
+        query(
+            "UPDATE integration_connections SET state = $1, consecutive_failures = $2, \
+             refresh_attempts = refresh_attempts + 1, last_error = $3, last_error_at = $4, \
+             retry_at = $5, \
+             lease_owner = CASE WHEN lease_owner = $6 THEN NULL ELSE lease_owner END, \
+             lease_until = CASE WHEN lease_owner = $7 THEN NULL ELSE lease_until END \
+             WHERE id = $8",
+        )
+        .bind(failure.state.as_str())
+        .bind(failure.consecutive_failures)
+        .bind(&failure.error)
+        .bind(failure.at)
+        .bind(failure.retry_at)
+        .bind(owner)
+        .bind(owner)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn due_refreshes(
+        &self,
+        now: i64,
+        expiring_by: i64,
+        limit: i64,
+    ) -> Result<Vec<(Environment, String)>, StoreError> {
+        let rows = query(
+            "SELECT environment, connection_key FROM integration_connections \
+             WHERE ((retry_at IS NULL AND expires_at <= $1) OR retry_at <= $2) \
+             AND active = $3 AND state <> 'failed' AND (lease_until IS NULL OR lease_until < $4) \
+             ORDER BY COALESCE(retry_at, expires_at) LIMIT $5",
+        )
+        .bind(expiring_by)
+        .bind(now)
+        .bind(true)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let env: String = r.try_get(0)?;
+                let env = Environment::parse(&env)
+                    .ok_or_else(|| StoreError::Corrupt(format!("environment {env}")))?;
+                Ok((env, r.try_get(1)?))
+            })
+            .collect()
     }
 
     async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
@@ -727,18 +863,22 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn list_sealed_integrations(
-        &self,
-    ) -> Result<Vec<(String, Environment, Vec<u8>)>, StoreError> {
-        let rows = query("SELECT id, environment, sealed_credentials FROM integration_connections")
-            .fetch_all(&self.pool)
-            .await?;
+    async fn list_sealed_integrations(&self) -> Result<Vec<SealedCredential>, StoreError> {
+        let rows = query(
+            "SELECT id, environment, credential_generation, sealed_credentials FROM integration_connections",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 let env: String = r.try_get(1)?;
-                let env = Environment::parse(&env)
-                    .ok_or_else(|| StoreError::Corrupt(format!("environment {env}")))?;
-                Ok((r.try_get(0)?, env, r.try_get(2)?))
+                Ok(SealedCredential {
+                    id: r.try_get(0)?,
+                    environment: Environment::parse(&env)
+                        .ok_or_else(|| StoreError::Corrupt(format!("environment {env}")))?,
+                    generation: r.try_get(2)?,
+                    sealed: r.try_get(3)?,
+                })
             })
             .collect()
     }
@@ -746,14 +886,19 @@ impl Store for PostgresStore {
     async fn reseal_integration(
         &self,
         id: &str,
+        generation: i64,
         sealed_credentials: &[u8],
-    ) -> Result<(), StoreError> {
-        query("UPDATE integration_connections SET sealed_credentials = $1 WHERE id = $2")
-            .bind(sealed_credentials)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    ) -> Result<bool, StoreError> {
+        let done = query(
+            "UPDATE integration_connections SET sealed_credentials = $1 \
+             WHERE id = $2 AND credential_generation = $3",
+        )
+        .bind(sealed_credentials)
+        .bind(id)
+        .bind(generation)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn count_data_connections(&self) -> Result<u64, StoreError> {

@@ -68,45 +68,59 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, Store
 }
 
 use crate::domain::integration::{
-    ConnectionState, Environment, IdentityType, IntegrationConnection, ListFilter,
+    ConnectionState, Environment, Health, IdentityType, IntegrationConnection, ListFilter,
 };
 
-/// Columns of `integration_connections` in the order [`integration_from_parts`] reads them.
+/// Columns of `integration_connections` in the order [`integration_from_row`] reads them.
 /// The table is aliased `c` in every query that reads them.
 pub const INTEGRATION_COLUMNS: &str = "c.id, c.environment, c.platform, c.platform_version, c.name, c.connection_key, \
-     c.identity, c.identity_type, CAST(c.tags AS TEXT) AS tags, c.version, c.active, c.state, c.created_at";
+     c.identity, c.identity_type, CAST(c.tags AS TEXT) AS tags, c.version, c.active, c.state, c.created_at, \
+     c.credential_generation, c.refresh_attempts, c.consecutive_failures, c.last_error, c.last_error_at, \
+     c.last_refresh_at, c.expires_at, c.retry_at";
 
-#[allow(clippy::too_many_arguments)]
-pub fn integration_from_parts(
-    id: String,
-    environment: String,
-    platform: String,
-    platform_version: String,
-    name: Option<String>,
-    key: String,
-    identity: String,
-    identity_type: String,
-    tags: String,
-    version: String,
-    active: bool,
-    state: String,
-    created_at: i64,
-) -> Result<IntegrationConnection, StoreError> {
+/// How many columns [`INTEGRATION_COLUMNS`] holds: the index of whatever a query adds after.
+pub const INTEGRATION_COLUMN_COUNT: usize = 21;
+
+/// An integration connection from a row that starts with [`INTEGRATION_COLUMNS`], for
+/// either backend.
+pub fn integration_from_row<'r, R>(row: &'r R) -> Result<IntegrationConnection, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let id: String = row.try_get(0)?;
     let bad = |what: &str| StoreError::Corrupt(format!("integration connection {id}: {what}"));
+    let environment: String = row.try_get(1)?;
+    let identity_type: String = row.try_get(7)?;
+    let tags: String = row.try_get(8)?;
+    let state: String = row.try_get(11)?;
     Ok(IntegrationConnection {
         environment: Environment::parse(&environment).ok_or_else(|| bad("environment"))?,
         identity_type: IdentityType::parse(&identity_type).ok_or_else(|| bad("identity_type"))?,
         state: ConnectionState::parse(&state).ok_or_else(|| bad("state"))?,
         tags: serde_json::from_str(&tags).map_err(|_| bad("tags"))?,
+        platform: row.try_get(2)?,
+        platform_version: row.try_get(3)?,
+        name: row.try_get(4)?,
+        key: row.try_get(5)?,
+        identity: row.try_get(6)?,
+        version: row.try_get(9)?,
+        active: row.try_get(10)?,
+        created_at: row.try_get(12)?,
+        credential_generation: row.try_get(13)?,
+        health: Health {
+            refresh_attempts: row.try_get(14)?,
+            consecutive_failures: row.try_get(15)?,
+            last_error: row.try_get(16)?,
+            last_error_at: row.try_get(17)?,
+            last_refresh_at: row.try_get(18)?,
+            expires_at: row.try_get(19)?,
+            retry_at: row.try_get(20)?,
+        },
         id,
-        platform,
-        platform_version,
-        name,
-        key,
-        identity,
-        version,
-        active,
-        created_at,
     })
 }
 

@@ -15,10 +15,10 @@ use sqlx::sqlite::{
 use sqlx::{Row, query};
 
 use super::row::{
-    Bind, ConnectionRow, INTEGRATION_COLUMNS, corrupt, integration_from_parts,
-    integration_list_sql, parse_json,
+    Bind, ConnectionRow, INTEGRATION_COLUMN_COUNT, INTEGRATION_COLUMNS, corrupt,
+    integration_from_row, integration_list_sql, parse_json,
 };
-use super::{DUMP_FORMAT, DUMP_VERSION, Dump, Store, StoreError};
+use super::{DUMP_FORMAT, DUMP_VERSION, Dump, RefreshFailure, SealedCredential, Store, StoreError};
 use crate::crypto::CredentialHash;
 use crate::domain::data_connection::{DataConnection, NewDataConnection, TeamScope};
 use crate::domain::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
@@ -44,6 +44,8 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // Freed cells are zeroed: a replaced credential's ciphertext does not linger.
+            .pragma("secure_delete", "ON")
             .busy_timeout(Duration::from_secs(10));
         if let Some(parent) = options
             .get_filename()
@@ -100,26 +102,6 @@ fn credential_from_row(
     Ok((connection, hash))
 }
 
-fn integration_from_row(
-    row: &sqlx::sqlite::SqliteRow,
-) -> Result<IntegrationConnection, StoreError> {
-    integration_from_parts(
-        row.try_get(0)?,
-        row.try_get(1)?,
-        row.try_get(2)?,
-        row.try_get(3)?,
-        row.try_get(4)?,
-        row.try_get(5)?,
-        row.try_get(6)?,
-        row.try_get(7)?,
-        row.try_get(8)?,
-        row.try_get(9)?,
-        row.try_get(10)?,
-        row.try_get(11)?,
-        row.try_get(12)?,
-    )
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -167,7 +149,9 @@ impl Store for SqliteStore {
                 .await?,
             integration_connections: sqlx::query_as(
                 "SELECT id, environment, platform, platform_version, name, connection_key, identity, identity_type, \
-                 CAST(tags AS TEXT) AS tags, version, active, state, created_at, sealed_credentials \
+                 CAST(tags AS TEXT) AS tags, version, active, state, created_at, sealed_credentials, \
+                 credential_generation, expires_at, retry_at, refresh_attempts, consecutive_failures, last_error, \
+                 last_error_at, last_refresh_at \
                  FROM integration_connections ORDER BY created_at, id",
             )
             .fetch_all(pool)
@@ -233,8 +217,10 @@ impl Store for SqliteStore {
         for c in &dump.integration_connections {
             query(
                 "INSERT INTO integration_connections (id, environment, platform, platform_version, name, connection_key, \
-                 identity, identity_type, tags, version, active, state, created_at, sealed_credentials) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 identity, identity_type, tags, version, active, state, created_at, sealed_credentials, \
+                 credential_generation, expires_at, retry_at, refresh_attempts, consecutive_failures, last_error, \
+                 last_error_at, last_refresh_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&c.id)
             .bind(&c.environment)
@@ -250,6 +236,14 @@ impl Store for SqliteStore {
             .bind(&c.state)
             .bind(c.created_at)
             .bind(&c.sealed_credentials)
+            .bind(c.credential_generation)
+            .bind(c.expires_at)
+            .bind(c.retry_at)
+            .bind(c.refresh_attempts)
+            .bind(c.consecutive_failures)
+            .bind(&c.last_error)
+            .bind(c.last_error_at)
+            .bind(c.last_refresh_at)
             .execute(&mut *tx)
             .await?;
             let tags: Vec<String> = serde_json::from_str(&c.tags).map_err(|_| {
@@ -523,8 +517,9 @@ impl Store for SqliteStore {
         let mut tx = self.writer.begin().await?;
         query(
             "INSERT INTO integration_connections (id, environment, platform, platform_version, name, \
-             connection_key, identity, identity_type, tags, version, active, state, created_at, sealed_credentials) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             connection_key, identity, identity_type, tags, version, active, state, created_at, sealed_credentials, \
+             expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&c.id)
         .bind(c.environment.as_str())
@@ -540,6 +535,7 @@ impl Store for SqliteStore {
         .bind(c.state.as_str())
         .bind(c.created_at)
         .bind(sealed_credentials)
+        .bind(c.health.expires_at)
         .execute(&mut *tx).await
         .map_err(map_write_error)?;
         for tag in &c.tags {
@@ -662,7 +658,10 @@ impl Store for SqliteStore {
         .fetch_optional(&self.reader)
         .await?;
         match row {
-            Some(row) => Ok(Some((integration_from_row(&row)?, row.try_get(13)?))),
+            Some(row) => Ok(Some((
+                integration_from_row(&row)?,
+                row.try_get(INTEGRATION_COLUMN_COUNT)?,
+            ))),
             None => Ok(None),
         }
     }
@@ -671,12 +670,21 @@ impl Store for SqliteStore {
         &self,
         id: &str,
         state: ConnectionState,
+        error: Option<&str>,
+        at: i64,
     ) -> Result<(), StoreError> {
-        query("UPDATE integration_connections SET state = ? WHERE id = ?")
-            .bind(state.as_str())
-            .bind(id)
-            .execute(&self.writer)
-            .await?;
+        query(
+            "UPDATE integration_connections SET state = ?, \
+             last_error = COALESCE(?, last_error), \
+             last_error_at = CASE WHEN ? IS NULL THEN last_error_at ELSE ? END WHERE id = ?",
+        )
+        .bind(state.as_str())
+        .bind(error)
+        .bind(error)
+        .bind(at)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
         Ok(())
     }
 
@@ -684,13 +692,148 @@ impl Store for SqliteStore {
         &self,
         id: &str,
         sealed_credentials: &[u8],
+        expires_at: Option<i64>,
     ) -> Result<(), StoreError> {
-        query("UPDATE integration_connections SET sealed_credentials = ?, state = 'unknown' WHERE id = ?")
-            .bind(sealed_credentials)
-            .bind(id)
+        query(
+            "UPDATE integration_connections SET sealed_credentials = ?, state = 'unknown', \
+             credential_generation = credential_generation + 1, expires_at = ?, retry_at = NULL, \
+             consecutive_failures = 0 WHERE id = ?",
+        )
+        .bind(sealed_credentials)
+        .bind(expires_at)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        // The replaced ciphertext leaves the file too (secure_delete zeroes freed cells;
+        // the checkpoint empties the WAL, which may still hold the old page).
+        let _ = query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.writer)
-            .await?;
+            .await;
         Ok(())
+    }
+
+    async fn try_lease_refresh(
+        &self,
+        id: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        let done = query(
+            "UPDATE integration_connections SET lease_owner = ?, lease_until = ? \
+             WHERE id = ? AND (lease_until IS NULL OR lease_until < ? OR lease_owner = ?)",
+        )
+        .bind(owner)
+        .bind(until)
+        .bind(id)
+        .bind(now)
+        .bind(owner)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_refresh_lease(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+        query(
+            "UPDATE integration_connections SET lease_owner = NULL, lease_until = NULL \
+             WHERE id = ? AND lease_owner = ?",
+        )
+        .bind(id)
+        .bind(owner)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn store_refreshed_credentials(
+        &self,
+        id: &str,
+        owner: &str,
+        sealed_credentials: &[u8],
+        expires_at: i64,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        // Written even if the lease ran out meanwhile: the provider may have rotated the
+        // refresh token, and dropping the answer would lose the only valid one.
+        query(
+            "UPDATE integration_connections SET sealed_credentials = ?, \
+             credential_generation = credential_generation + 1, expires_at = ?, retry_at = NULL, \
+             state = 'operational', refresh_attempts = refresh_attempts + 1, consecutive_failures = 0, \
+             last_refresh_at = ?, \
+             lease_owner = CASE WHEN lease_owner = ? THEN NULL ELSE lease_owner END, \
+             lease_until = CASE WHEN lease_owner = ? THEN NULL ELSE lease_until END \
+             WHERE id = ?",
+        )
+        .bind(sealed_credentials)
+        .bind(expires_at)
+        .bind(at)
+        .bind(owner)
+        .bind(owner)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        // The replaced ciphertext leaves the file too (secure_delete zeroes freed cells;
+        // the checkpoint empties the WAL, which may still hold the old page).
+        let _ = query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await;
+        Ok(())
+    }
+
+    async fn record_refresh_failure(
+        &self,
+        id: &str,
+        owner: &str,
+        failure: &RefreshFailure,
+    ) -> Result<(), StoreError> {
+        query(
+            "UPDATE integration_connections SET state = ?, consecutive_failures = ?, \
+             refresh_attempts = refresh_attempts + 1, last_error = ?, last_error_at = ?, \
+             retry_at = ?, \
+             lease_owner = CASE WHEN lease_owner = ? THEN NULL ELSE lease_owner END, \
+             lease_until = CASE WHEN lease_owner = ? THEN NULL ELSE lease_until END \
+             WHERE id = ?",
+        )
+        .bind(failure.state.as_str())
+        .bind(failure.consecutive_failures)
+        .bind(&failure.error)
+        .bind(failure.at)
+        .bind(failure.retry_at)
+        .bind(owner)
+        .bind(owner)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn due_refreshes(
+        &self,
+        now: i64,
+        expiring_by: i64,
+        limit: i64,
+    ) -> Result<Vec<(Environment, String)>, StoreError> {
+        let rows = query(
+            "SELECT environment, connection_key FROM integration_connections \
+             WHERE ((retry_at IS NULL AND expires_at <= ?) OR retry_at <= ?) \
+             AND active = ? AND state <> 'failed' AND (lease_until IS NULL OR lease_until < ?) \
+             ORDER BY COALESCE(retry_at, expires_at) LIMIT ?",
+        )
+        .bind(expiring_by)
+        .bind(now)
+        .bind(true)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let env: String = r.try_get(0)?;
+                let env = Environment::parse(&env)
+                    .ok_or_else(|| StoreError::Corrupt(format!("environment {env}")))?;
+                Ok((env, r.try_get(1)?))
+            })
+            .collect()
     }
 
     async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
@@ -702,18 +845,22 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn list_sealed_integrations(
-        &self,
-    ) -> Result<Vec<(String, Environment, Vec<u8>)>, StoreError> {
-        let rows = query("SELECT id, environment, sealed_credentials FROM integration_connections")
-            .fetch_all(&self.writer)
-            .await?;
+    async fn list_sealed_integrations(&self) -> Result<Vec<SealedCredential>, StoreError> {
+        let rows = query(
+            "SELECT id, environment, credential_generation, sealed_credentials FROM integration_connections",
+        )
+        .fetch_all(&self.writer)
+        .await?;
         rows.iter()
             .map(|r| {
                 let env: String = r.try_get(1)?;
-                let env = Environment::parse(&env)
-                    .ok_or_else(|| StoreError::Corrupt(format!("environment {env}")))?;
-                Ok((r.try_get(0)?, env, r.try_get(2)?))
+                Ok(SealedCredential {
+                    id: r.try_get(0)?,
+                    environment: Environment::parse(&env)
+                        .ok_or_else(|| StoreError::Corrupt(format!("environment {env}")))?,
+                    generation: r.try_get(2)?,
+                    sealed: r.try_get(3)?,
+                })
             })
             .collect()
     }
@@ -721,14 +868,19 @@ impl Store for SqliteStore {
     async fn reseal_integration(
         &self,
         id: &str,
+        generation: i64,
         sealed_credentials: &[u8],
-    ) -> Result<(), StoreError> {
-        query("UPDATE integration_connections SET sealed_credentials = ? WHERE id = ?")
-            .bind(sealed_credentials)
-            .bind(id)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+    ) -> Result<bool, StoreError> {
+        let done = query(
+            "UPDATE integration_connections SET sealed_credentials = ? \
+             WHERE id = ? AND credential_generation = ?",
+        )
+        .bind(sealed_credentials)
+        .bind(id)
+        .bind(generation)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn count_data_connections(&self) -> Result<u64, StoreError> {
