@@ -33,4 +33,4 @@ cargo test --locked
 # a fresh database per test).
 echo "==> cargo test (PostgreSQL store)"
 SWITCHBOARD_TEST_STORE=postgres cargo test --locked \
-  --test data_connections --test operations --test gateway --test tls --test vault --test passthrough
+  --test data_connections --test operations --test gateway --test tls --test vault --test passthrough --test oauth

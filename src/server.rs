@@ -211,27 +211,6 @@ pub fn strip_hop_by_hop(headers: &mut axum::http::HeaderMap) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::{HeaderMap, header};
-
-    #[test]
-    fn hop_by_hop_headers_are_stripped() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            "keep-alive, x-secret-hop".parse().unwrap(),
-        );
-        h.insert("x-secret-hop", "1".parse().unwrap());
-        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
-        h.insert("x-clickhouse-format", "TSV".parse().unwrap());
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-clickhouse-format"));
-    }
-}
-
 /// A request body that can be sent again (read into memory when it is known to be at most
 /// `limit` bytes), or a stream that can be sent once.
 pub enum ReplayableBody {
@@ -251,10 +230,31 @@ impl ReplayableBody {
     }
 
     /// The body for the next send; `None` once a stream has been sent.
-    pub fn next(&mut self) -> Option<axum::body::Body> {
+    pub fn take_body(&mut self) -> Option<axum::body::Body> {
         match self {
             Self::Replayable(bytes) => Some(axum::body::Body::from(bytes.clone())),
             Self::Streaming(body) => body.take(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, header};
+
+    #[test]
+    fn hop_by_hop_headers_are_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            "keep-alive, x-secret-hop".parse().unwrap(),
+        );
+        h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert("x-clickhouse-format", "TSV".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-clickhouse-format"));
     }
 }

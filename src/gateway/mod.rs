@@ -309,7 +309,9 @@ async fn forward(
         .map_err(|_| GatewayError::ClientBody)?;
     let mut last_error = GatewayError::UpstreamUnreachable;
     for node in candidates {
-        let Some(outgoing) = body.next() else { break };
+        let Some(outgoing) = body.take_body() else {
+            break;
+        };
         let uri: Uri = format!("{}{}", node.base, path_and_query)
             .parse()
             .map_err(|_| GatewayError::NoUpstream)?;

@@ -253,7 +253,7 @@ impl Passthrough {
             *request.headers_mut() = parts.headers.clone();
             request
         };
-        let first_body = body.next().unwrap_or_default();
+        let first_body = body.take_body().unwrap_or_default();
         let first = self
             .call(&platform, &credentials, path, query, again(first_body))
             .await?;
@@ -272,7 +272,7 @@ impl Passthrough {
                 return Ok(first);
             }
         };
-        let Some(retry_body) = body.next() else {
+        let Some(retry_body) = body.take_body() else {
             // The body streamed already; the next call will carry the fresh token.
             return Ok(first);
         };
