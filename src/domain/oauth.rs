@@ -194,10 +194,9 @@ impl OAuthRefresher {
             else {
                 continue;
             };
-            match self.refresh(&connection).await {
-                Ok(_) | Err(RefreshError::Failed | RefreshError::Failing(_)) => {}
-                Err(RefreshError::NotFound) => {}
-                Err(RefreshError::Store(e)) => return Err(e),
+            // Failures are recorded on the connection; only the store failing stops the scan.
+            if let Err(RefreshError::Store(e)) = self.refresh(&connection).await {
+                return Err(e);
             }
         }
         Ok(tried)
@@ -296,13 +295,14 @@ impl OAuthRefresher {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         let outcome = self.refresh_leased(seen).await;
-        if outcome.is_err() {
-            // Success and a recorded failure release the lease as they write; this covers
-            // the rest (nothing to do, a store error).
-            let _ = self
-                .store
-                .release_refresh_lease(&seen.id, &self.owner)
-                .await;
+        // A refresh or a recorded failure released the lease as it wrote; this covers the
+        // rest (nothing left to do, a store error). Only our own lease is touched.
+        if let Err(e) = self
+            .store
+            .release_refresh_lease(&seen.id, &self.owner)
+            .await
+        {
+            tracing::warn!(connection_id = %seen.id, error = %e, "cannot release the refresh lease; it runs out by itself");
         }
         outcome
     }
