@@ -180,26 +180,20 @@ impl OAuthRefresher {
         })
     }
 
-    /// Refreshes every connection that is due; returns how many were tried.
-    pub async fn refresh_due(&self) -> Result<usize, StoreError> {
+    /// Refreshes every connection that is due.
+    pub async fn refresh_due(&self) -> Result<(), StoreError> {
         let now = Utc::now().timestamp_micros();
         let due = self
             .store
             .due_refreshes(now, now + micros(self.settings.refresh_margin), 64)
             .await?;
-        let tried = due.len();
-        for (environment, key) in due {
-            let Some((connection, _)) =
-                self.store.get_integration_by_key(environment, &key).await?
-            else {
-                continue;
-            };
+        for connection in due {
             // Failures are recorded on the connection; only the store failing stops the scan.
             if let Err(RefreshError::Store(e)) = self.refresh(&connection).await {
                 return Err(e);
             }
         }
-        Ok(tried)
+        Ok(())
     }
 
     /// Gets `seen` a fresh access token. Collapses with every other refresh of the same

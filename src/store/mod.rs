@@ -9,7 +9,10 @@ use crate::domain::token::{Principal, TokenScope, User};
 
 pub mod postgres;
 mod row;
+mod sql;
 pub mod sqlite;
+
+use sql::Statement;
 
 /// A change another process made to who may authenticate, as a shared store reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,7 +216,18 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
         generation: i64,
         sealed_credentials: &[u8],
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, StoreError> {
+        let done = self
+            .execute(sql::reseal_integration(id, generation, sealed_credentials))
+            .await?;
+        Ok(done == 1)
+    }
+
+    /// Runs a statement both backends share (`sql.rs`); returns the rows it changed.
+    async fn execute(&self, statement: Statement) -> Result<u64, StoreError>;
+    /// Called after a credential's ciphertext was replaced, so a backend can purge the old
+    /// one from its files.
+    async fn purge_replaced(&self) {}
 
     /// The user with this e-mail address, created if new.
     async fn ensure_user(&self, email: &str) -> Result<User, StoreError>;
@@ -312,7 +326,11 @@ pub trait Store: Send + Sync + 'static {
         state: ConnectionState,
         error: Option<&str>,
         at: i64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        self.execute(sql::set_integration_state(id, state, error, at))
+            .await
+            .map(drop)
+    }
     /// Replaces the sealed credentials with new ones from the user: the state starts over
     /// at `unknown`, failures and retries are forgotten, the generation moves on.
     async fn set_integration_credentials(
@@ -320,7 +338,16 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
         sealed_credentials: &[u8],
         expires_at: Option<i64>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        self.execute(sql::set_integration_credentials(
+            id,
+            sealed_credentials,
+            expires_at,
+        ))
+        .await?;
+        self.purge_replaced().await;
+        Ok(())
+    }
     /// Takes the right to refresh this connection's token until `until`, unless another
     /// owner holds an unexpired lease. True if taken.
     async fn try_lease_refresh(
@@ -329,8 +356,17 @@ pub trait Store: Send + Sync + 'static {
         owner: &str,
         now: i64,
         until: i64,
-    ) -> Result<bool, StoreError>;
-    async fn release_refresh_lease(&self, id: &str, owner: &str) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError> {
+        let done = self
+            .execute(sql::try_lease_refresh(id, owner, now, until))
+            .await?;
+        Ok(done == 1)
+    }
+    async fn release_refresh_lease(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+        self.execute(sql::release_refresh_lease(id, owner))
+            .await
+            .map(drop)
+    }
     /// A successful refresh: the new sealed credential replaces the old one, the
     /// connection is `operational`, its failures are cleared, the lease is released.
     async fn store_refreshed_credentials(
@@ -340,14 +376,29 @@ pub trait Store: Send + Sync + 'static {
         sealed_credentials: &[u8],
         expires_at: i64,
         at: i64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        self.execute(sql::store_refreshed_credentials(
+            id,
+            owner,
+            sealed_credentials,
+            expires_at,
+            at,
+        ))
+        .await?;
+        self.purge_replaced().await;
+        Ok(())
+    }
     /// A failed refresh: counted, explained, and the lease released.
     async fn record_refresh_failure(
         &self,
         id: &str,
         owner: &str,
         failure: &RefreshFailure,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        self.execute(sql::record_refresh_failure(id, owner, failure))
+            .await
+            .map(drop)
+    }
     /// Active, not failed OAuth2 connections whose retry time has come, or (not retrying)
     /// whose token expires by `expiring_by`, and that nobody holds a lease on.
     async fn due_refreshes(
@@ -355,7 +406,7 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         expiring_by: i64,
         limit: i64,
-    ) -> Result<Vec<(Environment, String)>, StoreError>;
+    ) -> Result<Vec<IntegrationConnection>, StoreError>;
 
     async fn count_data_connections(&self) -> Result<u64, StoreError>;
     async fn get_data_connection(&self, id: i64) -> Result<Option<DataConnection>, StoreError>;

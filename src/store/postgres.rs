@@ -11,24 +11,15 @@ use sqlx::{Row, query};
 use tokio::sync::mpsc;
 
 use super::row::{
-    Bind, ConnectionRow, INTEGRATION_COLUMN_COUNT, INTEGRATION_COLUMNS, corrupt,
-    integration_from_row, integration_list_sql, parse_json,
+    ConnectionRow, INTEGRATION_COLUMN_COUNT, corrupt, integration_from_row, parse_json,
 };
-use super::{
-    DUMP_FORMAT, DUMP_VERSION, Dump, RefreshFailure, SealedCredential, Store, StoreError,
-    StoreEvent,
-};
+use super::sql::{self, Statement, bind_all};
+use super::{DUMP_FORMAT, DUMP_VERSION, Dump, SealedCredential, Store, StoreError, StoreEvent};
 use crate::crypto::CredentialHash;
 use crate::domain::data_connection::{DataConnection, NewDataConnection, TeamScope};
-use crate::domain::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
+use crate::domain::integration::{Environment, IntegrationConnection, ListFilter};
 use crate::domain::time::Timestamp;
 use crate::domain::token::{Principal, TokenScope, User};
-
-/// Adds one tag (bound first) of a stored connection (bound second), copying the columns
-/// lists filter and sort on from the connection row.
-const INSERT_TAG: &str = "INSERT INTO integration_tags (environment, tag, active, created_at, connection_id, platform) \
-     SELECT environment, $1, active, created_at, id, platform FROM integration_connections WHERE id = $2 \
-     ON CONFLICT DO NOTHING";
 
 const CHANNEL: &str = "switchboard_credentials";
 /// Serialises the first-token bootstrap of replicas starting at once.
@@ -231,7 +222,7 @@ impl Store for PostgresStore {
                 StoreError::Corrupt(format!("integration connection {}: tags", c.id))
             })?;
             for tag in tags {
-                query(INSERT_TAG)
+                query(sql::INSERT_TAG)
                     .bind(tag)
                     .bind(&c.id)
                     .execute(&mut *tx)
@@ -568,7 +559,7 @@ impl Store for PostgresStore {
         .execute(&mut *tx).await
         .map_err(map_write_error)?;
         for tag in &c.tags {
-            query(INSERT_TAG)
+            query(sql::INSERT_TAG)
                 .bind(tag)
                 .bind(&c.id)
                 .execute(&mut *tx)
@@ -585,19 +576,18 @@ impl Store for PostgresStore {
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<IntegrationConnection>, u64), StoreError> {
-        let sql = integration_list_sql(environment, filter, |n| format!("${n}"));
+        let list = sql::integration_list_sql(environment, filter);
         // One read transaction: the page and the total describe the same state.
         let mut tx = self.pool.begin().await?;
-        let mut page = query(&sql.page);
-        let mut count = query(&sql.count);
-        for b in &sql.binds {
-            (page, count) = match b {
-                Bind::Text(t) => (page.bind(t.clone()), count.bind(t.clone())),
-                Bind::Bool(v) => (page.bind(*v), count.bind(*v)),
-            };
-        }
-        let rows = page.bind(limit).bind(offset).fetch_all(&mut *tx).await?;
-        let total: i64 = count.fetch_one(&mut *tx).await?.try_get(0)?;
+        let rows = bind_all(query(&list.page), &list.binds)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&mut *tx)
+            .await?;
+        let total: i64 = bind_all(query(&list.count), &list.binds)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
         tx.commit().await?;
         let connections = rows
             .iter()
@@ -611,16 +601,14 @@ impl Store for PostgresStore {
         environment: Environment,
         id: &str,
     ) -> Result<Option<IntegrationConnection>, StoreError> {
-        query(&format!(
-            "SELECT {INTEGRATION_COLUMNS} FROM integration_connections c WHERE c.environment = $1 AND c.id = $2"
-        ))
-        .bind(environment.as_str())
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(integration_from_row)
-        .transpose()
+        query(&sql::GET_INTEGRATION)
+            .bind(environment.as_str())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(integration_from_row)
+            .transpose()
     }
 
     async fn update_integration(
@@ -649,7 +637,7 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         for tag in &c.tags {
-            query(INSERT_TAG)
+            query(sql::INSERT_TAG)
                 .bind(tag)
                 .bind(&c.id)
                 .execute(&mut *tx)
@@ -672,203 +660,15 @@ impl Store for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn get_integration_by_key(
-        &self,
-        environment: Environment,
-        key: &str,
-    ) -> Result<Option<(IntegrationConnection, Vec<u8>)>, StoreError> {
-        let row = query(&format!(
-            "SELECT {INTEGRATION_COLUMNS}, c.sealed_credentials FROM integration_connections c \
-             WHERE environment = $1 AND connection_key = $2"
-        ))
-        .bind(environment.as_str())
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some(row) => Ok(Some((
-                integration_from_row(&row)?,
-                row.try_get(INTEGRATION_COLUMN_COUNT)?,
-            ))),
-            None => Ok(None),
-        }
-    }
-
-    async fn set_integration_state(
-        &self,
-        id: &str,
-        state: ConnectionState,
-        error: Option<&str>,
-        at: i64,
-    ) -> Result<(), StoreError> {
-        query(
-            "UPDATE integration_connections SET state = $1, \
-             last_error = COALESCE($2, last_error), \
-             last_error_at = CASE WHEN $3 IS NULL THEN last_error_at ELSE $4 END WHERE id = $5",
-        )
-        .bind(state.as_str())
-        .bind(error)
-        .bind(error)
-        .bind(at)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn set_integration_credentials(
-        &self,
-        id: &str,
-        sealed_credentials: &[u8],
-        expires_at: Option<i64>,
-    ) -> Result<(), StoreError> {
-        query(
-            "UPDATE integration_connections SET sealed_credentials = $1, state = 'unknown', \
-             credential_generation = credential_generation + 1, expires_at = $2, retry_at = NULL, \
-             consecutive_failures = 0 WHERE id = $3",
-        )
-        .bind(sealed_credentials)
-        .bind(expires_at)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn try_lease_refresh(
-        &self,
-        id: &str,
-        owner: &str,
-        now: i64,
-        until: i64,
-    ) -> Result<bool, StoreError> {
-        let done = query(
-            "UPDATE integration_connections SET lease_owner = $1, lease_until = $2 \
-             WHERE id = $3 AND (lease_until IS NULL OR lease_until < $4 OR lease_owner = $5)",
-        )
-        .bind(owner)
-        .bind(until)
-        .bind(id)
-        .bind(now)
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn release_refresh_lease(&self, id: &str, owner: &str) -> Result<(), StoreError> {
-        query(
-            "UPDATE integration_connections SET lease_owner = NULL, lease_until = NULL \
-             WHERE id = $1 AND lease_owner = $2",
-        )
-        .bind(id)
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn store_refreshed_credentials(
-        &self,
-        id: &str,
-        owner: &str,
-        sealed_credentials: &[u8],
-        expires_at: i64,
-        at: i64,
-    ) -> Result<(), StoreError> {
-        // Written even if the lease ran out meanwhile: the provider may have rotated the
-        // refresh token, and dropping the answer would lose the only valid one.
-        query(
-            "UPDATE integration_connections SET sealed_credentials = $1, \
-             credential_generation = credential_generation + 1, expires_at = $2, retry_at = NULL, \
-             state = 'operational', refresh_attempts = refresh_attempts + 1, consecutive_failures = 0, \
-             last_refresh_at = $3, \
-             lease_owner = CASE WHEN lease_owner = $4 THEN NULL ELSE lease_owner END, \
-             lease_until = CASE WHEN lease_owner = $5 THEN NULL ELSE lease_until END \
-             WHERE id = $6",
-        )
-        .bind(sealed_credentials)
-        .bind(expires_at)
-        .bind(at)
-        .bind(owner)
-        .bind(owner)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn record_refresh_failure(
-        &self,
-        id: &str,
-        owner: &str,
-        failure: &RefreshFailure,
-    ) -> Result<(), StoreError> {
-        query(
-            "UPDATE integration_connections SET state = $1, consecutive_failures = $2, \
-             refresh_attempts = refresh_attempts + 1, last_error = $3, last_error_at = $4, \
-             retry_at = $5, \
-             lease_owner = CASE WHEN lease_owner = $6 THEN NULL ELSE lease_owner END, \
-             lease_until = CASE WHEN lease_owner = $7 THEN NULL ELSE lease_until END \
-             WHERE id = $8",
-        )
-        .bind(failure.state.as_str())
-        .bind(failure.consecutive_failures)
-        .bind(&failure.error)
-        .bind(failure.at)
-        .bind(failure.retry_at)
-        .bind(owner)
-        .bind(owner)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn due_refreshes(
-        &self,
-        now: i64,
-        expiring_by: i64,
-        limit: i64,
-    ) -> Result<Vec<(Environment, String)>, StoreError> {
-        let rows = query(
-            "SELECT environment, connection_key FROM integration_connections \
-             WHERE ((retry_at IS NULL AND expires_at <= $1) OR retry_at <= $2) \
-             AND active = $3 AND state <> 'failed' AND (lease_until IS NULL OR lease_until < $4) \
-             ORDER BY COALESCE(retry_at, expires_at) LIMIT $5",
-        )
-        .bind(expiring_by)
-        .bind(now)
-        .bind(true)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let env: String = r.try_get(0)?;
-                let env = Environment::parse(&env)
-                    .ok_or_else(|| StoreError::Corrupt(format!("environment {env}")))?;
-                Ok((env, r.try_get(1)?))
-            })
-            .collect()
-    }
-
-    async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .bind(key)
-            .bind(value)
+    async fn execute(&self, statement: Statement) -> Result<u64, StoreError> {
+        let done = bind_all(query(statement.sql()), statement.binds())
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(done.rows_affected())
     }
 
     async fn list_sealed_integrations(&self) -> Result<Vec<SealedCredential>, StoreError> {
-        let rows = query(
-            "SELECT id, environment, credential_generation, sealed_credentials FROM integration_connections",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = query(sql::LIST_SEALED).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 let env: String = r.try_get(1)?;
@@ -883,22 +683,47 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn reseal_integration(
+    async fn due_refreshes(
         &self,
-        id: &str,
-        generation: i64,
-        sealed_credentials: &[u8],
-    ) -> Result<bool, StoreError> {
-        let done = query(
-            "UPDATE integration_connections SET sealed_credentials = $1 \
-             WHERE id = $2 AND credential_generation = $3",
-        )
-        .bind(sealed_credentials)
-        .bind(id)
-        .bind(generation)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        now: i64,
+        expiring_by: i64,
+        limit: i64,
+    ) -> Result<Vec<IntegrationConnection>, StoreError> {
+        let due = sql::due_refreshes(expiring_by, now, limit);
+        bind_all(query(due.sql()), due.binds())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(integration_from_row)
+            .collect()
+    }
+
+    async fn get_integration_by_key(
+        &self,
+        environment: Environment,
+        key: &str,
+    ) -> Result<Option<(IntegrationConnection, Vec<u8>)>, StoreError> {
+        let row = query(&sql::GET_INTEGRATION_BY_KEY)
+            .bind(environment.as_str())
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => Ok(Some((
+                integration_from_row(&row)?,
+                row.try_get(INTEGRATION_COLUMN_COUNT)?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn count_data_connections(&self) -> Result<u64, StoreError> {

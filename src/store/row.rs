@@ -68,7 +68,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, Store
 }
 
 use crate::domain::integration::{
-    ConnectionState, Environment, Health, IdentityType, IntegrationConnection, ListFilter,
+    ConnectionState, Environment, Health, IdentityType, IntegrationConnection,
 };
 
 /// Columns of `integration_connections` in the order [`integration_from_row`] reads them.
@@ -79,7 +79,17 @@ pub const INTEGRATION_COLUMNS: &str = "c.id, c.environment, c.platform, c.platfo
      c.last_refresh_at, c.expires_at, c.retry_at";
 
 /// How many columns [`INTEGRATION_COLUMNS`] holds: the index of whatever a query adds after.
-pub const INTEGRATION_COLUMN_COUNT: usize = 21;
+pub const INTEGRATION_COLUMN_COUNT: usize = {
+    let list = INTEGRATION_COLUMNS.as_bytes();
+    let (mut i, mut commas) = (0, 0);
+    while i < list.len() {
+        if list[i] == b',' {
+            commas += 1;
+        }
+        i += 1;
+    }
+    commas + 1
+};
 
 /// An integration connection from a row that starts with [`INTEGRATION_COLUMNS`], for
 /// either backend.
@@ -122,139 +132,4 @@ where
         },
         id,
     })
-}
-
-/// A value bound into a list query.
-pub enum Bind {
-    Text(String),
-    Bool(bool),
-}
-
-/// One list call as SQL for a backend: `page` takes `binds` then the limit and the offset;
-/// `count` takes `binds` alone.
-pub struct ListSql {
-    pub page: String,
-    pub count: String,
-    pub binds: Vec<Bind>,
-}
-
-/// Numbers values as they are bound, in a backend's placeholder style.
-struct Binder<P> {
-    binds: Vec<Bind>,
-    placeholder: P,
-}
-
-impl<P: Fn(usize) -> String> Binder<P> {
-    fn bind(&mut self, value: Bind) -> String {
-        self.binds.push(value);
-        (self.placeholder)(self.binds.len())
-    }
-}
-
-/// The SQL of a list call, for a backend's placeholder style (`placeholder(n)` for the n-th
-/// value, from 1). With a tag filter the query is driven by the tag table's index range
-/// (environment, tag, active, created_at), which also carries the platform: the page order
-/// and, unless another column is filtered, the exact total come from that range alone.
-pub fn integration_list_sql(
-    environment: Environment,
-    filter: &ListFilter,
-    placeholder: impl Fn(usize) -> String,
-) -> ListSql {
-    let mut b = Binder {
-        binds: Vec::new(),
-        placeholder,
-    };
-    let first_tag = filter.tags.first();
-    let d = if first_tag.is_some() { "t" } else { "c" };
-    let mut on_driver = vec![format!(
-        "{d}.environment = {}",
-        b.bind(Bind::Text(environment.as_str().into()))
-    )];
-    if let Some(tag) = first_tag {
-        on_driver.push(format!("t.tag = {}", b.bind(Bind::Text(tag.clone()))));
-    }
-    on_driver.push(format!(
-        "{d}.active = {}",
-        b.bind(Bind::Bool(filter.active))
-    ));
-    if let Some(platform) = &filter.platform {
-        on_driver.push(format!(
-            "{d}.platform = {}",
-            b.bind(Bind::Text(platform.clone()))
-        ));
-    }
-    for tag in filter.tags.iter().skip(1) {
-        on_driver.push(format!(
-            "EXISTS (SELECT 1 FROM integration_tags o WHERE o.environment = t.environment \
-             AND o.tag = {} AND o.active = t.active AND o.created_at = t.created_at \
-             AND o.connection_id = t.connection_id)",
-            b.bind(Bind::Text(tag.clone()))
-        ));
-    }
-    let mut on_connection = Vec::new();
-    for (column, value) in [
-        ("platform_version", &filter.platform_version),
-        ("name", &filter.name),
-        ("identity", &filter.identity),
-    ] {
-        if let Some(v) = value {
-            on_connection.push(format!("c.{column} = {}", b.bind(Bind::Text(v.clone()))));
-        }
-    }
-    if let Some(t) = filter.identity_type {
-        on_connection.push(format!(
-            "c.identity_type = {}",
-            b.bind(Bind::Text(t.as_str().into()))
-        ));
-    }
-    if !filter.keys.is_empty() {
-        let list: Vec<String> = filter
-            .keys
-            .iter()
-            .map(|k| b.bind(Bind::Text(k.clone())))
-            .collect();
-        on_connection.push(format!("c.connection_key IN ({})", list.join(", ")));
-    }
-
-    let (driver_table, id) = if first_tag.is_some() {
-        ("integration_tags t", "connection_id")
-    } else {
-        ("integration_connections c", "id")
-    };
-    let from = if first_tag.is_some() {
-        "integration_tags t JOIN integration_connections c ON c.id = t.connection_id"
-    } else {
-        "integration_connections c"
-    };
-    let driver_only = on_connection.is_empty();
-    let driver_clause = on_driver.join(" AND ");
-    on_driver.append(&mut on_connection);
-    let clause = on_driver.join(" AND ");
-    let n = b.binds.len();
-    let (limit, offset) = ((b.placeholder)(n + 1), (b.placeholder)(n + 2));
-    let (page, count) = if driver_only {
-        // The page's keys come from the driver's index alone (skipping `offset` entries
-        // there, not rows); only the page's rows are read from the table.
-        (
-            format!(
-                "SELECT {INTEGRATION_COLUMNS} FROM (SELECT {d}.{id} AS id, {d}.created_at FROM {driver_table} \
-                 WHERE {driver_clause} ORDER BY {d}.created_at DESC, {d}.{id} DESC LIMIT {limit} OFFSET {offset}) p \
-                 JOIN integration_connections c ON c.id = p.id ORDER BY p.created_at DESC, p.id DESC"
-            ),
-            format!("SELECT COUNT(*) FROM {driver_table} WHERE {driver_clause}"),
-        )
-    } else {
-        (
-            format!(
-                "SELECT {INTEGRATION_COLUMNS} FROM {from} WHERE {clause} \
-                 ORDER BY {d}.created_at DESC, {d}.{id} DESC LIMIT {limit} OFFSET {offset}"
-            ),
-            format!("SELECT COUNT(*) FROM {from} WHERE {clause}"),
-        )
-    };
-    ListSql {
-        page,
-        count,
-        binds: b.binds,
-    }
 }

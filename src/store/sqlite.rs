@@ -15,21 +15,15 @@ use sqlx::sqlite::{
 use sqlx::{Row, query};
 
 use super::row::{
-    Bind, ConnectionRow, INTEGRATION_COLUMN_COUNT, INTEGRATION_COLUMNS, corrupt,
-    integration_from_row, integration_list_sql, parse_json,
+    ConnectionRow, INTEGRATION_COLUMN_COUNT, corrupt, integration_from_row, parse_json,
 };
-use super::{DUMP_FORMAT, DUMP_VERSION, Dump, RefreshFailure, SealedCredential, Store, StoreError};
+use super::sql::{self, Statement, bind_all};
+use super::{DUMP_FORMAT, DUMP_VERSION, Dump, SealedCredential, Store, StoreError};
 use crate::crypto::CredentialHash;
 use crate::domain::data_connection::{DataConnection, NewDataConnection, TeamScope};
-use crate::domain::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
+use crate::domain::integration::{Environment, IntegrationConnection, ListFilter};
 use crate::domain::time::Timestamp;
 use crate::domain::token::{Principal, TokenScope, User};
-
-/// Adds one tag (bound first) of a stored connection (bound second), copying the columns
-/// lists filter and sort on from the connection row.
-const INSERT_TAG: &str = "INSERT INTO integration_tags (environment, tag, active, created_at, connection_id, platform) \
-     SELECT environment, ?, active, created_at, id, platform FROM integration_connections WHERE id = ? \
-     ON CONFLICT DO NOTHING";
 
 pub struct SqliteStore {
     reader: SqlitePool,
@@ -250,7 +244,7 @@ impl Store for SqliteStore {
                 StoreError::Corrupt(format!("integration connection {}: tags", c.id))
             })?;
             for tag in tags {
-                query(INSERT_TAG)
+                query(sql::INSERT_TAG)
                     .bind(tag)
                     .bind(&c.id)
                     .execute(&mut *tx)
@@ -539,7 +533,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx).await
         .map_err(map_write_error)?;
         for tag in &c.tags {
-            query(INSERT_TAG)
+            query(sql::INSERT_TAG)
                 .bind(tag)
                 .bind(&c.id)
                 .execute(&mut *tx)
@@ -556,19 +550,18 @@ impl Store for SqliteStore {
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<IntegrationConnection>, u64), StoreError> {
-        let sql = integration_list_sql(environment, filter, |_| "?".to_owned());
+        let list = sql::integration_list_sql(environment, filter);
         // One read transaction: the page and the total describe the same state.
         let mut tx = self.reader.begin().await?;
-        let mut page = query(&sql.page);
-        let mut count = query(&sql.count);
-        for b in &sql.binds {
-            (page, count) = match b {
-                Bind::Text(t) => (page.bind(t.clone()), count.bind(t.clone())),
-                Bind::Bool(v) => (page.bind(*v), count.bind(*v)),
-            };
-        }
-        let rows = page.bind(limit).bind(offset).fetch_all(&mut *tx).await?;
-        let total: i64 = count.fetch_one(&mut *tx).await?.try_get(0)?;
+        let rows = bind_all(query(&list.page), &list.binds)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&mut *tx)
+            .await?;
+        let total: i64 = bind_all(query(&list.count), &list.binds)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
         tx.commit().await?;
         let connections = rows
             .iter()
@@ -582,16 +575,14 @@ impl Store for SqliteStore {
         environment: Environment,
         id: &str,
     ) -> Result<Option<IntegrationConnection>, StoreError> {
-        query(&format!(
-            "SELECT {INTEGRATION_COLUMNS} FROM integration_connections c WHERE c.environment = ? AND c.id = ?"
-        ))
-        .bind(environment.as_str())
-        .bind(id)
-        .fetch_optional(&self.reader)
-        .await?
-        .as_ref()
-        .map(integration_from_row)
-        .transpose()
+        query(&sql::GET_INTEGRATION)
+            .bind(environment.as_str())
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(integration_from_row)
+            .transpose()
     }
 
     async fn update_integration(
@@ -621,7 +612,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         for tag in &c.tags {
-            query(INSERT_TAG)
+            query(sql::INSERT_TAG)
                 .bind(tag)
                 .bind(&c.id)
                 .execute(&mut *tx)
@@ -644,213 +635,26 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn get_integration_by_key(
-        &self,
-        environment: Environment,
-        key: &str,
-    ) -> Result<Option<(IntegrationConnection, Vec<u8>)>, StoreError> {
-        let row = query(&format!(
-            "SELECT {INTEGRATION_COLUMNS}, c.sealed_credentials FROM integration_connections c \
-             WHERE environment = ? AND connection_key = ?"
-        ))
-        .bind(environment.as_str())
-        .bind(key)
-        .fetch_optional(&self.reader)
-        .await?;
-        match row {
-            Some(row) => Ok(Some((
-                integration_from_row(&row)?,
-                row.try_get(INTEGRATION_COLUMN_COUNT)?,
-            ))),
-            None => Ok(None),
+    async fn execute(&self, statement: Statement) -> Result<u64, StoreError> {
+        let done = bind_all(query(statement.sql()), statement.binds())
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn purge_replaced(&self) {
+        // secure_delete zeroed the old ciphertext's cell; the WAL may still hold the page
+        // as it was, so it is checkpointed and emptied.
+        if let Err(e) = query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await
+        {
+            tracing::warn!(error = %e, "checkpoint after a credential replacement failed");
         }
     }
 
-    async fn set_integration_state(
-        &self,
-        id: &str,
-        state: ConnectionState,
-        error: Option<&str>,
-        at: i64,
-    ) -> Result<(), StoreError> {
-        query(
-            "UPDATE integration_connections SET state = ?, \
-             last_error = COALESCE(?, last_error), \
-             last_error_at = CASE WHEN ? IS NULL THEN last_error_at ELSE ? END WHERE id = ?",
-        )
-        .bind(state.as_str())
-        .bind(error)
-        .bind(error)
-        .bind(at)
-        .bind(id)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    async fn set_integration_credentials(
-        &self,
-        id: &str,
-        sealed_credentials: &[u8],
-        expires_at: Option<i64>,
-    ) -> Result<(), StoreError> {
-        query(
-            "UPDATE integration_connections SET sealed_credentials = ?, state = 'unknown', \
-             credential_generation = credential_generation + 1, expires_at = ?, retry_at = NULL, \
-             consecutive_failures = 0 WHERE id = ?",
-        )
-        .bind(sealed_credentials)
-        .bind(expires_at)
-        .bind(id)
-        .execute(&self.writer)
-        .await?;
-        // The replaced ciphertext leaves the file too (secure_delete zeroes freed cells;
-        // the checkpoint empties the WAL, which may still hold the old page).
-        let _ = query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.writer)
-            .await;
-        Ok(())
-    }
-
-    async fn try_lease_refresh(
-        &self,
-        id: &str,
-        owner: &str,
-        now: i64,
-        until: i64,
-    ) -> Result<bool, StoreError> {
-        let done = query(
-            "UPDATE integration_connections SET lease_owner = ?, lease_until = ? \
-             WHERE id = ? AND (lease_until IS NULL OR lease_until < ? OR lease_owner = ?)",
-        )
-        .bind(owner)
-        .bind(until)
-        .bind(id)
-        .bind(now)
-        .bind(owner)
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn release_refresh_lease(&self, id: &str, owner: &str) -> Result<(), StoreError> {
-        query(
-            "UPDATE integration_connections SET lease_owner = NULL, lease_until = NULL \
-             WHERE id = ? AND lease_owner = ?",
-        )
-        .bind(id)
-        .bind(owner)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    async fn store_refreshed_credentials(
-        &self,
-        id: &str,
-        owner: &str,
-        sealed_credentials: &[u8],
-        expires_at: i64,
-        at: i64,
-    ) -> Result<(), StoreError> {
-        // Written even if the lease ran out meanwhile: the provider may have rotated the
-        // refresh token, and dropping the answer would lose the only valid one.
-        query(
-            "UPDATE integration_connections SET sealed_credentials = ?, \
-             credential_generation = credential_generation + 1, expires_at = ?, retry_at = NULL, \
-             state = 'operational', refresh_attempts = refresh_attempts + 1, consecutive_failures = 0, \
-             last_refresh_at = ?, \
-             lease_owner = CASE WHEN lease_owner = ? THEN NULL ELSE lease_owner END, \
-             lease_until = CASE WHEN lease_owner = ? THEN NULL ELSE lease_until END \
-             WHERE id = ?",
-        )
-        .bind(sealed_credentials)
-        .bind(expires_at)
-        .bind(at)
-        .bind(owner)
-        .bind(owner)
-        .bind(id)
-        .execute(&self.writer)
-        .await?;
-        // The replaced ciphertext leaves the file too (secure_delete zeroes freed cells;
-        // the checkpoint empties the WAL, which may still hold the old page).
-        let _ = query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.writer)
-            .await;
-        Ok(())
-    }
-
-    async fn record_refresh_failure(
-        &self,
-        id: &str,
-        owner: &str,
-        failure: &RefreshFailure,
-    ) -> Result<(), StoreError> {
-        query(
-            "UPDATE integration_connections SET state = ?, consecutive_failures = ?, \
-             refresh_attempts = refresh_attempts + 1, last_error = ?, last_error_at = ?, \
-             retry_at = ?, \
-             lease_owner = CASE WHEN lease_owner = ? THEN NULL ELSE lease_owner END, \
-             lease_until = CASE WHEN lease_owner = ? THEN NULL ELSE lease_until END \
-             WHERE id = ?",
-        )
-        .bind(failure.state.as_str())
-        .bind(failure.consecutive_failures)
-        .bind(&failure.error)
-        .bind(failure.at)
-        .bind(failure.retry_at)
-        .bind(owner)
-        .bind(owner)
-        .bind(id)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    async fn due_refreshes(
-        &self,
-        now: i64,
-        expiring_by: i64,
-        limit: i64,
-    ) -> Result<Vec<(Environment, String)>, StoreError> {
-        let rows = query(
-            "SELECT environment, connection_key FROM integration_connections \
-             WHERE ((retry_at IS NULL AND expires_at <= ?) OR retry_at <= ?) \
-             AND active = ? AND state <> 'failed' AND (lease_until IS NULL OR lease_until < ?) \
-             ORDER BY COALESCE(retry_at, expires_at) LIMIT ?",
-        )
-        .bind(expiring_by)
-        .bind(now)
-        .bind(true)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let env: String = r.try_get(0)?;
-                let env = Environment::parse(&env)
-                    .ok_or_else(|| StoreError::Corrupt(format!("environment {env}")))?;
-                Ok((env, r.try_get(1)?))
-            })
-            .collect()
-    }
-
-    async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .bind(key)
-            .bind(value)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
-    }
-
     async fn list_sealed_integrations(&self) -> Result<Vec<SealedCredential>, StoreError> {
-        let rows = query(
-            "SELECT id, environment, credential_generation, sealed_credentials FROM integration_connections",
-        )
-        .fetch_all(&self.writer)
-        .await?;
+        let rows = query(sql::LIST_SEALED).fetch_all(&self.writer).await?;
         rows.iter()
             .map(|r| {
                 let env: String = r.try_get(1)?;
@@ -865,22 +669,47 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn reseal_integration(
+    async fn due_refreshes(
         &self,
-        id: &str,
-        generation: i64,
-        sealed_credentials: &[u8],
-    ) -> Result<bool, StoreError> {
-        let done = query(
-            "UPDATE integration_connections SET sealed_credentials = ? \
-             WHERE id = ? AND credential_generation = ?",
-        )
-        .bind(sealed_credentials)
-        .bind(id)
-        .bind(generation)
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        now: i64,
+        expiring_by: i64,
+        limit: i64,
+    ) -> Result<Vec<IntegrationConnection>, StoreError> {
+        let due = sql::due_refreshes(expiring_by, now, limit);
+        bind_all(query(due.sql()), due.binds())
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(integration_from_row)
+            .collect()
+    }
+
+    async fn get_integration_by_key(
+        &self,
+        environment: Environment,
+        key: &str,
+    ) -> Result<Option<(IntegrationConnection, Vec<u8>)>, StoreError> {
+        let row = query(&sql::GET_INTEGRATION_BY_KEY)
+            .bind(environment.as_str())
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await?;
+        match row {
+            Some(row) => Ok(Some((
+                integration_from_row(&row)?,
+                row.try_get(INTEGRATION_COLUMN_COUNT)?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
     async fn count_data_connections(&self) -> Result<u64, StoreError> {
