@@ -16,7 +16,6 @@ use crate::config::{DatabaseUrl, Settings, TlsFiles};
 use crate::crypto::{self, CredentialHasher, MasterKey, Sealer};
 use crate::domain::data_connection::DataConnections;
 use crate::domain::integration::{Environment, Integrations, VaultSecrets};
-use crate::domain::oauth::OAuthRefresher;
 use crate::domain::token::{ApiTokens, MIN_PROVIDED_TOKEN_LEN};
 use crate::gateway::Gateway;
 use crate::gateway::directory::CredentialDirectory;
@@ -338,7 +337,6 @@ impl Application {
         };
         let topology = Arc::new(settings.topology.clone());
         let directory = Arc::new(CredentialDirectory::default());
-        let catalog = Arc::new(settings.catalog.clone());
         let passthrough = Arc::new(crate::passthrough::Passthrough::new(
             settings.passthrough_timeouts.0,
             settings.passthrough_timeouts.1,
@@ -355,15 +353,10 @@ impl Application {
             vault_secrets: core.vault_secrets(),
             integrations: Integrations::new(
                 core.store.clone(),
-                catalog.clone(),
+                Arc::new(settings.catalog.clone()),
                 core.sealer.clone(),
-                OAuthRefresher::new(
-                    core.store.clone(),
-                    catalog,
-                    core.sealer.clone(),
-                    passthrough.clone(),
-                    settings.oauth.clone(),
-                ),
+                passthrough.clone(),
+                settings.oauth.clone(),
             ),
             passthrough,
             public_url: AppServices::public_base(&public_url),

@@ -35,6 +35,11 @@ impl AuthMethod {
         }
     }
 
+    /// Tokens that expire and are refreshed (see `domain::oauth`).
+    pub fn is_oauth2(&self) -> bool {
+        matches!(self, Self::OAuth2 { .. })
+    }
+
     /// The credential fields a connection of this method must be created with.
     pub fn credential_fields(&self) -> &'static [&'static str] {
         match self {

@@ -8,8 +8,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use super::catalog::{AuthMethod, Catalog, Platform};
-use super::oauth::{OAuthRefresher, RefreshError, parse_expires_at};
+use super::catalog::{Catalog, Platform};
+use super::oauth::{OAuthRefresher, OAuthSettings, RefreshError, TokenEndpoint, parse_expires_at};
 use crate::crypto::{self, CredentialHasher, Sealer};
 use crate::store::{Store, StoreError};
 
@@ -276,11 +276,12 @@ fn validate_name(name: &Option<String>) -> Result<(), IntegrationError> {
     Ok(())
 }
 
-/// A credential must hold exactly the fields its platform's auth method uses.
+/// A credential must hold exactly the fields its platform's auth method uses. Returns when
+/// an OAuth2 access token expires (`None` for other methods).
 fn check_credentials(
     platform: &Platform,
     credentials: &BTreeMap<String, SecretString>,
-) -> Result<(), IntegrationError> {
+) -> Result<Option<i64>, IntegrationError> {
     let expected = platform.auth.credential_fields();
     let missing: Vec<&str> = expected
         .iter()
@@ -293,10 +294,8 @@ fn check_credentials(
         .filter(|f| !expected.contains(f))
         .collect();
     if missing.is_empty() && extra.is_empty() {
-        return match &platform.auth {
-            AuthMethod::OAuth2 { .. } => oauth_expiry(credentials).map(|_| ()),
-            _ => Ok(()),
-        };
+        // Only OAuth2 takes an `expires_at`; any other method has none by now.
+        return oauth_expiry(credentials);
     }
     let mut parts = Vec::new();
     if !missing.is_empty() {
@@ -321,8 +320,7 @@ fn check_credentials(
     })
 }
 
-/// When an OAuth2 credential's access token expires (checked at the edge of create and
-/// patch; `None` for other auth methods).
+/// When an OAuth2 credential's access token expires; `None` without `expires_at`.
 fn oauth_expiry(
     credentials: &BTreeMap<String, SecretString>,
 ) -> Result<Option<i64>, IntegrationError> {
@@ -443,13 +441,20 @@ impl Integrations {
         store: Arc<dyn Store>,
         catalog: Arc<Catalog>,
         sealer: Arc<Sealer>,
-        oauth: OAuthRefresher,
+        tokens: Arc<dyn TokenEndpoint>,
+        oauth: OAuthSettings,
     ) -> Self {
         Self {
+            oauth: OAuthRefresher::new(
+                store.clone(),
+                catalog.clone(),
+                sealer.clone(),
+                tokens,
+                oauth,
+            ),
             store,
             catalog,
             sealer,
-            oauth,
         }
     }
 
@@ -480,7 +485,7 @@ impl Integrations {
             .get(&connection.platform)
             .cloned()
             .ok_or(IntegrationError::NotFound)?;
-        if matches!(platform.auth, AuthMethod::OAuth2 { .. })
+        if platform.auth.is_oauth2()
             && connection
                 .health
                 .expires_at
@@ -546,8 +551,7 @@ impl Integrations {
                 ),
             )
         })?;
-        check_credentials(platform, &request.credentials)?;
-        let expires_at = oauth_expiry(&request.credentials)?;
+        let expires_at = check_credentials(platform, &request.credentials)?;
         if request.identity.trim().is_empty()
             || request.identity.contains('\0')
             || request.identity.chars().count() > 256
@@ -632,8 +636,7 @@ impl Integrations {
                 .catalog
                 .get(&connection.platform)
                 .ok_or(IntegrationError::NotFound)?;
-            check_credentials(platform, credentials)?;
-            expires_at = oauth_expiry(credentials)?;
+            expires_at = check_credentials(platform, credentials)?;
         }
         if let Some(tags) = patch.tags {
             connection.tags = tags;

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::catalog::{AuthMethod, Catalog, Platform};
+use super::catalog::{Catalog, Platform};
 use super::integration::{
     ConnectionState, Environment, IntegrationConnection, OpenCredentials, iso_micros,
     open_credentials, seal_credentials,
@@ -313,7 +313,7 @@ impl OAuthRefresher {
         let platform = self
             .catalog
             .get(&connection.platform)
-            .filter(|p| matches!(p.auth, AuthMethod::OAuth2 { .. }))
+            .filter(|p| p.auth.is_oauth2())
             .ok_or_else(|| {
                 RefreshError::Failing(format!(
                     "platform {} is no longer configured for OAuth2",

@@ -233,7 +233,7 @@ impl Passthrough {
     ) -> Result<Response<Body>, ForwardError> {
         let (connection, platform, credentials) =
             integrations.open_for_call(environment, key).await?;
-        if !matches!(platform.auth, AuthMethod::OAuth2 { .. }) {
+        if !platform.auth.is_oauth2() {
             let response = self
                 .call(&platform, &credentials, path, query, request)
                 .await?;
