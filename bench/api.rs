@@ -5,132 +5,29 @@
 //! Run: `cargo bench --bench api` (options: `-- --connections N --concurrency C --seconds S`).
 //! Client and server share this machine's cores; the figures include that contention.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
-use hdrhistogram::Histogram;
+use std::time::Duration;
 
 mod common;
 #[path = "../tests/common/postgres.rs"]
 mod postgres;
-use common::{arg, wait_for};
-
-const TOKEN: &str = "bench-bootstrap-token-0123456789";
-
-struct Server {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{Figures, Switchboard, TOKEN, arg, drive, start_switchboard};
 
 /// Starts the release binary on the embedded store, or on `postgres_url`.
-fn start_server(postgres_url: Option<&str>) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let stderr_path = dir.path().join("stderr.log");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
-    if let Some(url) = postgres_url {
-        let key = dir.path().join("master.key");
-        std::fs::write(&key, "c3dpdGNoYm9hcmQtYmVuY2gtbWFzdGVyLWtleS0zMmI=\n").unwrap();
-        command
-            .env("SWITCHBOARD_DATABASE_URL", url)
-            .env("SWITCHBOARD_MASTER_KEY_FILE", key);
-    }
-    let child = command
-        .current_dir(dir.path())
-        .env("SWITCHBOARD_API_LISTEN", "127.0.0.1:0")
-        .env("SWITCHBOARD_GATEWAY_LISTEN", "127.0.0.1:0")
-        .env("SWITCHBOARD_BOOTSTRAP_TOKEN", TOKEN)
-        .env("SWITCHBOARD_LOG_LEVEL", "warn,switchboard::app=info")
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .expect("start switchboard");
-    let base = format!("http://{}", wait_for(&stderr_path, "api listening addr="));
-    Server {
-        child,
-        base,
-        _dir: dir,
-    }
-}
-
-struct Figures {
-    name: String,
-    requests: u64,
-    elapsed: Duration,
-    latency: Histogram<u64>,
-}
-
-impl Figures {
-    fn rps(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
-    }
-
-    fn print(&self) {
-        let rps = self.requests as f64 / self.elapsed.as_secs_f64();
-        println!(
-            "{:<34} {:>8} req {:>10.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
-            self.name,
-            self.requests,
-            rps,
-            self.latency.value_at_quantile(0.50) as f64 / 1000.0,
-            self.latency.value_at_quantile(0.99) as f64 / 1000.0,
-        );
-    }
-}
-
-/// Runs `total` requests (or until `deadline`) from `concurrency` workers.
-async fn drive<F, Fut>(
-    name: &str,
-    concurrency: usize,
-    total: Option<u64>,
-    deadline: Option<Duration>,
-    make: F,
-) -> Figures
-where
-    F: Fn(u64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = reqwest::StatusCode> + Send,
-{
-    let make = Arc::new(make);
-    let counter = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..concurrency {
-        let make = make.clone();
-        let counter = counter.clone();
-        workers.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new(3).unwrap();
-            loop {
-                let n = counter.fetch_add(1, Ordering::Relaxed);
-                if total.is_some_and(|t| n >= t) || deadline.is_some_and(|d| start.elapsed() >= d) {
-                    break;
-                }
-                let t0 = Instant::now();
-                let status = make(n).await;
-                assert!(status.is_success(), "request failed: {status}");
-                hist.record(t0.elapsed().as_micros() as u64).unwrap();
-            }
-            hist
-        }));
-    }
-    let mut latency = Histogram::<u64>::new(3).unwrap();
-    for w in workers {
-        latency.add(w.await.unwrap()).unwrap();
-    }
-    Figures {
-        name: name.to_owned(),
-        requests: latency.len(),
-        elapsed: start.elapsed(),
-        latency,
+fn start_server(postgres_url: Option<&str>) -> Switchboard {
+    match postgres_url {
+        Some(url) => start_switchboard(
+            "",
+            &[(
+                "master.key",
+                "c3dpdGNoYm9hcmQtYmVuY2gtbWFzdGVyLWtleS0zMmI=\n",
+            )],
+            &[
+                ("SWITCHBOARD_DATABASE_URL", url),
+                ("SWITCHBOARD_MASTER_KEY_FILE", "master.key"),
+            ],
+        ),
+        None => start_switchboard("", &[], &[]),
     }
 }
 
@@ -147,18 +44,18 @@ fn main() {
         let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap();
         let sqlite = start_server(None);
         println!("SQLite (embedded)");
-        let on_sqlite = run_suite(&client, &sqlite.base, connections, concurrency, seconds).await;
+        let on_sqlite = run_suite(&client, &sqlite.api, connections, concurrency, seconds).await;
         drop(sqlite);
 
         let pg = postgres::Postgres::shared();
         let url = pg.create_database();
         let server = start_server(Some(&url));
         println!("\nPostgreSQL (local server, same machine)");
-        let on_postgres = run_suite(&client, &server.base, connections, concurrency, seconds).await;
+        let on_postgres = run_suite(&client, &server.api, connections, concurrency, seconds).await;
         // Right after a bulk load the planner has no statistics and the counter rows carry
         // dead versions; autovacuum fixes both within a minute. Measure that state too.
         pg.sql(&url, "VACUUM ANALYZE");
-        let analyzed = list_phase(&client, &Arc::new(server.base.clone()), connections, concurrency, seconds).await;
+        let analyzed = list_phase(&client, &Arc::new(server.api.clone()), connections, concurrency, seconds).await;
         print!("after VACUUM ANALYZE: ");
         analyzed.print();
 

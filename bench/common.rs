@@ -1,4 +1,6 @@
 //! Helpers shared by the benchmarks.
+//! Each benchmark uses part of it.
+#![allow(dead_code)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -30,5 +32,146 @@ pub fn wait_for(path: &Path, marker: &str) -> String {
             "did not start: {text}"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The bootstrap API token of every benchmark server.
+pub const TOKEN: &str = "bench-bootstrap-token-0123456789";
+
+/// A child process with its temp dir, killed when dropped.
+pub struct Process {
+    pub child: std::process::Child,
+    /// Kept until the process is gone.
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The release binary, serving from a temp dir.
+pub struct Switchboard {
+    pub process: Process,
+    /// `http://addr` of the API and of the gateway.
+    pub api: String,
+    pub gateway: String,
+}
+
+/// Starts the release binary in a new temp dir holding `files` (name, text; relative paths
+/// in the config resolve there) and `config` as its config file, with `env` added.
+pub fn start_switchboard(
+    config: &str,
+    files: &[(&str, &str)],
+    env: &[(&str, &str)],
+) -> Switchboard {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    std::fs::write(dir.path().join("switchboard.toml"), config).unwrap();
+    let stderr = dir.path().join("stderr.log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .current_dir(dir.path())
+        .args(["--config", "switchboard.toml", "serve"])
+        .env("SWITCHBOARD_API_LISTEN", "127.0.0.1:0")
+        .env("SWITCHBOARD_GATEWAY_LISTEN", "127.0.0.1:0")
+        .env("SWITCHBOARD_BOOTSTRAP_TOKEN", TOKEN)
+        .env("SWITCHBOARD_LOG_LEVEL", "warn,switchboard::app=info")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("start switchboard");
+    let api = format!("http://{}", wait_for(&stderr, "api listening addr="));
+    let gateway = format!("http://{}", wait_for(&stderr, "gateway listening addr="));
+    Switchboard {
+        process: Process { child, dir },
+        api,
+        gateway,
+    }
+}
+
+/// What one measurement saw.
+pub struct Figures {
+    pub name: String,
+    pub requests: u64,
+    pub elapsed: Duration,
+    /// Nanoseconds per request.
+    latency: hdrhistogram::Histogram<u64>,
+}
+
+impl Figures {
+    pub fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn p50_ms(&self) -> f64 {
+        self.latency.value_at_quantile(0.50) as f64 / 1e6
+    }
+
+    pub fn p99_ms(&self) -> f64 {
+        self.latency.value_at_quantile(0.99) as f64 / 1e6
+    }
+
+    pub fn print(&self) {
+        println!(
+            "{:<34} {:>8} req {:>10.0} req/s   p50 {:>7.3} ms   p99 {:>7.3} ms",
+            self.name,
+            self.requests,
+            self.rps(),
+            self.p50_ms(),
+            self.p99_ms(),
+        );
+    }
+}
+
+/// Runs `total` requests (or until `deadline`) from `concurrency` workers; `make(n)` sends
+/// the n-th and returns its status, which must be a success.
+pub async fn drive<F, Fut>(
+    name: &str,
+    concurrency: usize,
+    total: Option<u64>,
+    deadline: Option<Duration>,
+    make: F,
+) -> Figures
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = reqwest::StatusCode> + Send,
+{
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let make = Arc::new(make);
+    let counter = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (make, counter) = (make.clone(), counter.clone());
+        workers.push(tokio::spawn(async move {
+            let mut hist = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+            loop {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                if total.is_some_and(|t| n >= t) || deadline.is_some_and(|d| start.elapsed() >= d) {
+                    break;
+                }
+                let t0 = Instant::now();
+                let status = make(n).await;
+                assert!(status.is_success(), "request failed: {status}");
+                hist.record(t0.elapsed().as_nanos() as u64).unwrap();
+            }
+            hist
+        }));
+    }
+    let mut latency = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+    for w in workers {
+        latency.add(w.await.unwrap()).unwrap();
+    }
+    Figures {
+        name: name.to_owned(),
+        requests: latency.len(),
+        elapsed: start.elapsed(),
+        latency,
     }
 }

@@ -10,30 +10,13 @@
 mod clickhouse;
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clickhouse::{ClickHouse, TEAM_A_PASSWORD};
-use common::{arg, wait_for};
-use hdrhistogram::Histogram;
+use common::{Figures, Process, Switchboard, TOKEN, arg, drive, start_switchboard};
 
-const TOKEN: &str = "bench-bootstrap-token-0123456789";
-
-struct Process {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_switchboard(ch: &ClickHouse) -> (Process, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("team_a.secret"), TEAM_A_PASSWORD).unwrap();
+fn start_gateway(ch: &ClickHouse) -> Switchboard {
     let config = format!(
         r#"
 [gateway]
@@ -51,27 +34,11 @@ upstreams = ["{}"]
 id = 1
 name = "Team A"
 upstream_user = "team_a"
-upstream_password_file = "{}/team_a.secret"
+upstream_password_file = "team_a.secret"
 "#,
-        ch.url,
-        dir.path().display()
+        ch.url
     );
-    std::fs::write(dir.path().join("switchboard.toml"), config).unwrap();
-    let stderr = dir.path().join("stderr.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .current_dir(dir.path())
-        .args(["--config", "switchboard.toml", "serve"])
-        .env("SWITCHBOARD_API_LISTEN", "127.0.0.1:0")
-        .env("SWITCHBOARD_GATEWAY_LISTEN", "127.0.0.1:0")
-        .env("SWITCHBOARD_BOOTSTRAP_TOKEN", TOKEN)
-        .env("SWITCHBOARD_LOG_LEVEL", "warn,switchboard::app=info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let api = format!("http://{}", wait_for(&stderr, "api listening addr="));
-    let gateway = format!("http://{}", wait_for(&stderr, "gateway listening addr="));
-    (Process { child, _dir: dir }, api, gateway)
+    start_switchboard(&config, &[("team_a.secret", TEAM_A_PASSWORD)], &[])
 }
 
 fn start_nginx(upstream_port: u16) -> (Process, String) {
@@ -126,7 +93,7 @@ http {{
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    (Process { child, _dir: dir }, url)
+    (Process { child, dir }, url)
 }
 
 #[derive(Clone)]
@@ -137,58 +104,28 @@ struct Target {
     password: String,
 }
 
-struct Latency {
-    requests: u64,
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
-}
-
+/// `SELECT 1` against `target` from `concurrency` clients for `duration`.
 async fn select_one(
     client: &reqwest::Client,
     target: &Target,
     concurrency: usize,
     duration: Duration,
-) -> Latency {
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let client = client.clone();
-        let target = target.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new(3).unwrap();
-            while start.elapsed() < duration {
-                let t0 = Instant::now();
-                let resp = client
-                    .post(&target.url)
-                    .basic_auth(&target.user, Some(&target.password))
-                    .body("SELECT 1")
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(
-                    resp.status().is_success(),
-                    "{}: {}",
-                    target.name,
-                    resp.status()
-                );
-                let body = resp.bytes().await.unwrap();
-                assert_eq!(&body[..], b"1\n");
-                hist.record(t0.elapsed().as_nanos() as u64).unwrap();
-            }
-            hist
-        }));
-    }
-    let mut hist = Histogram::<u64>::new(3).unwrap();
-    for t in tasks {
-        hist.add(t.await.unwrap()).unwrap();
-    }
-    Latency {
-        requests: hist.len(),
-        rps: hist.len() as f64 / start.elapsed().as_secs_f64(),
-        p50_us: hist.value_at_quantile(0.5) as f64 / 1000.0,
-        p99_us: hist.value_at_quantile(0.99) as f64 / 1000.0,
-    }
+) -> Figures {
+    let (client, target) = (client.clone(), target.clone());
+    drive(target.name, concurrency, None, Some(duration), move |_| {
+        let request = client
+            .post(&target.url)
+            .basic_auth(&target.user, Some(&target.password))
+            .body("SELECT 1");
+        async move {
+            let resp = request.send().await.unwrap();
+            let status = resp.status();
+            let body = resp.bytes().await.unwrap();
+            assert!(!status.is_success() || &body[..] == b"1\n", "{body:?}");
+            status
+        }
+    })
+    .await
 }
 
 fn rss_bytes(pid: u32) -> u64 {
@@ -252,7 +189,8 @@ fn main() {
         .unwrap();
     runtime.block_on(async move {
         let ch = ClickHouse::start().await;
-        let (switchboard, api, gateway_url) = start_switchboard(&ch);
+        let switchboard = start_gateway(&ch);
+        let (api, gateway_url) = (switchboard.api.clone(), switchboard.gateway.clone());
         let (_nginx, nginx_url) = start_nginx(ch.port);
         let client = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
         let created: serde_json::Value = client
@@ -283,7 +221,7 @@ fn main() {
             },
             team("nginx", &nginx_url),
         ];
-        let gateway_pid = switchboard.child.id();
+        let gateway_pid = switchboard.process.child.id();
 
         println!("gateway benchmark: {}s per measurement, {stream_mb} MB stream; client, proxies and ClickHouse share this machine\n", seconds.as_secs());
         println!("{:<8} {:>5} {:>10} {:>10} {:>10}", "target", "conc", "req/s", "p50 ms", "p99 ms");
@@ -295,7 +233,7 @@ fn main() {
                 let l = select_one(&client, t, concurrency, seconds).await;
                 println!(
                     "{:<8} {:>5} {:>10.0} {:>10.3} {:>10.3}   ({} requests)",
-                    t.name, concurrency, l.rps, l.p50_us / 1000.0, l.p99_us / 1000.0, l.requests
+                    t.name, concurrency, l.rps(), l.p50_ms(), l.p99_ms(), l.requests
                 );
                 results.insert((t.name, concurrency), l);
             }
@@ -322,10 +260,10 @@ fn main() {
         for c in [1usize, 64] {
             println!(
                 "  conc {c:>2}: added p50 {:+.3} ms (nginx {:+.3} ms); req/s {:.2}x (nginx {:.2}x)",
-                (r("gateway", c).p50_us - r("direct", c).p50_us) / 1000.0,
-                (r("nginx", c).p50_us - r("direct", c).p50_us) / 1000.0,
-                r("gateway", c).rps / r("direct", c).rps,
-                r("nginx", c).rps / r("direct", c).rps,
+                r("gateway", c).p50_ms() - r("direct", c).p50_ms(),
+                r("nginx", c).p50_ms() - r("direct", c).p50_ms(),
+                r("gateway", c).rps() / r("direct", c).rps(),
+                r("nginx", c).rps() / r("direct", c).rps(),
             );
         }
         println!(

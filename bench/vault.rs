@@ -6,27 +6,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{arg, wait_for};
-use hdrhistogram::Histogram;
+use common::{Switchboard, arg, drive, start_switchboard};
+use reqwest::StatusCode;
 
 const SECRET: &str = "sk_test_bench0123456789abcdefghij";
-
-struct Server {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn fake_platform() -> String {
     let app = axum::Router::new().fallback(|| async { "{\"ok\":true}" });
@@ -36,107 +22,57 @@ async fn fake_platform() -> String {
     format!("http://{addr}")
 }
 
-fn start_server(platform: &str) -> (Server, String) {
-    let dir = tempfile::tempdir().unwrap();
+fn start_server(platform: &str) -> Switchboard {
     let config = format!(
         "[[platforms]]\nplatform = \"resend\"\nbase_url = \"{platform}\"\nallow_private_network = true\n"
     );
-    std::fs::write(dir.path().join("switchboard.toml"), config).unwrap();
-    let stderr = dir.path().join("stderr.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .current_dir(dir.path())
-        .args(["--config", "switchboard.toml", "serve"])
-        .env("SWITCHBOARD_API_LISTEN", "127.0.0.1:0")
-        .env("SWITCHBOARD_GATEWAY_LISTEN", "127.0.0.1:0")
-        .env("SWITCHBOARD_BOOTSTRAP_TEST_SECRET", SECRET)
-        .env("SWITCHBOARD_LOG_LEVEL", "warn,switchboard::app=info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let api = format!("http://{}", wait_for(&stderr, "api listening addr="));
-    (Server { child, _dir: dir }, api)
+    start_switchboard(
+        &config,
+        &[],
+        &[("SWITCHBOARD_BOOTSTRAP_TEST_SECRET", SECRET)],
+    )
 }
 
-/// Runs `make(i)` from `concurrency` workers for `duration`; returns (req/s, p50 ms, p99 ms).
-async fn drive<F, Fut>(concurrency: usize, duration: Duration, make: F) -> (f64, f64, f64)
-where
-    F: Fn(u64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let make = Arc::new(make);
-    let counter = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (make, counter) = (make.clone(), counter.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new(3).unwrap();
-            while start.elapsed() < duration {
-                let t0 = Instant::now();
-                make(counter.fetch_add(1, Ordering::Relaxed)).await;
-                hist.record(t0.elapsed().as_micros() as u64).unwrap();
-            }
-            hist
-        }));
-    }
-    let mut hist = Histogram::<u64>::new(3).unwrap();
-    for t in tasks {
-        hist.add(t.await.unwrap()).unwrap();
-    }
-    (
-        hist.len() as f64 / start.elapsed().as_secs_f64(),
-        hist.value_at_quantile(0.5) as f64 / 1000.0,
-        hist.value_at_quantile(0.99) as f64 / 1000.0,
-    )
+/// Sends a request and reads the whole answer; the status must be `expected`.
+async fn fetch(request: reqwest::RequestBuilder, expected: StatusCode) -> StatusCode {
+    let resp = request.send().await.unwrap();
+    let status = resp.status();
+    assert_eq!(status, expected);
+    let _ = resp.bytes().await.unwrap();
+    status
 }
 
 fn main() {
     let connections = arg("--connections", 100_000);
-    let seconds = Duration::from_secs(arg("--seconds", 10));
+    let seconds = Some(Duration::from_secs(arg("--seconds", 10)));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async move {
         let platform = fake_platform().await;
-        let (_server, api) = start_server(&platform);
+        let server = start_server(&platform);
+        let api = Arc::new(server.api.clone());
         let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
         println!("vault benchmark: {connections} integration connections (embedded SQLite)\n");
 
-        // Load: 16 workers take the next index until all are stored.
+        let (c, a) = (client.clone(), api.clone());
         let loaded = Instant::now();
-        let next = Arc::new(AtomicU64::new(0));
-        let mut workers = Vec::new();
-        for _ in 0..16 {
-            let (c, a, next) = (client.clone(), api.clone(), next.clone());
-            workers.push(tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= connections {
-                        return;
-                    }
-                    let body = format!(
-                        r#"{{"platform":"resend","identity":"user-{}","identityType":"user","tags":["t{}","g{}"],"credentials":{{"api_key":"k{i}"}}}}"#,
-                        i % 1000,
-                        i % 10,
-                        i % 3
-                    );
-                    let resp = c
-                        .post(format!("{a}/v1/vault/connections"))
-                        .header("x-pica-secret", SECRET)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(resp.status(), 201);
-                }
-            }));
-        }
-        for w in workers {
-            w.await.unwrap();
-        }
+        drive("load", 16, Some(connections), None, move |i| {
+            let body = format!(
+                r#"{{"platform":"resend","identity":"user-{}","identityType":"user","tags":["t{}","g{}"],"credentials":{{"api_key":"k{i}"}}}}"#,
+                i % 1000,
+                i % 10,
+                i % 3
+            );
+            let request = c
+                .post(format!("{a}/v1/vault/connections"))
+                .header("x-pica-secret", SECRET)
+                .header("content-type", "application/json")
+                .body(body);
+            fetch(request, StatusCode::CREATED)
+        })
+        .await;
         let took = loaded.elapsed().as_secs_f64();
         println!("stored {connections} connections in {took:.1} s ({:.0} creates/s)\n", connections as f64 / took);
 
@@ -149,22 +85,20 @@ fn main() {
         ];
         for (label, make_query) in queries {
             for concurrency in [1usize, 8] {
-                let (c, a) = (client.clone(), Arc::new(api.clone()));
-                let (rps, p50, p99) = drive(concurrency, seconds, move |i| {
-                    let (c, a) = (c.clone(), a.clone());
-                    async move {
-                        let resp = c
-                            .get(format!("{a}/v1/vault/connections?{}", make_query(i)))
-                            .header("x-pica-secret", SECRET)
-                            .send()
-                            .await
-                            .unwrap();
-                        assert_eq!(resp.status(), 200);
-                        let _ = resp.bytes().await.unwrap();
-                    }
+                let (c, a) = (client.clone(), api.clone());
+                let list = drive(label, concurrency, None, seconds, move |i| {
+                    let request = c
+                        .get(format!("{a}/v1/vault/connections?{}", make_query(i)))
+                        .header("x-pica-secret", SECRET);
+                    fetch(request, StatusCode::OK)
                 })
                 .await;
-                println!("list, {label}, {concurrency:>2} clients: {rps:>8.0} req/s   p50 {p50:>7.2} ms   p99 {p99:>7.2} ms");
+                println!(
+                    "list, {label}, {concurrency:>2} clients: {:>8.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
+                    list.rps(),
+                    list.p50_ms(),
+                    list.p99_ms()
+                );
             }
         }
 
@@ -182,34 +116,27 @@ fn main() {
         println!();
         for concurrency in [1usize, 16] {
             let (c, p) = (client.clone(), Arc::new(platform.clone()));
-            let direct = drive(concurrency, seconds, move |_| {
-                let (c, p) = (c.clone(), p.clone());
-                async move {
-                    let resp = c.get(format!("{p}/v1/ping")).send().await.unwrap();
-                    assert_eq!(resp.status(), 200);
-                    let _ = resp.bytes().await.unwrap();
-                }
+            let direct = drive("direct", concurrency, None, seconds, move |_| {
+                fetch(c.get(format!("{p}/v1/ping")), StatusCode::OK)
             })
             .await;
-            let (c, a, k) = (client.clone(), Arc::new(api.clone()), key.clone());
-            let proxied = drive(concurrency, seconds, move |_| {
-                let (c, a, k) = (c.clone(), a.clone(), k.clone());
-                async move {
-                    let resp = c
-                        .get(format!("{a}/v1/passthrough/v1/ping"))
-                        .header("x-pica-secret", SECRET)
-                        .header("x-pica-connection-key", k.as_str())
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(resp.status(), 200);
-                    let _ = resp.bytes().await.unwrap();
-                }
+            let (c, a, k) = (client.clone(), api.clone(), key.clone());
+            let proxied = drive("passthrough", concurrency, None, seconds, move |_| {
+                let request = c
+                    .get(format!("{a}/v1/passthrough/v1/ping"))
+                    .header("x-pica-secret", SECRET)
+                    .header("x-pica-connection-key", k.as_str());
+                fetch(request, StatusCode::OK)
             })
             .await;
             println!(
                 "platform call, {concurrency:>2} clients: direct {:>7.0} req/s p50 {:.3} ms | passthrough {:>7.0} req/s p50 {:.3} ms | {:.2}x req/s, +{:.3} ms p50",
-                direct.0, direct.1, proxied.0, proxied.1, proxied.0 / direct.0, proxied.1 - direct.1
+                direct.rps(),
+                direct.p50_ms(),
+                proxied.rps(),
+                proxied.p50_ms(),
+                proxied.rps() / direct.rps(),
+                proxied.p50_ms() - direct.p50_ms()
             );
         }
     });
