@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::StoreError;
+use super::{SealedCredential, StoreError};
 use crate::domain::allowlist::{AllowEntry, IpAllowlist};
 use crate::domain::data_connection::{ClientType, DataConnection, TeamScope};
 use crate::domain::time::Timestamp;
@@ -131,5 +131,42 @@ where
             retry_at: row.try_get(20)?,
         },
         id,
+    })
+}
+
+/// A connection and, in the column after [`INTEGRATION_COLUMNS`], its sealed credential.
+pub fn integration_with_sealed_from_row<'r, R>(
+    row: &'r R,
+) -> Result<(IntegrationConnection, Vec<u8>), StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok((
+        integration_from_row(row)?,
+        row.try_get(INTEGRATION_COLUMN_COUNT)?,
+    ))
+}
+
+/// A row of [`super::sql::LIST_SEALED`].
+pub fn sealed_from_row<'r, R>(row: &'r R) -> Result<SealedCredential, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let environment: String = row.try_get(1)?;
+    Ok(SealedCredential {
+        id: row.try_get(0)?,
+        environment: Environment::parse(&environment)
+            .ok_or_else(|| StoreError::Corrupt(format!("environment {environment}")))?,
+        generation: row.try_get(2)?,
+        sealed: row.try_get(3)?,
     })
 }

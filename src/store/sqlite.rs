@@ -15,7 +15,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, query};
 
 use super::row::{
-    ConnectionRow, INTEGRATION_COLUMN_COUNT, corrupt, integration_from_row, parse_json,
+    ConnectionRow, corrupt, integration_from_row, integration_with_sealed_from_row, parse_json,
+    sealed_from_row,
 };
 use super::sql::{self, Statement, bind_all};
 use super::{DUMP_FORMAT, DUMP_VERSION, Dump, SealedCredential, Store, StoreError};
@@ -655,18 +656,7 @@ impl Store for SqliteStore {
 
     async fn list_sealed_integrations(&self) -> Result<Vec<SealedCredential>, StoreError> {
         let rows = query(sql::LIST_SEALED).fetch_all(&self.writer).await?;
-        rows.iter()
-            .map(|r| {
-                let env: String = r.try_get(1)?;
-                Ok(SealedCredential {
-                    id: r.try_get(0)?,
-                    environment: Environment::parse(&env)
-                        .ok_or_else(|| StoreError::Corrupt(format!("environment {env}")))?,
-                    generation: r.try_get(2)?,
-                    sealed: r.try_get(3)?,
-                })
-            })
-            .collect()
+        rows.iter().map(sealed_from_row).collect()
     }
 
     async fn due_refreshes(
@@ -694,13 +684,9 @@ impl Store for SqliteStore {
             .bind(key)
             .fetch_optional(&self.reader)
             .await?;
-        match row {
-            Some(row) => Ok(Some((
-                integration_from_row(&row)?,
-                row.try_get(INTEGRATION_COLUMN_COUNT)?,
-            ))),
-            None => Ok(None),
-        }
+        row.as_ref()
+            .map(integration_with_sealed_from_row)
+            .transpose()
     }
 
     async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
