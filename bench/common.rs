@@ -15,21 +15,27 @@ pub fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Waits for `marker` in a log file and returns the word that follows it.
-pub fn wait_for(path: &Path, marker: &str) -> String {
+/// Waits until the server started as `child` reports where it listens in
+/// `<data_dir>/listening.json`; returns its (api, gateway) URLs.
+pub fn wait_for_listening(data_dir: &Path, child: &std::process::Child) -> (String, String) {
+    #[derive(serde::Deserialize)]
+    struct Listening {
+        pid: u32,
+        api: String,
+        gateway: String,
+    }
     let start = Instant::now();
     loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if let Some(pos) = text.find(marker) {
-            return text[pos + marker.len()..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_owned();
+        if let Ok(text) = std::fs::read(data_dir.join("listening.json"))
+            && let Ok(l) = serde_json::from_slice::<Listening>(&text)
+            && l.pid == child.id()
+        {
+            return (l.api, l.gateway);
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
-            "did not start: {text}"
+            "did not start (see {})",
+            data_dir.display()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -85,8 +91,7 @@ pub fn start_switchboard(
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .expect("start switchboard");
-    let api = format!("http://{}", wait_for(&stderr, "api listening addr="));
-    let gateway = format!("http://{}", wait_for(&stderr, "gateway listening addr="));
+    let (api, gateway) = wait_for_listening(&dir.path().join("switchboard-data"), &child);
     Switchboard {
         process: Process { child, dir },
         api,

@@ -63,7 +63,7 @@ impl KeptConnection {
         .with_root_certificates(roots)
         .with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tcp = tokio::net::TcpStream::connect(addr.trim_start_matches("http://"))
+        let tcp = tokio::net::TcpStream::connect(addr.split_once("://").map_or(addr, |(_, a)| a))
             .await
             .unwrap();
         let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();

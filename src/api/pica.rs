@@ -732,6 +732,7 @@ async fn passthrough(
     RawQuery(query): RawQuery,
     request: Request,
 ) -> Result<Response, PicaError> {
+    use crate::net::outbound::OutboundError;
     use crate::passthrough::{CONNECTION_KEY_HEADER, ForwardError, PassthroughError};
     let key = request
         .headers()
@@ -764,12 +765,12 @@ async fn passthrough(
             ForwardError::Platform(PassthroughError::OutsidePlatform) => {
                 PicaError::invalid("path", "the path would leave the platform's API")
             }
-            ForwardError::Platform(PassthroughError::PrivateAddress) => PicaError::Refused(
+            ForwardError::Platform(PassthroughError::Outbound(OutboundError::PrivateAddress)) => PicaError::Refused(
                 "The platform resolves to a private address; set allow_private_network to allow it",
             ),
-            ForwardError::Platform(PassthroughError::Unreachable) => {
+            ForwardError::Platform(PassthroughError::Outbound(OutboundError::Unreachable)) => {
                 PicaError::BadGateway("The platform is unreachable")
             }
-            ForwardError::Platform(PassthroughError::Timeout) => PicaError::GatewayTimeout,
+            ForwardError::Platform(PassthroughError::Outbound(OutboundError::Timeout)) => PicaError::GatewayTimeout,
         })
 }

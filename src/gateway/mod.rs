@@ -28,8 +28,7 @@ use crate::crypto::CredentialHasher;
 use crate::domain::data_connection::{IssuedCredential, TeamScope};
 use crate::domain::time::Timestamp;
 use crate::domain::topology::{Team, Topology};
-use crate::server::ReplayableBody;
-use crate::server::strip_hop_by_hop;
+use crate::net::http::{ReplayableBody, strip_hop_by_hop};
 
 pub mod auth;
 pub mod directory;
@@ -75,7 +74,7 @@ impl Gateway {
         connector.set_connect_timeout(Some(settings.upstream_connect_timeout));
         connector.set_nodelay(true);
         connector.enforce_http(false);
-        let tls = crate::server::client_tls_config(settings.upstream_ca_file.as_deref())
+        let tls = crate::net::client_tls_config(settings.upstream_ca_file.as_deref())
             .map_err(|e| e.context("gateway.upstream_ca_file"))?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)

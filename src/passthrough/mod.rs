@@ -2,25 +2,18 @@
 //! injected, streaming both ways. Outbound calls have timeouts, never follow redirects,
 //! and may not reach private or loopback addresses unless the platform allows it.
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use base64::Engine;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::rt::TokioExecutor;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use url::Url;
-use zeroize::Zeroizing;
 
 use crate::domain::catalog::{AuthMethod, Platform};
 use crate::domain::integration::{Environment, IntegrationError, Integrations, OpenCredentials};
-use crate::domain::oauth::{TokenEndpoint, TokenError, TokenGrant};
-use crate::server::{ReplayableBody, strip_hop_by_hop};
+use crate::net::http::{ReplayableBody, strip_hop_by_hop};
+use crate::net::outbound::{OutboundClient, OutboundError};
 
 pub const CONNECTION_KEY_HEADER: &str = "x-pica-connection-key";
 
@@ -28,111 +21,17 @@ pub const CONNECTION_KEY_HEADER: &str = "x-pica-connection-key";
 pub enum PassthroughError {
     #[error("the path would leave the platform's base URL")]
     OutsidePlatform,
-    #[error("the platform resolves to a private or loopback address")]
-    PrivateAddress,
-    #[error("the platform is unreachable")]
-    Unreachable,
-    #[error("the platform did not answer in time")]
-    Timeout,
-}
-
-/// Addresses a call may not reach unless the platform sets `allow_private_network`.
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || (v4.octets()[0] == 100 && v4.octets()[1] & 0xc0 == 64) // 100.64.0.0/10
-        }
-        IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
-                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link local
-        }
-    }
-}
-
-type Guarded = Client<HttpsConnector<HttpConnector<PublicResolver>>, Body>;
-type Open = Client<HttpsConnector<HttpConnector>, Body>;
-
-/// Resolves names and keeps public addresses only, so a name that points inside the
-/// network (or is rebound to) cannot be reached.
-#[derive(Clone)]
-pub struct PublicResolver;
-
-impl tower::Service<Name> for PublicResolver {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = std::io::Error;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
-    >;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, name: Name) -> Self::Future {
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
-                .await?
-                .filter(|a| !is_private(a.ip()))
-                .collect();
-            if addrs.is_empty() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    "the name resolves only to private addresses",
-                ));
-            }
-            Ok(addrs.into_iter())
-        })
-    }
+    #[error(transparent)]
+    Outbound(#[from] OutboundError),
 }
 
 pub struct Passthrough {
-    guarded: Guarded,
-    open: Open,
-    /// Longest wait for a platform's response headers.
-    response_timeout: Duration,
+    outbound: Arc<OutboundClient>,
 }
 
 impl Passthrough {
-    pub fn new(connect_timeout: Duration, response_timeout: Duration) -> Self {
-        // Without an extra CA file the only failure would be an unsupported protocol set.
-        let tls =
-            crate::server::client_tls_config(None).expect("the system's CAs and ring's defaults");
-        let https = |mut http: HttpConnector<PublicResolver>| {
-            http.set_connect_timeout(Some(connect_timeout));
-            http.enforce_http(false);
-            hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls.clone())
-                .https_or_http()
-                .enable_http1()
-                .wrap_connector(http)
-        };
-        let mut plain = HttpConnector::new();
-        plain.set_connect_timeout(Some(connect_timeout));
-        plain.enforce_http(false);
-        let open = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls.clone())
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(plain);
-        Self {
-            guarded: Client::builder(TokioExecutor::new())
-                .build(https(HttpConnector::new_with_resolver(PublicResolver))),
-            open: Client::builder(TokioExecutor::new()).build(open),
-            response_timeout,
-        }
+    pub fn new(outbound: Arc<OutboundClient>) -> Self {
+        Self { outbound }
     }
 
     /// Sends `request` (method, headers and body of the client's call) to `path` on the
@@ -154,51 +53,14 @@ impl Passthrough {
             .parse()
             .map_err(|_| PassthroughError::OutsidePlatform)?;
         parts.version = axum::http::Version::HTTP_11;
-        self.send(platform, &url, Request::from_parts(parts, body))
-            .await
-    }
-
-    /// Sends a request to one of `platform`'s URLs, keeping to public addresses unless the
-    /// platform allows private ones, within the response timeout.
-    async fn send(
-        &self,
-        platform: &Platform,
-        url: &Url,
-        outgoing: Request<Body>,
-    ) -> Result<Response<Body>, PassthroughError> {
-        if let Some(host) = url.host_str()
-            && let Ok(ip) = host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<IpAddr>()
-            && is_private(ip)
-            && !platform.allow_private_network
-        {
-            return Err(PassthroughError::PrivateAddress);
-        }
-        let sent = if platform.allow_private_network {
-            tokio::time::timeout(self.response_timeout, self.open.request(outgoing)).await
-        } else {
-            tokio::time::timeout(self.response_timeout, self.guarded.request(outgoing)).await
-        };
-        let response = match sent {
-            Err(_) => return Err(PassthroughError::Timeout),
-            Ok(Err(e)) => {
-                let blocked = std::error::Error::source(&e)
-                    .and_then(|s| s.downcast_ref::<std::io::Error>())
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied);
-                tracing::warn!(platform = %platform.key, error = %e, "platform call failed");
-                return Err(if blocked {
-                    PassthroughError::PrivateAddress
-                } else {
-                    PassthroughError::Unreachable
-                });
-            }
-            Ok(Ok(response)) => response,
-        };
-        let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, Body::new(body)))
+        Ok(self
+            .outbound
+            .send(
+                platform.allow_private_network,
+                &url,
+                Request::from_parts(parts, body),
+            )
+            .await?)
     }
 }
 
@@ -283,111 +145,6 @@ impl Passthrough {
             .record_call(&fresh.0, retry.status().as_u16())
             .await;
         Ok(retry)
-    }
-}
-
-/// The largest token endpoint answer read.
-const TOKEN_RESPONSE_LIMIT: usize = 64 * 1024;
-
-#[derive(serde::Deserialize)]
-struct TokenSuccess {
-    access_token: SecretString,
-    refresh_token: Option<SecretString>,
-    /// Seconds; some providers send it as a string.
-    expires_in: Option<serde_json::Value>,
-}
-
-#[derive(serde::Deserialize)]
-struct TokenFailure {
-    error: String,
-    error_description: Option<String>,
-}
-
-/// Refresh tokens are exchanged with the platform's token endpoint (RFC 6749 section 6),
-/// the client authenticating in the form body, under the passthrough's address guard.
-#[async_trait::async_trait]
-impl TokenEndpoint for Passthrough {
-    async fn refresh(
-        &self,
-        platform: &Platform,
-        refresh_token: &SecretString,
-    ) -> Result<TokenGrant, TokenError> {
-        let AuthMethod::OAuth2 {
-            token_url,
-            client_id,
-            client_secret,
-            scopes,
-        } = &platform.auth
-        else {
-            return Err(TokenError::Failed(format!(
-                "platform {} does not use OAuth2",
-                platform.key
-            )));
-        };
-        let form = {
-            let mut form = url::form_urlencoded::Serializer::new(String::new());
-            form.append_pair("grant_type", "refresh_token")
-                .append_pair("refresh_token", refresh_token.expose_secret())
-                .append_pair("client_id", client_id);
-            if let Some(secret) = client_secret {
-                form.append_pair("client_secret", secret.expose_secret());
-            }
-            if !scopes.is_empty() {
-                form.append_pair("scope", &scopes.join(" "));
-            }
-            Zeroizing::new(form.finish())
-        };
-        let request = Request::post(token_url.as_str())
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(header::ACCEPT, "application/json")
-            .body(Body::from(form.as_bytes().to_vec()))
-            .map_err(|_| TokenError::Failed("the token URL is not a valid URI".into()))?;
-        let response = self
-            .send(platform, token_url, request)
-            .await
-            .map_err(|e| TokenError::Failed(format!("token endpoint: {e}")))?;
-        let status = response.status();
-        let body = axum::body::to_bytes(response.into_body(), TOKEN_RESPONSE_LIMIT)
-            .await
-            .map_err(|_| {
-                TokenError::Failed(format!(
-                    "token endpoint answered {status} with an unreadable body"
-                ))
-            })?;
-        let body = Zeroizing::new(body.to_vec());
-        if status.is_success() {
-            let grant: TokenSuccess = serde_json::from_slice(&body).map_err(|_| {
-                TokenError::Failed(format!(
-                    "token endpoint answered {status} without an access_token"
-                ))
-            })?;
-            let expires_in = match grant.expires_in {
-                None | Some(serde_json::Value::Null) => None,
-                Some(serde_json::Value::Number(n)) => n.as_u64(),
-                Some(serde_json::Value::String(s)) => s.parse().ok(),
-                Some(_) => None,
-            };
-            return Ok(TokenGrant {
-                access_token: grant.access_token,
-                refresh_token: grant.refresh_token,
-                expires_in: expires_in.map(Duration::from_secs),
-            });
-        }
-        match serde_json::from_slice::<TokenFailure>(&body) {
-            Ok(f) if status.is_client_error() && f.error == "invalid_grant" => Err(
-                TokenError::InvalidGrant(f.error_description.unwrap_or_default()),
-            ),
-            Ok(f) => Err(TokenError::Failed(format!(
-                "token endpoint answered {status}: {}{}",
-                f.error,
-                f.error_description
-                    .map(|d| format!(" ({d})"))
-                    .unwrap_or_default()
-            ))),
-            Err(_) => Err(TokenError::Failed(format!(
-                "token endpoint answered {status}"
-            ))),
-        }
     }
 }
 
@@ -522,28 +279,6 @@ mod tests {
         ] {
             let url = target_url(&base, tricky, None).unwrap();
             assert_eq!(url.host_str(), Some("api.example.com"), "{tricky} -> {url}");
-        }
-    }
-
-    #[test]
-    fn private_addresses() {
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "192.168.1.1",
-            "172.16.0.1",
-            "169.254.169.254",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "100.64.0.1",
-            "0.0.0.0",
-        ] {
-            assert!(is_private(private.parse().unwrap()), "{private}");
-        }
-        for public in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
-            assert!(!is_private(public.parse().unwrap()), "{public}");
         }
     }
 }

@@ -190,18 +190,13 @@ impl TestServer {
             .spawn()
             .expect("spawn switchboard");
         self.child = Some(child);
-        let addr = wait_for_line(
-            &stderr_path,
-            "api listening addr=",
+        let listening = wait_for_listening(
+            &self.dir.join("data"),
             self.child.as_mut().unwrap(),
-        );
-        self.base = format!("http://{addr}");
-        let addr = wait_for_line(
             &stderr_path,
-            "gateway listening addr=",
-            self.child.as_mut().unwrap(),
         );
-        self.gateway = format!("http://{addr}");
+        self.base = listening.api;
+        self.gateway = listening.gateway;
     }
 
     pub async fn restart(&mut self) {
@@ -369,21 +364,36 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::Exit
     None
 }
 
-/// Waits for `marker` in a log file and returns the rest of that line's first word.
-pub fn wait_for_line(path: &Path, marker: &str, child: &mut Child) -> String {
+/// Where a server listens, as it reports it in `<data_dir>/listening.json`.
+#[derive(serde::Deserialize)]
+pub struct Listening {
+    pub pid: u32,
+    pub api: String,
+    pub gateway: String,
+}
+
+/// Waits until the server started as `child` reports its bound addresses (a file left by
+/// an earlier, killed run names another process and is ignored).
+pub fn wait_for_listening(data_dir: &Path, child: &mut Child, stderr: &Path) -> Listening {
     let start = Instant::now();
     loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if let Some(pos) = text.find(marker) {
-            let rest = &text[pos + marker.len()..];
-            return rest.split_whitespace().next().unwrap().to_owned();
+        if let Ok(text) = std::fs::read(data_dir.join("listening.json"))
+            && let Ok(listening) = serde_json::from_slice::<Listening>(&text)
+            && listening.pid == child.id()
+        {
+            return listening;
         }
+        let log = || std::fs::read_to_string(stderr).unwrap_or_default();
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("switchboard exited with {status} before listening:\n{text}");
+            panic!(
+                "switchboard exited with {status} before listening:\n{}",
+                log()
+            );
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
-            "server did not start:\n{text}"
+            "server did not start:\n{}",
+            log()
         );
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -1,0 +1,259 @@
+//! Building and running the server: the store and keys ([`core`]), the services, the
+//! listeners (bound first, so port 0 reports the port it got), and the background tasks
+//! ([`tasks`]).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use url::Url;
+
+use crate::api::{self, AppServices};
+use crate::config::{Settings, TlsFiles};
+use crate::domain::data_connection::DataConnections;
+use crate::domain::integration::Integrations;
+use crate::gateway::Gateway;
+use crate::gateway::directory::CredentialDirectory;
+use crate::net::ReloadableTls;
+use crate::net::outbound::OutboundClient;
+use crate::passthrough::Passthrough;
+use crate::token_client::TokenClient;
+
+mod core;
+mod tasks;
+
+pub use core::{Core, open_store};
+pub use tasks::shutdown_signal;
+use tasks::*;
+
+/// How often the gateway's credential snapshot is rebuilt from the store, as a safety net
+/// behind the changes applied as they happen.
+const CREDENTIAL_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// How often the store refreshes its planner statistics (SQLite; cheap when little changed).
+const STORE_OPTIMIZE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The running server: bound listeners and the routers behind them.
+pub struct Application {
+    data_dir: std::path::PathBuf,
+    api_listener: TcpListener,
+    api_addr: SocketAddr,
+    router: axum::Router,
+    gateway_listener: TcpListener,
+    gateway_addr: SocketAddr,
+    gateway_router: axum::Router,
+    services: Arc<AppServices>,
+    directory: Arc<CredentialDirectory>,
+    gateway: Arc<Gateway>,
+    api_tls: Option<Arc<ReloadableTls>>,
+    gateway_tls: Option<Arc<ReloadableTls>>,
+}
+
+impl Application {
+    /// Opens everything and binds the listeners (port 0 picks a free port).
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+        crate::telemetry::metrics_handle();
+        let core = Core::open(&settings).await?;
+        core.bootstrap().await?;
+        let api_listener = TcpListener::bind(settings.api.listen)
+            .await
+            .with_context(|| format!("cannot listen on api.listen = {}", settings.api.listen))?;
+        let api_addr = api_listener.local_addr()?;
+        let gateway_listener = TcpListener::bind(settings.gateway.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on gateway.listen = {}",
+                    settings.gateway.listen
+                )
+            })?;
+        let gateway_addr = gateway_listener.local_addr()?;
+        if settings.implicit_region {
+            settings
+                .topology
+                .set_default_region_address(gateway_addr.ip().to_string(), gateway_addr.port());
+        }
+        let public_url = match &settings.public_url {
+            Some(url) => url.clone(),
+            None => Url::parse(&format!("http://{api_addr}")).expect("socket address forms a URL"),
+        };
+        let topology = Arc::new(settings.topology.clone());
+        let directory = Arc::new(CredentialDirectory::default());
+        let outbound = Arc::new(OutboundClient::new(
+            settings.passthrough_timeouts.0,
+            settings.passthrough_timeouts.1,
+        ));
+        let passthrough = Arc::new(Passthrough::new(outbound.clone()));
+        let services = Arc::new(AppServices {
+            store: core.store.clone(),
+            tokens: core.api_tokens(),
+            data_connections: DataConnections::new(
+                core.store.clone(),
+                topology.clone(),
+                core.password_hasher.clone(),
+                directory.clone(),
+            ),
+            vault_secrets: core.vault_secrets(),
+            integrations: Integrations::new(
+                core.store.clone(),
+                Arc::new(settings.catalog.clone()),
+                core.sealer.clone(),
+                Arc::new(TokenClient::new(outbound)),
+                settings.oauth.clone(),
+            ),
+            passthrough,
+            public_url: AppServices::public_base(&public_url),
+        });
+        refresh_credentials(&services, &directory).await?;
+        let router = api::router(services.clone(), &settings.api);
+        let gateway = Arc::new(Gateway::new(
+            &settings.gateway,
+            directory.clone(),
+            topology,
+            core.password_hasher.clone(),
+        )?);
+        let load_tls = |files: &Option<TlsFiles>, what: &str| {
+            files
+                .clone()
+                .map(|f| {
+                    ReloadableTls::load(f)
+                        .map(Arc::new)
+                        .with_context(|| format!("{what} TLS"))
+                })
+                .transpose()
+        };
+        let api_tls = load_tls(&settings.api.tls, "api")?;
+        let gateway_tls = load_tls(&settings.gateway.tls, "gateway")?;
+        Ok(Self {
+            data_dir: settings.data_dir.clone(),
+            api_listener,
+            api_addr,
+            router,
+            gateway_listener,
+            gateway_addr,
+            gateway_router: gateway.clone().router(),
+            services,
+            directory,
+            gateway,
+            api_tls,
+            gateway_tls,
+        })
+    }
+
+    pub fn gateway_addr(&self) -> SocketAddr {
+        self.gateway_addr
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests and closes.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let refresher = tokio::spawn(refresh_periodically(
+            self.services.clone(),
+            self.directory.clone(),
+            stop_rx.clone(),
+        ));
+        let health_checks = tokio::spawn(self.gateway.health_checks());
+        let oauth_refresher =
+            tokio::spawn(refresh_oauth_tokens(self.services.clone(), stop_rx.clone()));
+        let optimizer = tokio::spawn(optimize_periodically(
+            self.services.store.clone(),
+            stop_rx.clone(),
+        ));
+        let follower = match self.services.store.credential_events().await {
+            Ok(Some(events)) => Some(tokio::spawn(follow_store_events(
+                self.services.clone(),
+                self.directory.clone(),
+                events,
+            ))),
+            Ok(None) => None,
+            Err(e) => {
+                return Err(
+                    anyhow::anyhow!(e).context("cannot subscribe to the store's change feed")
+                );
+            }
+        };
+        let reloader = tokio::spawn(reload_tls_on_hangup(
+            [self.api_tls.clone(), self.gateway_tls.clone()]
+                .into_iter()
+                .flatten()
+                .collect(),
+        ));
+        let scheme =
+            |tls: &Option<Arc<ReloadableTls>>| if tls.is_some() { "https" } else { "http" };
+        tracing::info!(addr = %self.api_addr, scheme = %scheme(&self.api_tls), "api listening");
+        tracing::info!(addr = %self.gateway_addr, scheme = %scheme(&self.gateway_tls), "gateway listening");
+        let listening = Listening {
+            pid: std::process::id(),
+            api: format!("{}://{}", scheme(&self.api_tls), self.api_addr),
+            gateway: format!("{}://{}", scheme(&self.gateway_tls), self.gateway_addr),
+        };
+        listening.write(&self.data_dir)?;
+        let api = crate::net::serve(
+            self.api_listener,
+            self.router,
+            self.api_tls,
+            stop_rx.clone(),
+        );
+        let gateway = crate::net::serve(
+            self.gateway_listener,
+            self.gateway_router,
+            self.gateway_tls,
+            stop_rx,
+        );
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let (api, gateway) = tokio::join!(api, gateway);
+        api.context("the API server failed")?;
+        gateway.context("the gateway failed")?;
+        reloader.abort();
+        if let Some(follower) = follower {
+            follower.abort();
+        }
+        refresher.abort();
+        health_checks.abort();
+        optimizer.abort();
+        oauth_refresher.abort();
+        Listening::remove(&self.data_dir);
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Where a running server listens, written to `<data_dir>/listening.json` once both
+/// listeners are bound (with port 0, the only place a script learns the ports) and removed
+/// on a graceful stop.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Listening {
+    pub pid: u32,
+    /// `http://` or `https://` and the bound address of each listener.
+    pub api: String,
+    pub gateway: String,
+}
+
+impl Listening {
+    pub const FILE: &str = "listening.json";
+
+    fn write(&self, data_dir: &std::path::Path) -> anyhow::Result<()> {
+        let path = data_dir.join(Self::FILE);
+        // Written aside and renamed, so a reader never sees half a file.
+        let partial = data_dir.join(format!("{}.partial", Self::FILE));
+        std::fs::write(&partial, serde_json::to_vec(self)?)
+            .and_then(|()| std::fs::rename(&partial, &path))
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    fn remove(data_dir: &std::path::Path) {
+        let _ = std::fs::remove_file(data_dir.join(Self::FILE));
+    }
+}

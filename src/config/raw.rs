@@ -1,0 +1,220 @@
+//! The configuration file's schema as written: every key, its default, and no unknown
+//! key (`deny_unknown_fields`). Validation turns it into [`super::Settings`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::domain::oauth::OAuthSettings;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    pub public_url: Option<String>,
+    #[serde(default)]
+    pub master_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub additional_master_key_files: Vec<PathBuf>,
+    #[serde(default)]
+    pub api: RawApi,
+    #[serde(default)]
+    pub gateway: RawGateway,
+    #[serde(default)]
+    pub database: RawDatabase,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub regions: Vec<RawRegion>,
+    #[serde(default)]
+    pub teams: Vec<RawTeam>,
+    #[serde(default)]
+    pub platforms: Vec<RawPlatform>,
+    #[serde(default)]
+    pub passthrough: RawPassthrough,
+    #[serde(default)]
+    pub oauth: RawOAuth,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOAuth {
+    pub refresh_margin_seconds: u64,
+    pub max_consecutive_failures: u32,
+    pub retry_backoff_ms: u64,
+    pub retry_backoff_max_ms: u64,
+    pub scan_interval_ms: u64,
+    pub token_timeout_ms: u64,
+    pub default_token_lifetime_seconds: u64,
+}
+
+impl Default for RawOAuth {
+    fn default() -> Self {
+        let d = OAuthSettings::default();
+        let ms = |d: Duration| d.as_millis() as u64;
+        Self {
+            refresh_margin_seconds: d.refresh_margin.as_secs(),
+            max_consecutive_failures: d.max_consecutive_failures,
+            retry_backoff_ms: ms(d.retry_backoff),
+            retry_backoff_max_ms: ms(d.retry_backoff_max),
+            scan_interval_ms: ms(d.scan_interval),
+            token_timeout_ms: ms(d.token_timeout),
+            default_token_lifetime_seconds: d.default_token_lifetime.as_secs(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPassthrough {
+    pub connect_timeout_ms: u64,
+    pub response_timeout_seconds: u64,
+}
+
+impl Default for RawPassthrough {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 5000,
+            response_timeout_seconds: 30,
+        }
+    }
+}
+
+/// Adds a platform to the catalog, or overrides fields of a built-in one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlatform {
+    pub platform: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub base_url: Option<String>,
+    pub auth: Option<String>,
+    pub header_name: Option<String>,
+    pub query_param: Option<String>,
+    pub allow_private_network: Option<bool>,
+    pub version: Option<String>,
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("./switchboard-data")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawApi {
+    pub listen: String,
+    pub request_timeout_seconds: u64,
+    pub max_body_bytes: usize,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            request_timeout_seconds: 30,
+            max_body_bytes: 1024 * 1024,
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawGateway {
+    pub listen: String,
+    pub trusted_proxies: Vec<String>,
+    pub upstream_connect_timeout_ms: u64,
+    pub upstream_response_timeout_seconds: u64,
+    pub health_check_interval_ms: u64,
+    pub max_concurrent_queries_per_connection: usize,
+    pub max_requests_per_minute_per_connection: u32,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub upstream_ca_file: Option<PathBuf>,
+}
+
+impl Default for RawGateway {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8124".into(),
+            trusted_proxies: Vec::new(),
+            upstream_connect_timeout_ms: 2000,
+            upstream_response_timeout_seconds: 300,
+            health_check_interval_ms: 2000,
+            max_concurrent_queries_per_connection: 16,
+            max_requests_per_minute_per_connection: 6000,
+            tls_cert_file: None,
+            tls_key_file: None,
+            upstream_ca_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDatabase {
+    pub url: Option<String>,
+    pub auto_migrate: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub format: String,
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegion {
+    pub name: String,
+    pub id: String,
+    pub host: String,
+    pub port: u16,
+    #[serde(default)]
+    pub tls: bool,
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    #[serde(default)]
+    pub default: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTeam {
+    pub id: i64,
+    pub name: String,
+    pub upstream_user: Option<String>,
+    pub upstream_password_file: Option<PathBuf>,
+    pub databases: Option<Vec<String>>,
+    #[serde(default)]
+    pub sources: Vec<RawSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub id: i64,
+    pub name: String,
+    #[serde(default)]
+    pub tables: Vec<String>,
+}

@@ -1,0 +1,203 @@
+//! Turning the raw layers into [`Settings`]: every value checked, with a message that
+//! names the key and says how to fix it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use ipnet::IpNet;
+use secrecy::SecretString;
+use url::Url;
+
+use super::platforms::validate_platforms;
+use super::raw::{RawConfig, RawOAuth};
+use super::topology::{validate_regions, validate_teams};
+use super::{ApiSettings, DatabaseUrl, GatewaySettings, LogFormat, Settings};
+use crate::domain::oauth::OAuthSettings;
+use crate::domain::topology::{Region, Topology};
+use crate::net::TlsFiles;
+
+fn tls_files(
+    section: &str,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> anyhow::Result<Option<TlsFiles>> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (None, None) => Ok(None),
+        _ => bail!(
+            "{section}.tls_cert_file and {section}.tls_key_file go together: set both to serve HTTPS, or neither"
+        ),
+    }
+}
+
+fn parse_listen(what: &str, s: &str) -> anyhow::Result<SocketAddr> {
+    s.parse().with_context(|| {
+        format!(
+            "{what} = \"{s}\" is not an address and port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""
+        )
+    })
+}
+
+pub(super) fn read_secret_file(what: &str, path: &Path) -> anyhow::Result<SecretString> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{what}: cannot read {}", path.display()))?;
+    let trimmed = text.trim_end_matches(['\n', '\r']);
+    if trimmed.is_empty() {
+        bail!("{what}: {} is empty", path.display());
+    }
+    Ok(SecretString::from(trimmed.to_owned()))
+}
+
+/// Relative paths, like the SQLite URL, are relative to the working directory.
+pub(super) fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
+    let api_listen = parse_listen("api.listen", &raw.api.listen)?;
+    let gateway_listen = parse_listen("gateway.listen", &raw.gateway.listen)?;
+    if raw.api.request_timeout_seconds == 0 {
+        bail!("api.request_timeout_seconds must be at least 1");
+    }
+    if raw.api.max_body_bytes < 1024 {
+        bail!("api.max_body_bytes must be at least 1024");
+    }
+    let trusted_proxies = raw
+        .gateway
+        .trusted_proxies
+        .iter()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .with_context(|| {
+                    format!("gateway.trusted_proxies: '{s}' is not an IP address or CIDR range")
+                })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let public_url = raw
+        .public_url
+        .as_deref()
+        .map(|s| {
+            let url = Url::parse(s).with_context(|| {
+                format!("public_url = \"{s}\" is not a URL; write it like \"https://switchboard.example.com\"")
+            })?;
+            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                bail!("public_url = \"{s}\" must be an http:// or https:// URL with a host");
+            }
+            Ok(url)
+        })
+        .transpose()?;
+
+    let database = match raw.database.url {
+        None => DatabaseUrl::Sqlite(format!(
+            "sqlite://{}",
+            raw.data_dir.join("switchboard.db").display()
+        )),
+        Some(url) if url.starts_with("sqlite:") => DatabaseUrl::Sqlite(url),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            DatabaseUrl::Postgres(url)
+        }
+        Some(_) => bail!(
+            "database.url must start with sqlite:// (embedded) or postgres:// (shared); e.g. \"sqlite://./switchboard-data/switchboard.db\""
+        ),
+    };
+
+    let log_format = match raw.log.format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => bail!("log.format = \"{other}\": use \"text\" or \"json\""),
+    };
+
+    let implicit_region = raw.regions.is_empty();
+    let regions = if implicit_region {
+        // A fresh install: one region whose gateway is this server's own listener.
+        vec![Region {
+            name: "local".into(),
+            id: "local-1".into(),
+            host: gateway_listen.ip().to_string(),
+            port: gateway_listen.port(),
+            tls: false,
+            upstreams: vec![Url::parse("http://127.0.0.1:8123").expect("literal URL")],
+            default: true,
+        }]
+    } else {
+        validate_regions(raw.regions)?
+    };
+    let teams = validate_teams(raw.teams)?;
+
+    Ok(Settings {
+        master_key_file: raw.master_key_file,
+        additional_master_key_files: raw.additional_master_key_files,
+        data_dir: raw.data_dir,
+        public_url,
+        api: ApiSettings {
+            listen: api_listen,
+            tls: tls_files("api", raw.api.tls_cert_file, raw.api.tls_key_file)?,
+            request_timeout: Duration::from_secs(raw.api.request_timeout_seconds),
+            max_body_bytes: raw.api.max_body_bytes,
+        },
+        gateway: GatewaySettings {
+            listen: gateway_listen,
+            tls: tls_files(
+                "gateway",
+                raw.gateway.tls_cert_file,
+                raw.gateway.tls_key_file,
+            )?,
+            upstream_ca_file: raw.gateway.upstream_ca_file,
+            trusted_proxies,
+            upstream_connect_timeout: Duration::from_millis(
+                raw.gateway.upstream_connect_timeout_ms.max(1),
+            ),
+            upstream_response_timeout: Duration::from_secs(
+                raw.gateway.upstream_response_timeout_seconds.max(1),
+            ),
+            health_check_interval: Duration::from_millis(
+                raw.gateway.health_check_interval_ms.max(100),
+            ),
+            max_concurrent_queries_per_connection: raw
+                .gateway
+                .max_concurrent_queries_per_connection,
+            max_requests_per_minute_per_connection: raw
+                .gateway
+                .max_requests_per_minute_per_connection,
+        },
+        database,
+        auto_migrate: raw.database.auto_migrate.unwrap_or(true),
+        log_format,
+        log_level: raw.log.level,
+        topology: Topology::new(regions, teams),
+        catalog: validate_platforms(raw.platforms)?,
+        passthrough_timeouts: (
+            Duration::from_millis(raw.passthrough.connect_timeout_ms.max(1)),
+            Duration::from_secs(raw.passthrough.response_timeout_seconds.max(1)),
+        ),
+        oauth: validate_oauth(raw.oauth)?,
+        implicit_region,
+    })
+}
+
+fn validate_oauth(raw: RawOAuth) -> anyhow::Result<OAuthSettings> {
+    if raw.max_consecutive_failures == 0 {
+        bail!("oauth.max_consecutive_failures must be at least 1");
+    }
+    if raw.retry_backoff_ms < 10 || raw.retry_backoff_max_ms < raw.retry_backoff_ms {
+        bail!("oauth.retry_backoff_ms must be at least 10 and at most oauth.retry_backoff_max_ms");
+    }
+    if raw.scan_interval_ms < 10 || raw.token_timeout_ms < 10 {
+        bail!("oauth.scan_interval_ms and oauth.token_timeout_ms must be at least 10");
+    }
+    if raw.default_token_lifetime_seconds <= raw.refresh_margin_seconds {
+        bail!(
+            "oauth.default_token_lifetime_seconds must exceed oauth.refresh_margin_seconds, \
+             or a token granted without expires_in would be refreshed at once"
+        );
+    }
+    Ok(OAuthSettings {
+        refresh_margin: Duration::from_secs(raw.refresh_margin_seconds),
+        max_consecutive_failures: raw.max_consecutive_failures,
+        retry_backoff: Duration::from_millis(raw.retry_backoff_ms),
+        retry_backoff_max: Duration::from_millis(raw.retry_backoff_max_ms),
+        scan_interval: Duration::from_millis(raw.scan_interval_ms),
+        token_timeout: Duration::from_millis(raw.token_timeout_ms),
+        default_token_lifetime: Duration::from_secs(raw.default_token_lifetime_seconds),
+    })
+}

@@ -1,0 +1,77 @@
+//! HTTP pieces both proxies (the gateway and the passthrough) share.
+
+use axum::http::{HeaderMap, HeaderName, header};
+
+/// Headers that describe one hop, not the message (RFC 9110 section 7.6.1), plus any the
+/// `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// A request body that can be sent again (read into memory when it is known to be at most
+/// `limit` bytes), or a stream that can be sent once.
+pub enum ReplayableBody {
+    Replayable(bytes::Bytes),
+    Streaming(Option<axum::body::Body>),
+}
+
+impl ReplayableBody {
+    pub async fn read(body: axum::body::Body, limit: u64) -> Result<Self, axum::Error> {
+        use http_body::Body as _;
+        if body.size_hint().upper().is_some_and(|n| n <= limit) {
+            let collected = http_body_util::BodyExt::collect(body).await?;
+            Ok(Self::Replayable(collected.to_bytes()))
+        } else {
+            Ok(Self::Streaming(Some(body)))
+        }
+    }
+
+    /// The body for the next send; `None` once a stream has been sent.
+    pub fn take_body(&mut self) -> Option<axum::body::Body> {
+        match self {
+            Self::Replayable(bytes) => Some(axum::body::Body::from(bytes.clone())),
+            Self::Streaming(body) => body.take(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            "keep-alive, x-secret-hop".parse().unwrap(),
+        );
+        h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert("x-clickhouse-format", "TSV".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-clickhouse-format"));
+    }
+}

@@ -1,0 +1,199 @@
+//! The client for calls to third-party platforms (the passthrough, OAuth2 token
+//! endpoints): connect and response timeouts, no redirects followed, and no private,
+//! loopback or link-local address reached unless the caller allows it. The address check
+//! runs on the resolved addresses, so a name that points (or is rebound) inside the network
+//! is refused too.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::TokioExecutor;
+use url::Url;
+
+use super::http::strip_hop_by_hop;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    #[error("the host resolves to a private or loopback address")]
+    PrivateAddress,
+    #[error("the host is unreachable")]
+    Unreachable,
+    #[error("the host did not answer in time")]
+    Timeout,
+}
+
+/// Addresses a call may not reach unless the caller allows private networks.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || (v4.octets()[0] == 100 && v4.octets()[1] & 0xc0 == 64) // 100.64.0.0/10
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
+                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link local
+        }
+    }
+}
+
+type Guarded = Client<HttpsConnector<HttpConnector<PublicResolver>>, Body>;
+type Open = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// Resolves names and keeps public addresses only.
+#[derive(Clone)]
+pub struct PublicResolver;
+
+impl tower::Service<Name> for PublicResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
+                .await?
+                .filter(|a| !is_private(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "the name resolves only to private addresses",
+                ));
+            }
+            Ok(addrs.into_iter())
+        })
+    }
+}
+
+pub struct OutboundClient {
+    guarded: Guarded,
+    open: Open,
+    /// Longest wait for response headers.
+    response_timeout: Duration,
+}
+
+impl OutboundClient {
+    pub fn new(connect_timeout: Duration, response_timeout: Duration) -> Self {
+        // Without an extra CA file the only failure would be an unsupported protocol set.
+        let tls = super::tls::client_tls_config(None)
+            .expect("the system's CAs and ring's default protocols");
+        let https = |mut http: HttpConnector<PublicResolver>| {
+            http.set_connect_timeout(Some(connect_timeout));
+            http.enforce_http(false);
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls.clone())
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http)
+        };
+        let mut plain = HttpConnector::new();
+        plain.set_connect_timeout(Some(connect_timeout));
+        plain.enforce_http(false);
+        let open = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(plain);
+        Self {
+            guarded: Client::builder(TokioExecutor::new())
+                .build(https(HttpConnector::new_with_resolver(PublicResolver))),
+            open: Client::builder(TokioExecutor::new()).build(open),
+            response_timeout,
+        }
+    }
+
+    /// Sends `outgoing` (to `url`) within the response timeout, keeping to public addresses
+    /// unless `allow_private`; the answer's hop-by-hop headers are dropped, redirects come
+    /// back as they are.
+    pub async fn send(
+        &self,
+        allow_private: bool,
+        url: &Url,
+        outgoing: Request<Body>,
+    ) -> Result<Response<Body>, OutboundError> {
+        if !allow_private
+            && let Some(host) = url.host_str()
+            && let Ok(ip) = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+            && is_private(ip)
+        {
+            return Err(OutboundError::PrivateAddress);
+        }
+        let sent = if allow_private {
+            tokio::time::timeout(self.response_timeout, self.open.request(outgoing)).await
+        } else {
+            tokio::time::timeout(self.response_timeout, self.guarded.request(outgoing)).await
+        };
+        let response = match sent {
+            Err(_) => return Err(OutboundError::Timeout),
+            Ok(Err(e)) => {
+                let blocked = std::error::Error::source(&e)
+                    .and_then(|s| s.downcast_ref::<std::io::Error>())
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied);
+                tracing::warn!(host = url.host_str().unwrap_or(""), error = %e, "outbound call failed");
+                return Err(if blocked {
+                    OutboundError::PrivateAddress
+                } else {
+                    OutboundError::Unreachable
+                });
+            }
+            Ok(Ok(response)) => response,
+        };
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, Body::new(body)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_addresses() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.1.1",
+            "172.16.0.1",
+            "169.254.169.254",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "100.64.0.1",
+            "0.0.0.0",
+        ] {
+            assert!(is_private(private.parse().unwrap()), "{private}");
+        }
+        for public in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
+            assert!(!is_private(public.parse().unwrap()), "{public}");
+        }
+    }
+}
