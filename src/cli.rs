@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -174,7 +175,10 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let environment = Environment::parse(&env)
                 .with_context(|| format!("--env {env}: use test or live"))?;
             let core = Core::open(&settings).await?;
-            let secret = core.vault_secrets().create(environment).await?;
+            let secret = core
+                .vault_secrets(Arc::new(crate::feed::NoSnapshots))
+                .create(environment)
+                .await?;
             println!("{}", secret.expose_secret());
             Ok(())
         }

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod domain;
+pub mod feed;
 pub mod gateway;
 pub mod net;
 pub mod passthrough;

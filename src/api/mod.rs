@@ -23,14 +23,15 @@ use utoipa_axum::routes;
 use crate::config::ApiSettings;
 use crate::domain::data_connection::DataConnections;
 use crate::domain::integration::{Integrations, VaultSecrets};
+use crate::domain::ports::Health;
 use crate::domain::token::ApiTokens;
-use crate::store::Store;
 
 pub mod betterstack;
 pub mod pica;
 
 pub struct AppServices {
-    pub store: Arc<dyn Store>,
+    /// The store's health, for `/readyz`.
+    pub health: Arc<dyn Health>,
     pub tokens: ApiTokens,
     pub data_connections: DataConnections,
     pub vault_secrets: VaultSecrets,
@@ -239,7 +240,7 @@ async fn healthz() -> Json<serde_json::Value> {
         (status = 503, description = "The store is unreachable", body = serde_json::Value),
     ))]
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.services.store.ping().await {
+    match state.services.health.ping().await {
         Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed: store unreachable");

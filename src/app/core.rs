@@ -11,10 +11,10 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::config::{DatabaseUrl, Settings};
 use crate::crypto::{self, CredentialHasher, MasterKey, Sealer};
 use crate::domain::integration::{Environment, VaultSecrets};
+use crate::domain::ports::{ChangeSync, IntegrationStore, MetaStore};
 use crate::domain::token::{ApiTokens, MIN_PROVIDED_TOKEN_LEN};
-use crate::store::Store;
-use crate::store::postgres::PostgresStore;
-use crate::store::sqlite::SqliteStore;
+use crate::feed::NoSnapshots;
+use crate::store::{SqlStore, postgres, sqlite};
 
 const META_KEY_FINGERPRINT: &str = "master_key_fingerprint";
 const META_CREDENTIAL_HASH_KEY: &str = "credential_hash_key";
@@ -22,7 +22,7 @@ const HASH_KEY_AAD: &[u8] = b"switchboard/credential-hash-key";
 
 /// What every command needs: the store and the keys, checked against each other.
 pub struct Core {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<SqlStore>,
     pub sealer: Arc<Sealer>,
     pub password_hasher: CredentialHasher,
     pub token_hasher: CredentialHasher,
@@ -69,8 +69,14 @@ impl Core {
         ApiTokens::new(self.store.clone(), self.token_hasher.clone())
     }
 
-    pub fn vault_secrets(&self) -> VaultSecrets {
-        VaultSecrets::new(self.store.clone(), self.vault_secret_hasher.clone())
+    /// Vault secrets; `snapshots` is the server's change feed, or [`NoSnapshots`] for a
+    /// command that keeps none.
+    pub fn vault_secrets(&self, snapshots: Arc<dyn ChangeSync>) -> VaultSecrets {
+        VaultSecrets::new(
+            self.store.clone(),
+            self.vault_secret_hasher.clone(),
+            snapshots,
+        )
     }
 
     /// On a database without tokens, installs `SWITCHBOARD_BOOTSTRAP_TOKEN` or a generated
@@ -107,20 +113,17 @@ impl Core {
 }
 
 /// Opens the configured store, applying migrations as configured.
-pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    let store: Arc<dyn Store> = match &settings.database {
-        DatabaseUrl::Sqlite(url) => Arc::new(
-            SqliteStore::open(url)
-                .await
-                .with_context(|| format!("cannot open the SQLite database {url}"))?,
-        ),
-        DatabaseUrl::Postgres(url) => Arc::new(
-            PostgresStore::open(url, settings.auto_migrate)
-                .await
-                .context("cannot open the PostgreSQL database (check database.url)")?,
-        ),
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<SqlStore>> {
+    let wait = settings.database_acquire_timeout;
+    let store = match &settings.database {
+        DatabaseUrl::Sqlite(url) => sqlite::open(url, wait)
+            .await
+            .with_context(|| format!("cannot open the SQLite database {url}"))?,
+        DatabaseUrl::Postgres(url) => postgres::open(url, settings.auto_migrate, wait)
+            .await
+            .context("cannot open the PostgreSQL database (check database.url)")?,
     };
-    Ok(store)
+    Ok(Arc::new(store))
 }
 
 impl Core {
@@ -132,24 +135,24 @@ impl Core {
         let mut resealed = 0;
         loop {
             let (mut pass, mut changed_meanwhile) = (0, 0);
-            for stored in self.store.list_sealed_integrations().await? {
+            for stored in self.store.sealed_integrations().await? {
                 if Sealer::key_id_of(&stored.sealed) == Some(next_sealer.key_id()) {
                     continue;
                 }
-                let aad =
-                    crate::domain::integration::credentials_aad(&stored.id, stored.environment);
+                let c = &stored.connection;
+                let aad = crate::domain::integration::credentials_aad(&c.id, c.environment);
                 let plain = self.sealer.open(&stored.sealed, &aad).with_context(|| {
                     format!(
                         "cannot open the credentials of integration connection {}",
-                        stored.id
+                        c.id
                     )
                 })?;
                 // A credential refreshed meanwhile is left for the next pass.
                 if self
                     .store
                     .reseal_integration(
-                        &stored.id,
-                        stored.generation,
+                        &c.id,
+                        c.credential_generation,
                         &next_sealer.seal(&plain, &aad),
                     )
                     .await?
@@ -197,7 +200,7 @@ impl Core {
                 bail!("{var} must start with {prefix} followed by at least 16 characters");
             }
             if self
-                .vault_secrets()
+                .vault_secrets(Arc::new(NoSnapshots))
                 .install_first(environment, &SecretString::from(secret))
                 .await?
             {
@@ -226,7 +229,7 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 
 async fn resolve_master_key(
     settings: &Settings,
-    store: &dyn Store,
+    store: &dyn MetaStore,
     additional: &[MasterKey],
 ) -> anyhow::Result<MasterKey> {
     let stored = store.get_meta(META_KEY_FINGERPRINT).await?;

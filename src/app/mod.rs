@@ -5,7 +5,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -15,11 +14,13 @@ use crate::api::{self, AppServices};
 use crate::config::{Settings, TlsFiles};
 use crate::domain::data_connection::DataConnections;
 use crate::domain::integration::Integrations;
+use crate::feed::ChangeFeed;
 use crate::gateway::Gateway;
-use crate::gateway::directory::CredentialDirectory;
+use crate::gateway::directory::{CredentialDirectory, DirectoryFollower};
 use crate::net::ReloadableTls;
 use crate::net::outbound::OutboundClient;
 use crate::passthrough::Passthrough;
+use crate::store::SqlStore;
 use crate::token_client::TokenClient;
 
 mod core;
@@ -28,12 +29,6 @@ mod tasks;
 pub use core::{Core, open_store};
 pub use tasks::shutdown_signal;
 use tasks::*;
-
-/// How often the gateway's credential snapshot is rebuilt from the store, as a safety net
-/// behind the changes applied as they happen.
-const CREDENTIAL_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
-/// How often the store refreshes its planner statistics (SQLite; cheap when little changed).
-const STORE_OPTIMIZE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The running server: bound listeners and the routers behind them.
 pub struct Application {
@@ -45,7 +40,8 @@ pub struct Application {
     gateway_addr: SocketAddr,
     gateway_router: axum::Router,
     services: Arc<AppServices>,
-    directory: Arc<CredentialDirectory>,
+    store: Arc<SqlStore>,
+    feed: Arc<ChangeFeed>,
     gateway: Arc<Gateway>,
     api_tls: Option<Arc<ReloadableTls>>,
     gateway_tls: Option<Arc<ReloadableTls>>,
@@ -81,23 +77,35 @@ impl Application {
         };
         let topology = Arc::new(settings.topology.clone());
         let directory = Arc::new(CredentialDirectory::default());
+        let feed = Arc::new(ChangeFeed::new(
+            core.store.clone(),
+            vec![Arc::new(DirectoryFollower {
+                store: core.store.clone(),
+                directory: directory.clone(),
+            })],
+        ));
+        feed.start()
+            .await
+            .context("cannot load the data planes' snapshots from the store")?;
         let outbound = Arc::new(OutboundClient::new(
             settings.passthrough_timeouts.0,
             settings.passthrough_timeouts.1,
         ));
         let passthrough = Arc::new(Passthrough::new(outbound.clone()));
         let services = Arc::new(AppServices {
-            store: core.store.clone(),
+            health: core.store.clone(),
             tokens: core.api_tokens(),
             data_connections: DataConnections::new(
                 core.store.clone(),
                 topology.clone(),
                 core.password_hasher.clone(),
-                directory.clone(),
+                feed.clone(),
             ),
-            vault_secrets: core.vault_secrets(),
+            vault_secrets: core.vault_secrets(feed.clone()),
             integrations: Integrations::new(
                 core.store.clone(),
+                core.store.clone(),
+                feed.clone(),
                 Arc::new(settings.catalog.clone()),
                 core.sealer.clone(),
                 Arc::new(TokenClient::new(outbound)),
@@ -106,7 +114,6 @@ impl Application {
             passthrough,
             public_url: AppServices::public_base(&public_url),
         });
-        refresh_credentials(&services, &directory).await?;
         let router = api::router(services.clone(), &settings.api);
         let gateway = Arc::new(Gateway::new(
             &settings.gateway,
@@ -135,7 +142,8 @@ impl Application {
             gateway_addr,
             gateway_router: gateway.clone().router(),
             services,
-            directory,
+            store: core.store.clone(),
+            feed,
             gateway,
             api_tls,
             gateway_tls,
@@ -156,37 +164,18 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let refresher = tokio::spawn(refresh_periodically(
-            self.services.clone(),
-            self.directory.clone(),
-            stop_rx.clone(),
-        ));
-        let health_checks = tokio::spawn(self.gateway.health_checks());
-        let oauth_refresher =
-            tokio::spawn(refresh_oauth_tokens(self.services.clone(), stop_rx.clone()));
-        let optimizer = tokio::spawn(optimize_periodically(
-            self.services.store.clone(),
-            stop_rx.clone(),
-        ));
-        let follower = match self.services.store.credential_events().await {
-            Ok(Some(events)) => Some(tokio::spawn(follow_store_events(
-                self.services.clone(),
-                self.directory.clone(),
-                events,
-            ))),
-            Ok(None) => None,
-            Err(e) => {
-                return Err(
-                    anyhow::anyhow!(e).context("cannot subscribe to the store's change feed")
-                );
-            }
-        };
-        let reloader = tokio::spawn(reload_tls_on_hangup(
-            [self.api_tls.clone(), self.gateway_tls.clone()]
-                .into_iter()
-                .flatten()
-                .collect(),
-        ));
+        let tasks = [
+            tokio::spawn(self.feed.clone().run(stop_rx.clone())),
+            tokio::spawn(self.gateway.health_checks()),
+            tokio::spawn(refresh_oauth_tokens(self.services.clone(), stop_rx.clone())),
+            tokio::spawn(maintain_store(self.store.clone(), stop_rx.clone())),
+            tokio::spawn(reload_tls_on_hangup(
+                [self.api_tls.clone(), self.gateway_tls.clone()]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+            )),
+        ];
         let scheme =
             |tls: &Option<Arc<ReloadableTls>>| if tls.is_some() { "https" } else { "http" };
         tracing::info!(addr = %self.api_addr, scheme = %scheme(&self.api_tls), "api listening");
@@ -216,14 +205,9 @@ impl Application {
         let (api, gateway) = tokio::join!(api, gateway);
         api.context("the API server failed")?;
         gateway.context("the gateway failed")?;
-        reloader.abort();
-        if let Some(follower) = follower {
-            follower.abort();
+        for task in tasks {
+            task.abort();
         }
-        refresher.abort();
-        health_checks.abort();
-        optimizer.abort();
-        oauth_refresher.abort();
         Listening::remove(&self.data_dir);
         tracing::info!("stopped");
         Ok(())

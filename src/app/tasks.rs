@@ -1,35 +1,19 @@
-//! The server's background tasks: following the store's changes, the periodic snapshot
-//! reload, OAuth2 refresh ahead of expiry, planner statistics, TLS reload on SIGHUP, and the
-//! shutdown signal.
+//! The server's background tasks besides the change feed (`crate::feed`): OAuth2 refresh
+//! ahead of expiry, store maintenance, TLS reload on SIGHUP, and the shutdown signal.
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use crate::api::AppServices;
-use crate::gateway::directory::CredentialDirectory;
+use crate::domain::ports::ChangeLog;
 use crate::net::ReloadableTls;
-use crate::store::{Store, StoreEvent};
+use crate::store::SqlStore;
 
-use super::{CREDENTIAL_REFRESH_INTERVAL, STORE_OPTIMIZE_INTERVAL};
-
-/// Applies other replicas' changes to this replica's credential snapshot as they arrive.
-pub(super) async fn follow_store_events(
-    services: Arc<AppServices>,
-    directory: Arc<CredentialDirectory>,
-    mut events: tokio::sync::mpsc::Receiver<StoreEvent>,
-) {
-    while let Some(event) = events.recv().await {
-        let resync = match services.data_connections.follow(event).await {
-            Ok(resync) => resync,
-            Err(e) => {
-                tracing::warn!(error = %e, ?event, "cannot apply a change from the store; reloading");
-                true
-            }
-        };
-        if resync && let Err(e) = refresh_credentials(&services, &directory).await {
-            tracing::warn!(error = %e, "credential reload failed; the periodic refresh will retry");
-        }
-    }
-}
+/// How often the store's statistics are refreshed and its change log pruned.
+const STORE_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+/// How long the change log keeps a change: far longer than any follower lags.
+const CHANGE_LOG_RETENTION: Duration = Duration::from_secs(3600);
 
 /// SIGHUP re-reads every TLS certificate and key; a bad pair keeps the old one.
 pub(super) async fn reload_tls_on_hangup(tls: Vec<Arc<ReloadableTls>>) {
@@ -57,42 +41,6 @@ pub(super) async fn reload_tls_on_hangup(tls: Vec<Arc<ReloadableTls>>) {
     let _ = tls;
 }
 
-/// Rebuilds the gateway's credential snapshot from the store.
-pub(super) async fn refresh_credentials(
-    services: &AppServices,
-    directory: &CredentialDirectory,
-) -> anyhow::Result<()> {
-    let generation = directory.generation();
-    let credentials = services
-        .data_connections
-        .issued_credentials()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot load issued credentials: {e}"))?;
-    if directory.replace_all(credentials, generation) {
-        tracing::debug!(
-            credentials = directory.len(),
-            "credential snapshot refreshed"
-        );
-    }
-    Ok(())
-}
-
-pub(super) async fn refresh_periodically(
-    services: Arc<AppServices>,
-    directory: Arc<CredentialDirectory>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(CREDENTIAL_REFRESH_INTERVAL) => {}
-            _ = stop.changed() => return,
-        }
-        if let Err(e) = refresh_credentials(&services, &directory).await {
-            tracing::warn!(error = %e, "credential refresh failed; keeping the current snapshot");
-        }
-    }
-}
-
 /// Refreshes OAuth2 tokens ahead of expiry and retries failed refreshes when due.
 pub(super) async fn refresh_oauth_tokens(
     services: Arc<AppServices>,
@@ -110,19 +58,24 @@ pub(super) async fn refresh_oauth_tokens(
     }
 }
 
-/// Keeps the planner's statistics current, so a bulk load does not leave list queries on
-/// a plan chosen for an empty table.
-pub(super) async fn optimize_periodically(
-    store: Arc<dyn Store>,
+/// Keeps the store in shape: the planner's statistics current (so a bulk load does not
+/// leave list queries on a plan chosen for an empty table), and the change log short.
+pub(super) async fn maintain_store(
+    store: Arc<SqlStore>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
-            () = tokio::time::sleep(STORE_OPTIMIZE_INTERVAL) => {}
+            () = tokio::time::sleep(STORE_MAINTENANCE_INTERVAL) => {}
             _ = stop.changed() => return,
         }
         if let Err(e) = store.optimize().await {
             tracing::warn!(error = %e, "refreshing the store's planner statistics failed");
+        }
+        let before =
+            chrono::Utc::now().timestamp_micros() - CHANGE_LOG_RETENTION.as_micros() as i64;
+        if let Err(e) = store.prune_changes(before).await {
+            tracing::warn!(error = %e, "pruning the change log failed");
         }
     }
 }

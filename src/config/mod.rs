@@ -118,6 +118,8 @@ pub struct Settings {
     /// Apply pending migrations when the server starts (PostgreSQL; the embedded SQLite
     /// store always does).
     pub auto_migrate: bool,
+    /// How long a request waits for a database connection before it is refused with 503.
+    pub database_acquire_timeout: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
     pub topology: Topology,

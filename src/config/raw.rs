@@ -165,6 +165,7 @@ impl Default for RawGateway {
 pub struct RawDatabase {
     pub url: Option<String>,
     pub auto_migrate: Option<bool>,
+    pub acquire_timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -162,6 +162,9 @@ pub(super) fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         },
         database,
         auto_migrate: raw.database.auto_migrate.unwrap_or(true),
+        database_acquire_timeout: Duration::from_secs(
+            raw.database.acquire_timeout_seconds.unwrap_or(10).max(1),
+        ),
         log_format,
         log_level: raw.log.level,
         topology: Topology::new(regions, teams),

@@ -7,11 +7,11 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::allowlist::IpAllowlist;
 use super::pagination::PageRequest;
+use super::ports::{ChangeSync, DataConnectionStore, StoreError};
 use super::time::Timestamp;
 use super::token::{Principal, User};
 use super::topology::{Team, Topology};
 use crate::crypto::{self, CredentialHash, CredentialHasher};
-use crate::store::{Store, StoreError, StoreEvent};
 
 pub const USERNAME_RANDOM_LEN: usize = 32;
 pub const PASSWORD_LEN: usize = 64;
@@ -88,7 +88,7 @@ pub struct IssuedCredential {
 }
 
 impl IssuedCredential {
-    fn of(connection: &DataConnection, password_hash: CredentialHash) -> Self {
+    pub fn of(connection: &DataConnection, password_hash: CredentialHash) -> Self {
         Self {
             connection_id: connection.id,
             username: connection.username.clone(),
@@ -99,18 +99,6 @@ impl IssuedCredential {
             region_id: connection.region_id.clone(),
         }
     }
-}
-
-/// Who may authenticate changed. Listeners apply it before the API call that caused it
-/// returns, so a deleted connection is refused by the very next gateway request.
-#[derive(Debug, Clone)]
-pub enum CredentialChange {
-    Issued(IssuedCredential),
-    Revoked { connection_id: i64 },
-}
-
-pub trait CredentialListener: Send + Sync {
-    fn apply(&self, change: CredentialChange);
 }
 
 /// How a create request names its teams.
@@ -168,24 +156,26 @@ fn invalid(field: &'static str, message: impl Into<String>) -> DataConnectionErr
 }
 
 pub struct DataConnections {
-    store: Arc<dyn Store>,
+    store: Arc<dyn DataConnectionStore>,
     topology: Arc<Topology>,
     passwords: CredentialHasher,
-    listener: Arc<dyn CredentialListener>,
+    /// A create or delete returns once the gateway's snapshot holds it, so the very next
+    /// gateway request sees the change.
+    snapshots: Arc<dyn ChangeSync>,
 }
 
 impl DataConnections {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn DataConnectionStore>,
         topology: Arc<Topology>,
         passwords: CredentialHasher,
-        listener: Arc<dyn CredentialListener>,
+        snapshots: Arc<dyn ChangeSync>,
     ) -> Self {
         Self {
             store,
             topology,
             passwords,
-            listener,
+            snapshots,
         }
     }
 
@@ -243,7 +233,6 @@ impl DataConnections {
             attempts += 1;
             let username = format!("u{}", crypto::random_alphanumeric(USERNAME_RANDOM_LEN));
             let password = SecretString::from(crypto::random_alphanumeric(PASSWORD_LEN));
-            let password_hash = self.passwords.hash(password.expose_secret());
             let new = NewDataConnection {
                 client_type: request.client_type,
                 note: note.clone(),
@@ -253,20 +242,14 @@ impl DataConnections {
                 host: region.host.clone(),
                 port: region.port,
                 username,
-                password_hash: self
-                    .passwords
-                    .hash(secrecy::ExposeSecret::expose_secret(&password)),
+                password_hash: self.passwords.hash(password.expose_secret()),
                 ip_allowlist: request.ip_allowlist.clone(),
                 teams: teams.clone(),
                 created_by: principal.user.clone(),
             };
             match self.store.insert_data_connection(new).await {
-                Ok(connection) => {
-                    self.listener
-                        .apply(CredentialChange::Issued(IssuedCredential::of(
-                            &connection,
-                            password_hash,
-                        )));
+                Ok((connection, change)) => {
+                    self.snapshots.applied(change).await;
                     tracing::Span::current().record("connection_id", connection.id);
                     tracing::info!(connection_id = connection.id, "data connection created");
                     return Ok(Created {
@@ -329,50 +312,13 @@ impl DataConnections {
     }
 
     pub async fn delete(&self, id: i64) -> Result<(), DataConnectionError> {
-        if self.store.delete_data_connection(id).await? {
-            self.listener
-                .apply(CredentialChange::Revoked { connection_id: id });
+        if let Some(change) = self.store.delete_data_connection(id).await? {
+            self.snapshots.applied(change).await;
             tracing::info!(connection_id = id, "data connection deleted");
             Ok(())
         } else {
             Err(DataConnectionError::NotFound)
         }
-    }
-
-    /// Every issued credential, for the gateway's snapshot.
-    pub async fn issued_credentials(&self) -> Result<Vec<IssuedCredential>, DataConnectionError> {
-        Ok(self
-            .store
-            .list_data_connection_credentials()
-            .await?
-            .into_iter()
-            .map(|(connection, hash)| IssuedCredential::of(&connection, hash))
-            .collect())
-    }
-
-    /// Applies a change another replica made, as the shared store reported it. Returns
-    /// true when the caller must reload every credential instead.
-    pub async fn follow(&self, event: StoreEvent) -> Result<bool, DataConnectionError> {
-        match event {
-            StoreEvent::Issued(id) => match self.store.get_data_connection_credential(id).await? {
-                Some((connection, hash)) => {
-                    self.listener
-                        .apply(CredentialChange::Issued(IssuedCredential::of(
-                            &connection,
-                            hash,
-                        )))
-                }
-                // Already deleted again: make sure it is gone here too.
-                None => self
-                    .listener
-                    .apply(CredentialChange::Revoked { connection_id: id }),
-            },
-            StoreEvent::Revoked(id) => self
-                .listener
-                .apply(CredentialChange::Revoked { connection_id: id }),
-            StoreEvent::Resync => return Ok(true),
-        }
-        Ok(false)
     }
 
     /// The configured teams a connection reaches, in id order.

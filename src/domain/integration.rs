@@ -10,8 +10,10 @@ use zeroize::Zeroizing;
 
 use super::catalog::{Catalog, Platform};
 use super::oauth::{OAuthRefresher, OAuthSettings, RefreshError, TokenEndpoint, parse_expires_at};
+use super::ports::{
+    ChangeSync, IntegrationStore, RefreshStore, SealedIntegration, StoreError, VaultSecretStore,
+};
 use crate::crypto::{self, CredentialHasher, Sealer};
-use crate::store::{Store, StoreError};
 
 pub const SECRET_RANDOM_LEN: usize = 40;
 pub const MAX_LIST_LIMIT: i64 = 1000;
@@ -339,13 +341,22 @@ fn oauth_expiry(
 
 /// Vault secrets: `sk_test_...` and `sk_live_...`, only their hashes stored.
 pub struct VaultSecrets {
-    store: Arc<dyn Store>,
+    store: Arc<dyn VaultSecretStore>,
     hasher: CredentialHasher,
+    snapshots: Arc<dyn ChangeSync>,
 }
 
 impl VaultSecrets {
-    pub fn new(store: Arc<dyn Store>, hasher: CredentialHasher) -> Self {
-        Self { store, hasher }
+    pub fn new(
+        store: Arc<dyn VaultSecretStore>,
+        hasher: CredentialHasher,
+        snapshots: Arc<dyn ChangeSync>,
+    ) -> Self {
+        Self {
+            store,
+            hasher,
+            snapshots,
+        }
     }
 
     pub fn generate(environment: Environment) -> SecretString {
@@ -370,9 +381,11 @@ impl VaultSecrets {
 
     pub async fn create(&self, environment: Environment) -> Result<SecretString, StoreError> {
         let secret = Self::generate(environment);
-        self.store
+        let change = self
+            .store
             .insert_vault_secret(environment, &self.hasher.hash(secret.expose_secret()))
             .await?;
+        self.snapshots.applied(change).await;
         Ok(secret)
     }
 
@@ -382,14 +395,21 @@ impl VaultSecrets {
         environment: Environment,
         secret: &SecretString,
     ) -> Result<bool, StoreError> {
-        self.store
+        let change = self
+            .store
             .insert_first_vault_secret(environment, &self.hasher.hash(secret.expose_secret()))
-            .await
+            .await?;
+        if let Some(change) = change {
+            self.snapshots.applied(change).await;
+        }
+        Ok(change.is_some())
     }
 }
 
 pub struct Integrations {
-    store: Arc<dyn Store>,
+    store: Arc<dyn IntegrationStore>,
+    /// A write returns once this process's passthrough snapshot holds it.
+    snapshots: Arc<dyn ChangeSync>,
     catalog: Arc<Catalog>,
     sealer: Arc<Sealer>,
     oauth: OAuthRefresher,
@@ -438,7 +458,9 @@ pub fn open_credentials(
 
 impl Integrations {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn IntegrationStore>,
+        leases: Arc<dyn RefreshStore>,
+        snapshots: Arc<dyn ChangeSync>,
         catalog: Arc<Catalog>,
         sealer: Arc<Sealer>,
         tokens: Arc<dyn TokenEndpoint>,
@@ -447,12 +469,15 @@ impl Integrations {
         Self {
             oauth: OAuthRefresher::new(
                 store.clone(),
+                leases,
+                snapshots.clone(),
                 catalog.clone(),
                 sealer.clone(),
                 tokens,
                 oauth,
             ),
             store,
+            snapshots,
             catalog,
             sealer,
         }
@@ -469,9 +494,11 @@ impl Integrations {
         environment: Environment,
         key: &str,
     ) -> Result<(IntegrationConnection, Platform, OpenCredentials), IntegrationError> {
-        let (connection, sealed) = self
+        let SealedIntegration {
+            connection, sealed, ..
+        } = self
             .store
-            .get_integration_by_key(environment, key)
+            .sealed_integration_by_key(environment, key)
             .await?
             .ok_or(IntegrationError::NotFound)?;
         if !connection.active {
@@ -588,7 +615,8 @@ impl Integrations {
                 ..Health::default()
             },
         };
-        self.store.insert_integration(&connection, &sealed).await?;
+        let change = self.store.insert_integration(&connection, &sealed).await?;
+        self.snapshots.applied(change).await;
         tracing::info!(connection_id = %connection.id, "integration connection created");
         Ok(connection)
     }
@@ -650,26 +678,27 @@ impl Integrations {
         let previous = connection.version.clone();
         connection.version = bump_version(&previous);
         // Only if nobody else changed it meanwhile; otherwise the caller retries.
-        if !self
+        let mut change = self
             .store
             .update_integration(&connection, &previous)
             .await?
-        {
-            return Err(IntegrationError::Conflict);
-        }
+            .ok_or(IntegrationError::Conflict)?;
         if let Some(credentials) = &patch.credentials {
             let sealed = seal_credentials(&self.sealer, &connection.id, environment, credentials);
-            self.store
+            change = self
+                .store
                 .set_integration_credentials(&connection.id, &sealed, expires_at)
                 .await?;
             // Read back: the new credential starts a new health record.
             connection = self.get(environment, id).await?;
         }
+        self.snapshots.applied(change).await;
         Ok(connection)
     }
 
     pub async fn delete(&self, environment: Environment, id: &str) -> Result<(), IntegrationError> {
-        if self.store.delete_integration(environment, id).await? {
+        if let Some(change) = self.store.delete_integration(environment, id).await? {
+            self.snapshots.applied(change).await;
             tracing::info!(connection_id = %id, "integration connection deleted");
             Ok(())
         } else {

@@ -6,6 +6,7 @@ pub mod data_connection;
 pub mod integration;
 pub mod oauth;
 pub mod pagination;
+pub mod ports;
 pub mod time;
 pub mod token;
 pub mod topology;

@@ -15,8 +15,8 @@ use super::integration::{
     ConnectionState, Environment, IntegrationConnection, OpenCredentials, iso_micros,
     open_credentials, seal_credentials,
 };
+use super::ports::{ChangeSync, IntegrationStore, RefreshFailure, RefreshStore, StoreError};
 use crate::crypto::Sealer;
-use crate::store::{RefreshFailure, Store, StoreError};
 
 /// `[oauth]` in the config.
 #[derive(Debug, Clone)]
@@ -132,7 +132,9 @@ fn micros(d: Duration) -> i64 {
 pub type Fresh = (IntegrationConnection, OpenCredentials);
 
 pub struct OAuthRefresher {
-    store: Arc<dyn Store>,
+    store: Arc<dyn IntegrationStore>,
+    leases: Arc<dyn RefreshStore>,
+    snapshots: Arc<dyn ChangeSync>,
     catalog: Arc<Catalog>,
     sealer: Arc<Sealer>,
     tokens: Arc<dyn TokenEndpoint>,
@@ -145,7 +147,9 @@ pub struct OAuthRefresher {
 
 impl OAuthRefresher {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn IntegrationStore>,
+        leases: Arc<dyn RefreshStore>,
+        snapshots: Arc<dyn ChangeSync>,
         catalog: Arc<Catalog>,
         sealer: Arc<Sealer>,
         tokens: Arc<dyn TokenEndpoint>,
@@ -153,6 +157,8 @@ impl OAuthRefresher {
     ) -> Self {
         Self {
             store,
+            leases,
+            snapshots,
             catalog,
             sealer,
             tokens,
@@ -184,7 +190,7 @@ impl OAuthRefresher {
     pub async fn refresh_due(&self) -> Result<(), StoreError> {
         let now = Utc::now().timestamp_micros();
         let due = self
-            .store
+            .leases
             .due_refreshes(now, now + micros(self.settings.refresh_margin), 64)
             .await?;
         for connection in due {
@@ -221,8 +227,9 @@ impl OAuthRefresher {
         key: &str,
     ) -> Result<(IntegrationConnection, Vec<u8>), RefreshError> {
         self.store
-            .get_integration_by_key(environment, key)
+            .sealed_integration_by_key(environment, key)
             .await?
+            .map(|s| (s.connection, s.sealed))
             .ok_or(RefreshError::NotFound)
     }
 
@@ -275,7 +282,7 @@ impl OAuthRefresher {
                 return self.open(current, &sealed);
             }
             if self
-                .store
+                .leases
                 .try_lease_refresh(&seen.id, &self.owner, now, now + micros(lease))
                 .await?
             {
@@ -292,7 +299,7 @@ impl OAuthRefresher {
         // A refresh or a recorded failure released the lease as it wrote; this covers the
         // rest (nothing left to do, a store error). Only our own lease is touched.
         if let Err(e) = self
-            .store
+            .leases
             .release_refresh_lease(&seen.id, &self.owner)
             .await
         {
@@ -356,7 +363,8 @@ impl OAuthRefresher {
                 );
                 let sealed =
                     seal_credentials(&self.sealer, &connection.id, connection.environment, &next);
-                self.store
+                let change = self
+                    .leases
                     .store_refreshed_credentials(
                         &connection.id,
                         &self.owner,
@@ -365,6 +373,7 @@ impl OAuthRefresher {
                         now,
                     )
                     .await?;
+                self.snapshots.applied(change).await;
                 metrics::counter!("switchboard_oauth_refreshes_total", "outcome" => "ok")
                     .increment(1);
                 tracing::info!(connection_id = %connection.id, platform = %connection.platform, "oauth token refreshed");
@@ -377,7 +386,8 @@ impl OAuthRefresher {
                     || failures >= i64::from(self.settings.max_consecutive_failures);
                 let error = truncate(&format!("token refresh failed: {e}"), 500);
                 let retry_at = (!terminal).then(|| now + micros(self.settings.backoff(failures)));
-                self.store
+                let change = self
+                    .leases
                     .record_refresh_failure(
                         &connection.id,
                         &self.owner,
@@ -394,6 +404,7 @@ impl OAuthRefresher {
                         },
                     )
                     .await?;
+                self.snapshots.applied(change).await;
                 metrics::counter!("switchboard_oauth_refreshes_total", "outcome" => if terminal { "failed" } else { "degraded" }).increment(1);
                 if terminal {
                     tracing::error!(connection_id = %connection.id, platform = %connection.platform, failures, %error, "oauth refresh failed; the connection is failed until its credentials are replaced");

@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
 
+use super::ports::{StoreError, TokenStore};
 use crate::crypto::{self, CredentialHash, CredentialHasher};
-use crate::store::{Store, StoreError};
 
 /// How long a verified token is trusted without asking the store again. Tokens cannot be
 /// revoked yet; when they can, revocation must clear this cache.
@@ -44,7 +44,7 @@ const VERIFIED_TOKEN_CAPACITY: usize = 10_000;
 
 /// Issues and checks API tokens; only their keyed hashes reach the store.
 pub struct ApiTokens {
-    store: Arc<dyn Store>,
+    store: Arc<dyn TokenStore>,
     hasher: CredentialHasher,
     /// Keyed by hash, so the cache holds no token either. Only successes are cached: a
     /// token created a moment ago is found in the store at once.
@@ -52,7 +52,7 @@ pub struct ApiTokens {
 }
 
 impl ApiTokens {
-    pub fn new(store: Arc<dyn Store>, hasher: CredentialHasher) -> Self {
+    pub fn new(store: Arc<dyn TokenStore>, hasher: CredentialHasher) -> Self {
         Self {
             store,
             hasher,

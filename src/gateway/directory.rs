@@ -1,13 +1,16 @@
 //! The gateway's in-memory view of issued credentials: an immutable snapshot swapped
-//! atomically, so the per-request lookup never waits on the database or on a lock.
+//! atomically, so the per-request lookup never waits on the database or on a lock. The
+//! change feed keeps it ([`DirectoryFollower`]).
 
-use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use async_trait::async_trait;
 use imbl::HashMap;
 
-use crate::domain::data_connection::{CredentialChange, CredentialListener, IssuedCredential};
+use crate::domain::data_connection::IssuedCredential;
+use crate::domain::ports::{Change, DataConnectionStore, Entity, StoreError};
+use crate::feed::Follower;
 
 /// Persistent maps: a change copies a path of the tree, not every entry, so issuing a
 /// credential costs the same with ten or a million of them.
@@ -19,19 +22,30 @@ struct Snapshot {
 
 impl Snapshot {
     fn insert(&mut self, credential: IssuedCredential) {
-        self.username_by_id
-            .insert(credential.connection_id, credential.username.clone());
+        // A connection's username never changes, but a stale entry must not linger.
+        if let Some(old) = self
+            .username_by_id
+            .insert(credential.connection_id, credential.username.clone())
+            && old != credential.username
+        {
+            self.by_username.remove(&old);
+        }
         self.by_username
             .insert(credential.username.clone(), Arc::new(credential));
+    }
+
+    fn remove(&mut self, connection_id: i64) {
+        if let Some(username) = self.username_by_id.remove(&connection_id) {
+            self.by_username.remove(&username);
+        }
     }
 }
 
 #[derive(Default)]
 pub struct CredentialDirectory {
     current: ArcSwap<Snapshot>,
-    /// Serialises writers (changes and full refreshes); readers never take it. Holds the
-    /// number of changes applied, so a refresh can tell it raced with one.
-    writers: Mutex<u64>,
+    /// Serialises writers; readers never take it.
+    writers: Mutex<()>,
 }
 
 impl CredentialDirectory {
@@ -47,42 +61,69 @@ impl CredentialDirectory {
         self.len() == 0
     }
 
-    /// The number of changes applied so far; pass it to [`Self::replace_all`].
-    pub fn generation(&self) -> u64 {
-        *self.writers.lock().expect("not poisoned")
+    fn update(&self, change: impl FnOnce(&mut Snapshot)) {
+        let _writer = self.writers.lock().expect("not poisoned");
+        let mut next = Snapshot::clone(&self.current.load());
+        change(&mut next);
+        self.current.store(Arc::new(next));
     }
 
-    /// Installs a full listing read from the store, unless a change was applied since
-    /// `generation` was taken: the listing could then predate a revocation and bring a
-    /// deleted credential back. Returns whether it was installed.
-    pub fn replace_all(&self, credentials: Vec<IssuedCredential>, generation: u64) -> bool {
-        let guard = self.writers.lock().expect("not poisoned");
-        if *guard != generation {
-            return false;
-        }
+    pub fn upsert(&self, credential: IssuedCredential) {
+        self.update(|s| s.insert(credential));
+    }
+
+    pub fn remove(&self, connection_id: i64) {
+        self.update(|s| s.remove(connection_id));
+    }
+
+    pub fn replace_all(&self, credentials: Vec<IssuedCredential>) {
         let mut snapshot = Snapshot::default();
         for c in credentials {
             snapshot.insert(c);
         }
+        let _writer = self.writers.lock().expect("not poisoned");
         self.current.store(Arc::new(snapshot));
-        true
     }
 }
 
-impl CredentialListener for CredentialDirectory {
-    fn apply(&self, change: CredentialChange) {
-        let mut guard = self.writers.lock().expect("not poisoned");
-        let mut next = Snapshot::clone(&self.current.load());
-        match change {
-            CredentialChange::Issued(credential) => next.insert(credential),
-            CredentialChange::Revoked { connection_id } => {
-                if let Some(username) = next.username_by_id.remove(&connection_id) {
-                    next.by_username.remove(&username);
-                }
-            }
+/// Keeps a [`CredentialDirectory`] as the store has it.
+pub struct DirectoryFollower {
+    pub store: Arc<dyn DataConnectionStore>,
+    pub directory: Arc<CredentialDirectory>,
+}
+
+#[async_trait]
+impl Follower for DirectoryFollower {
+    async fn apply(&self, change: &Change) -> Result<(), StoreError> {
+        if change.entity != Entity::DataConnection {
+            return Ok(());
         }
-        self.current.store(Arc::new(next));
-        *guard += 1;
+        let Ok(id) = change.id.parse::<i64>() else {
+            return Ok(());
+        };
+        match self.store.data_connection_credential(id).await? {
+            Some((connection, hash)) => self
+                .directory
+                .upsert(IssuedCredential::of(&connection, hash)),
+            None => self.directory.remove(id),
+        }
+        Ok(())
+    }
+
+    async fn reload(&self) -> Result<(), StoreError> {
+        let credentials = self
+            .store
+            .data_connection_credentials()
+            .await?
+            .into_iter()
+            .map(|(connection, hash)| IssuedCredential::of(&connection, hash))
+            .collect();
+        self.directory.replace_all(credentials);
+        tracing::debug!(
+            credentials = self.directory.len(),
+            "credential snapshot reloaded"
+        );
+        Ok(())
     }
 }
 
@@ -105,24 +146,17 @@ mod tests {
     }
 
     #[test]
-    fn changes_apply_and_a_stale_refresh_cannot_resurrect_a_revoked_credential() {
+    fn upserts_removals_and_reloads() {
         let dir = CredentialDirectory::default();
-        assert!(dir.replace_all(vec![credential(1), credential(2)], dir.generation()));
+        dir.replace_all(vec![credential(1), credential(2)]);
         assert!(dir.lookup("u1").is_some());
-
-        // A refresh reads the store while connection 1 still exists...
-        let generation = dir.generation();
-        let stale = vec![credential(1), credential(2)];
-        // ...then connection 1 is deleted before the refresh installs its listing.
-        dir.apply(CredentialChange::Revoked { connection_id: 1 });
-        assert!(
-            !dir.replace_all(stale, generation),
-            "the stale listing is dropped"
-        );
+        dir.remove(1);
         assert!(dir.lookup("u1").is_none());
         assert!(dir.lookup("u2").is_some());
-
-        dir.apply(CredentialChange::Issued(credential(3)));
+        dir.upsert(credential(3));
+        dir.upsert(credential(3));
+        assert_eq!(dir.len(), 2);
+        dir.remove(42);
         assert_eq!(dir.len(), 2);
     }
 }

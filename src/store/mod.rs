@@ -1,355 +1,613 @@
-//! Persistence behind one trait, with an implementation per database.
+//! Persistence: the domain's storage ports (`domain::ports`) implemented once, in
+//! [`SqlStore`], for both databases. `sql` holds every statement, `row` decodes rows into
+//! domain types, `engine` runs statements on either database, `dump` moves an install
+//! between stores. The backend files keep only what truly differs: opening the pools and
+//! their settings, migrations, and the database's own services (SQLite's checkpoint and
+//! planner statistics, PostgreSQL's notifications).
 
 use async_trait::async_trait;
+use tokio::sync::mpsc;
 
 use crate::crypto::CredentialHash;
-use crate::domain::data_connection::{DataConnection, NewDataConnection};
+use crate::domain::data_connection::{DataConnection, NewDataConnection, TeamScope};
 use crate::domain::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
+pub use crate::domain::ports::StoreError;
+use crate::domain::ports::{
+    Change, ChangeLog, ChangeSeq, ChangeSignal, DataConnectionStore, Entity, Health,
+    IntegrationStore, MetaStore, RefreshFailure, RefreshStore, SealedIntegration, Store,
+    TokenStore, VaultSecret, VaultSecretStore,
+};
+use crate::domain::time::Timestamp;
 use crate::domain::token::{Principal, TokenScope, User};
 
+mod dump;
+mod engine;
 pub mod postgres;
 mod row;
 mod sql;
 pub mod sqlite;
 
-use sql::Statement;
+pub use dump::{DUMP_FORMAT, DUMP_VERSION, Dump};
+use engine::{Engine, Transaction};
+use sql::{ConnectionQueries, Dialect};
 
-/// A change another process made to who may authenticate, as a shared store reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreEvent {
-    Issued(i64),
-    Revoked(i64),
-    /// Events may have been missed (the feed reconnected): reload everything.
-    Resync,
+/// What a backend does its own way.
+#[async_trait]
+trait BackendServices: Send + Sync {
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// Refreshes the planner's statistics where the database does not do it itself.
+    async fn optimize(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Called after a credential's ciphertext was replaced, so the old one can be purged
+    /// from the database's files.
+    async fn purge_replaced(&self) {}
+    async fn subscribe(&self) -> Result<Option<mpsc::Receiver<ChangeSignal>>, StoreError> {
+        Ok(None)
+    }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A unique constraint rejected the write; names the constraint's column.
-    #[error("unique constraint violated on {0}")]
-    Conflict(String),
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
-    #[error("database error")]
-    Database(#[from] sqlx::Error),
-    #[error("migration failed")]
-    Migration(#[from] sqlx::migrate::MigrateError),
-    #[error("{0}")]
-    NotEmpty(&'static str),
+/// The store: every port, one implementation, either database.
+pub struct SqlStore {
+    /// Reads that may run beside writes (SQLite: a pool of read-only connections).
+    reader: Box<dyn Engine>,
+    /// Writes, and reads that must see the latest write (SQLite: a single connection).
+    writer: Box<dyn Engine>,
+    dialect: Dialect,
+    connections: ConnectionQueries,
+    services: Box<dyn BackendServices>,
 }
 
-/// Everything a store holds, as stored: hashes stay hashes and sealed values stay sealed,
-/// so moving a dump between stores needs (and reveals) no key.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct Dump {
-    pub format: String,
-    pub version: u32,
-    pub meta: Vec<MetaRow>,
-    pub users: Vec<UserRow>,
-    pub api_tokens: Vec<TokenRow>,
-    pub data_connections: Vec<ConnectionDumpRow>,
-    #[serde(default)]
-    pub vault_secrets: Vec<VaultSecretRow>,
-    #[serde(default)]
-    pub integration_connections: Vec<IntegrationDumpRow>,
+impl Store for SqlStore {}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
-pub struct VaultSecretRow {
-    pub id: i64,
-    pub environment: String,
-    #[serde(with = "base64_bytes")]
-    pub secret_hash: Vec<u8>,
-    pub created_at: i64,
-}
-
-/// A stored credential as key rotation sees it.
-pub struct SealedCredential {
-    pub id: String,
-    pub environment: Environment,
-    pub generation: i64,
-    pub sealed: Vec<u8>,
-}
-
-/// What a failed refresh leaves on the connection.
-pub struct RefreshFailure {
-    pub state: ConnectionState,
-    pub consecutive_failures: i64,
-    pub error: String,
-    pub at: i64,
-    pub retry_at: Option<i64>,
-}
-
-/// An integration connection; its credential stays sealed.
-#[derive(Debug, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
-pub struct IntegrationDumpRow {
-    pub id: String,
-    pub environment: String,
-    pub platform: String,
-    pub platform_version: String,
-    pub name: Option<String>,
-    pub connection_key: String,
-    pub identity: String,
-    pub identity_type: String,
-    pub tags: String,
-    pub version: String,
-    pub active: bool,
-    pub state: String,
-    pub created_at: i64,
-    #[serde(with = "base64_bytes")]
-    pub sealed_credentials: Vec<u8>,
-    #[serde(default = "first_generation")]
-    pub credential_generation: i64,
-    #[serde(default)]
-    pub expires_at: Option<i64>,
-    #[serde(default)]
-    pub retry_at: Option<i64>,
-    #[serde(default)]
-    pub refresh_attempts: i64,
-    #[serde(default)]
-    pub consecutive_failures: i64,
-    #[serde(default)]
-    pub last_error: Option<String>,
-    #[serde(default)]
-    pub last_error_at: Option<i64>,
-    #[serde(default)]
-    pub last_refresh_at: Option<i64>,
-}
-
-fn first_generation() -> i64 {
-    1
-}
-
-pub const DUMP_FORMAT: &str = "switchboard-dump";
-pub const DUMP_VERSION: u32 = 1;
-
-#[derive(Debug, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
-pub struct MetaRow {
-    pub key: String,
-    #[serde(with = "base64_bytes")]
-    pub value: Vec<u8>,
-}
-
-#[derive(Debug, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
-pub struct UserRow {
-    pub id: i64,
-    pub email: String,
-    pub created_at: i64,
-}
-
-#[derive(Debug, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
-pub struct TokenRow {
-    pub id: i64,
-    #[serde(with = "base64_bytes")]
-    pub token_hash: Vec<u8>,
-    pub team_id: Option<i64>,
-    pub user_id: Option<i64>,
-    pub created_at: i64,
-}
-
-/// A data connection's columns; the JSON columns travel as their JSON text.
-#[derive(Debug, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
-pub struct ConnectionDumpRow {
-    pub id: i64,
-    pub client_type: String,
-    pub note: Option<String>,
-    pub created_at: i64,
-    pub valid_until: Option<i64>,
-    pub region_id: String,
-    pub host: String,
-    pub port: i32,
-    pub username: String,
-    #[serde(with = "base64_bytes")]
-    pub password_hash: Vec<u8>,
-    pub ip_allowlist: String,
-    pub team_ids: Option<String>,
-    pub created_by: Option<i64>,
-}
-
-mod base64_bytes {
-    use base64::Engine;
-    use base64::engine::general_purpose::STANDARD;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&STANDARD.encode(bytes))
+impl SqlStore {
+    fn new(
+        reader: Box<dyn Engine>,
+        writer: Box<dyn Engine>,
+        dialect: Dialect,
+        services: Box<dyn BackendServices>,
+    ) -> Self {
+        Self {
+            reader,
+            writer,
+            dialect,
+            connections: ConnectionQueries::new(dialect),
+            services,
+        }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        STANDARD
-            .decode(String::deserialize(d)?)
-            .map_err(serde::de::Error::custom)
+    /// Applies pending schema migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.services.migrate().await
+    }
+
+    /// Keeps the planner's statistics current (SQLite; cheap when little changed).
+    pub async fn optimize(&self) -> Result<(), StoreError> {
+        self.services.optimize().await
+    }
+
+    /// Runs `write` and records `entity`/`id` as changed, in one transaction. `write`
+    /// returns false to roll back (it changed nothing): no change is recorded then.
+    async fn write_recording<F>(
+        &self,
+        entity: Entity,
+        id: &str,
+        write: F,
+    ) -> Result<Option<ChangeSeq>, StoreError>
+    where
+        F: for<'t> FnOnce(
+                &'t mut Box<dyn Transaction>,
+            )
+                -> futures_util::future::BoxFuture<'t, Result<bool, StoreError>>
+            + Send,
+    {
+        let mut tx = self.writer.begin().await?;
+        if !write(&mut tx).await? {
+            return Ok(None);
+        }
+        let seq = record_change(&mut tx, entity, id).await?;
+        tx.commit().await?;
+        Ok(Some(seq))
+    }
+
+    /// One statement as a recorded write; `None` when it changed no row.
+    async fn execute_recording(
+        &self,
+        entity: Entity,
+        id: &str,
+        statement: engine::Statement,
+    ) -> Result<Option<ChangeSeq>, StoreError> {
+        self.write_recording(entity, id, move |tx| {
+            Box::pin(async move { Ok(tx.execute(&statement).await? > 0) })
+        })
+        .await
+    }
+
+    /// Like [`Self::execute_recording`], but a change is recorded even if no row changed
+    /// (the caller's view of the row is then stale, and followers read it again).
+    async fn execute_always_recording(
+        &self,
+        entity: Entity,
+        id: &str,
+        statement: engine::Statement,
+    ) -> Result<ChangeSeq, StoreError> {
+        let seq = self
+            .write_recording(entity, id, move |tx| {
+                Box::pin(async move {
+                    tx.execute(&statement).await?;
+                    Ok(true)
+                })
+            })
+            .await?;
+        Ok(seq.expect("always recorded"))
+    }
+
+    /// Inserts the first token or secret (`insert` returns its id, or no row when one
+    /// exists) under a lock, so replicas starting together insert one; records `entity` as
+    /// changed when given.
+    async fn insert_first(
+        &self,
+        lock: &str,
+        insert: engine::Statement,
+        entity: Option<Entity>,
+    ) -> Result<Option<ChangeSeq>, StoreError> {
+        self.writer.execute(&sql::lock_row(lock)).await?;
+        let mut tx = self.writer.begin().await?;
+        tx.execute(&sql::lock(lock)).await?;
+        let Some(mut inserted) = tx.fetch(&insert).await?.into_iter().next() else {
+            return Ok(None);
+        };
+        let id = inserted.int(0)?;
+        let seq = match entity {
+            Some(entity) => record_change(&mut tx, entity, &id.to_string()).await?,
+            None => ChangeSeq::default(),
+        };
+        tx.commit().await?;
+        Ok(Some(seq))
+    }
+}
+
+async fn record_change(
+    tx: &mut Box<dyn Transaction>,
+    entity: Entity,
+    id: &str,
+) -> Result<ChangeSeq, StoreError> {
+    let seq = tx
+        .fetch_one(&sql::record_change(entity, id, now_micros()))
+        .await?
+        .int(0)?;
+    Ok(ChangeSeq(seq))
+}
+
+#[async_trait]
+impl Health for SqlStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.reader
+            .execute(&engine::Statement::new("SELECT 1"))
+            .await
+            .map(drop)
     }
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Cheap round trip proving the database answers.
-    async fn ping(&self) -> Result<(), StoreError>;
-
-    /// Applies pending schema migrations.
-    async fn migrate(&self) -> Result<(), StoreError>;
-
-    /// Refreshes the query planner's statistics where the database does not do it itself
-    /// (PostgreSQL's autovacuum does); cheap when little has changed.
-    async fn optimize(&self) -> Result<(), StoreError> {
-        Ok(())
+impl MetaStore for SqlStore {
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.writer
+            .fetch_optional(&sql::get_meta(key))
+            .await?
+            .map(|mut r| r.bytes(0))
+            .transpose()
     }
 
-    /// Every row, for moving to another store.
-    async fn export(&self) -> Result<Dump, StoreError>;
-    /// Loads a dump into an empty store, keeping ids; refuses a store that holds data.
-    async fn import(&self, dump: &Dump) -> Result<(), StoreError>;
+    async fn init_meta(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.writer.execute(&sql::init_meta(key, value)).await?;
+        self.get_meta(key)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("meta key {key} vanished")))
+    }
 
-    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Stores `value` under `key` unless a value is there; returns the value that is stored
-    /// afterwards, so concurrent initialisers agree on one.
-    async fn init_meta(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError>;
-    /// Replaces the value under `key` (key rotation).
-    async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
-    /// Every integration connection's credential: id, environment, sealed credential.
-    async fn list_sealed_integrations(&self) -> Result<Vec<SealedCredential>, StoreError>;
-    /// Replaces a sealed credential with the same credential sealed under another key,
-    /// unless it changed since it was read (a refresh): false then.
-    async fn reseal_integration(
-        &self,
-        id: &str,
-        generation: i64,
-        sealed_credentials: &[u8],
-    ) -> Result<bool, StoreError> {
-        let done = self
-            .execute(sql::reseal_integration(id, generation, sealed_credentials))
+    async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.writer
+            .execute(&sql::set_meta(key, value))
+            .await
+            .map(drop)
+    }
+}
+
+#[async_trait]
+impl TokenStore for SqlStore {
+    async fn ensure_user(&self, email: &str) -> Result<User, StoreError> {
+        let mut row = self
+            .writer
+            .fetch_one(&sql::ensure_user(email, Timestamp::now().as_millis()))
             .await?;
-        Ok(done == 1)
+        Ok(User {
+            id: row.int(0)?,
+            email: row.text(1)?,
+        })
     }
-
-    /// Runs a statement both backends share (`sql.rs`); returns the rows it changed.
-    async fn execute(&self, statement: Statement) -> Result<u64, StoreError>;
-    /// Called after a credential's ciphertext was replaced, so a backend can purge the old
-    /// one from its files.
-    async fn purge_replaced(&self) {}
-
-    /// The user with this e-mail address, created if new.
-    async fn ensure_user(&self, email: &str) -> Result<User, StoreError>;
 
     async fn insert_api_token(
         &self,
         hash: &CredentialHash,
         scope: TokenScope,
         user: Option<&User>,
-    ) -> Result<i64, StoreError>;
-    /// Inserts a global token only if the database has no token yet; true if it did.
-    async fn insert_first_api_token(&self, hash: &CredentialHash) -> Result<bool, StoreError>;
-    async fn find_api_token(&self, hash: &CredentialHash) -> Result<Option<Principal>, StoreError>;
+    ) -> Result<i64, StoreError> {
+        let team = match scope {
+            TokenScope::Global => None,
+            TokenScope::Team(id) => Some(id),
+        };
+        let statement =
+            sql::insert_api_token(hash, team, user.map(|u| u.id), Timestamp::now().as_millis());
+        self.writer.fetch_one(&statement).await?.int(0)
+    }
 
+    async fn insert_first_api_token(&self, hash: &CredentialHash) -> Result<bool, StoreError> {
+        let insert = sql::insert_first_api_token(hash, Timestamp::now().as_millis());
+        let inserted = self.insert_first("first_api_token", insert, None).await?;
+        Ok(inserted.is_some())
+    }
+
+    async fn find_api_token(&self, hash: &CredentialHash) -> Result<Option<Principal>, StoreError> {
+        let Some(mut row) = self
+            .reader
+            .fetch_optional(&sql::find_api_token(hash))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let user = match row.opt_int(2)? {
+            Some(id) => Some(User {
+                id,
+                email: row.text(3)?,
+            }),
+            None => None,
+        };
+        Ok(Some(Principal {
+            token_id: row.int(0)?,
+            scope: row.opt_int(1)?.map_or(TokenScope::Global, TokenScope::Team),
+            user,
+        }))
+    }
+}
+
+#[async_trait]
+impl DataConnectionStore for SqlStore {
     async fn insert_data_connection(
         &self,
         new: NewDataConnection,
-    ) -> Result<DataConnection, StoreError>;
-    /// A page in id order, and the total number of connections.
+    ) -> Result<(DataConnection, ChangeSeq), StoreError> {
+        let statement = sql::insert_data_connection(sql::NewConnectionRow {
+            client_type: new.client_type.as_str(),
+            note: new.note.as_deref(),
+            created_at: new.created_at.as_millis(),
+            valid_until: new.valid_until.map(Timestamp::as_millis),
+            region_id: &new.region_id,
+            host: &new.host,
+            port: i64::from(new.port),
+            username: &new.username,
+            password_hash: new.password_hash.as_slice(),
+            ip_allowlist: serde_json::Value::from(new.ip_allowlist.to_strings()),
+            team_ids: match &new.teams {
+                TeamScope::All => None,
+                TeamScope::Teams(ids) => Some(serde_json::Value::from(ids.clone())),
+            },
+            created_by: new.created_by.as_ref().map(|u| u.id),
+        });
+        let mut tx = self.writer.begin().await?;
+        let id = tx.fetch_one(&statement).await?.int(0)?;
+        let seq = record_change(&mut tx, Entity::DataConnection, &id.to_string()).await?;
+        tx.commit().await?;
+        let connection = DataConnection {
+            id,
+            client_type: new.client_type,
+            note: new.note,
+            created_at: new.created_at,
+            valid_until: new.valid_until,
+            region_id: new.region_id,
+            host: new.host,
+            port: new.port,
+            username: new.username,
+            ip_allowlist: new.ip_allowlist,
+            teams: new.teams,
+            created_by: new.created_by,
+        };
+        Ok((connection, seq))
+    }
+
     async fn list_data_connections(
         &self,
         offset: i64,
         limit: i64,
-    ) -> Result<(Vec<DataConnection>, u64), StoreError>;
-    /// Every connection with its password hash, for the gateway's credential snapshot.
-    async fn list_data_connection_credentials(
-        &self,
-    ) -> Result<Vec<(DataConnection, CredentialHash)>, StoreError>;
-    /// One connection with its password hash.
-    async fn get_data_connection_credential(
+    ) -> Result<(Vec<DataConnection>, u64), StoreError> {
+        let mut row = self
+            .reader
+            .fetch_one(&self.connections.page(offset, limit))
+            .await?;
+        let page = row::data_connections(&row.text(0)?)?;
+        Ok((page, row.opt_int(1)?.unwrap_or(0) as u64))
+    }
+
+    async fn count_data_connections(&self) -> Result<u64, StoreError> {
+        let mut row = self
+            .reader
+            .fetch_one(&sql::count_data_connections())
+            .await?;
+        Ok(row.opt_int(0)?.unwrap_or(0) as u64)
+    }
+
+    async fn get_data_connection(&self, id: i64) -> Result<Option<DataConnection>, StoreError> {
+        self.reader
+            .fetch_optional(&self.connections.one(id))
+            .await?
+            .map(|mut r| row::data_connection(&r.text(0)?))
+            .transpose()
+    }
+
+    async fn delete_data_connection(&self, id: i64) -> Result<Option<ChangeSeq>, StoreError> {
+        self.execute_recording(
+            Entity::DataConnection,
+            &id.to_string(),
+            sql::delete_data_connection(id),
+        )
+        .await
+    }
+
+    async fn data_connection_credential(
         &self,
         id: i64,
-    ) -> Result<Option<(DataConnection, CredentialHash)>, StoreError>;
-    /// Changes made by other processes sharing this store, where the store can tell
-    /// (`None` for a store only this process uses).
-    async fn credential_events(
-        &self,
-    ) -> Result<Option<tokio::sync::mpsc::Receiver<StoreEvent>>, StoreError> {
-        Ok(None)
+    ) -> Result<Option<(DataConnection, CredentialHash)>, StoreError> {
+        self.reader
+            .fetch_optional(&self.connections.with_hash(id))
+            .await?
+            .map(row::data_connection_credential)
+            .transpose()
     }
+
+    async fn data_connection_credentials(
+        &self,
+    ) -> Result<Vec<(DataConnection, CredentialHash)>, StoreError> {
+        self.reader
+            .fetch(&self.connections.all_with_hash())
+            .await?
+            .into_iter()
+            .map(row::data_connection_credential)
+            .collect()
+    }
+}
+
+#[async_trait]
+impl VaultSecretStore for SqlStore {
     async fn insert_vault_secret(
         &self,
         environment: Environment,
         hash: &CredentialHash,
-    ) -> Result<(), StoreError>;
-    /// Inserts a secret only if its environment has none yet; true if it did.
+    ) -> Result<ChangeSeq, StoreError> {
+        let insert = sql::insert_vault_secret(environment, hash, Timestamp::now().as_millis());
+        let mut tx = self.writer.begin().await?;
+        let id = tx.fetch_one(&insert).await?.int(0)?;
+        let seq = record_change(&mut tx, Entity::VaultSecret, &id.to_string()).await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
     async fn insert_first_vault_secret(
         &self,
         environment: Environment,
         hash: &CredentialHash,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Option<ChangeSeq>, StoreError> {
+        let lock = format!("first_vault_secret:{}", environment.as_str());
+        let insert =
+            sql::insert_first_vault_secret(environment, hash, Timestamp::now().as_millis());
+        self.insert_first(&lock, insert, Some(Entity::VaultSecret))
+            .await
+    }
+
     async fn find_vault_secret(
         &self,
         hash: &CredentialHash,
-    ) -> Result<Option<Environment>, StoreError>;
+    ) -> Result<Option<Environment>, StoreError> {
+        self.reader
+            .fetch_optional(&sql::find_vault_secret(hash))
+            .await?
+            .map(|mut r| row::environment(&r.text(0)?))
+            .transpose()
+    }
 
+    async fn vault_secret(&self, id: i64) -> Result<Option<VaultSecret>, StoreError> {
+        self.reader
+            .fetch_optional(&sql::vault_secret(id))
+            .await?
+            .map(row::vault_secret)
+            .transpose()
+    }
+
+    async fn vault_secrets(&self) -> Result<Vec<VaultSecret>, StoreError> {
+        self.reader
+            .fetch(&sql::vault_secrets())
+            .await?
+            .into_iter()
+            .map(row::vault_secret)
+            .collect()
+    }
+}
+
+#[async_trait]
+impl IntegrationStore for SqlStore {
     async fn insert_integration(
         &self,
-        connection: &IntegrationConnection,
+        c: &IntegrationConnection,
         sealed_credentials: &[u8],
-    ) -> Result<(), StoreError>;
-    /// A page, newest first (ties by id), and the number of rows the filter matches.
+    ) -> Result<ChangeSeq, StoreError> {
+        let insert = sql::insert_integration(c, sealed_credentials);
+        let tags: Vec<_> = c.tags.iter().map(|t| sql::insert_tag(&c.id, t)).collect();
+        let seq = self
+            .write_recording(Entity::Integration, &c.id, move |tx| {
+                Box::pin(async move {
+                    tx.execute(&insert).await?;
+                    for tag in &tags {
+                        tx.execute(tag).await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .await?;
+        Ok(seq.expect("an insert is always recorded"))
+    }
+
     async fn list_integrations(
         &self,
         environment: Environment,
         filter: &ListFilter,
         offset: i64,
         limit: i64,
-    ) -> Result<(Vec<IntegrationConnection>, u64), StoreError>;
+    ) -> Result<(Vec<IntegrationConnection>, u64), StoreError> {
+        let list = sql::integration_list(environment, filter, offset, limit);
+        // One read transaction: the page and the total describe the same state.
+        let mut tx = self.reader.begin().await?;
+        let rows = tx.fetch(&list.page).await?;
+        let total = tx.fetch_one(&list.count).await?.int(0)?;
+        tx.commit().await?;
+        let connections = rows
+            .into_iter()
+            .map(|mut r| row::integration(&mut r))
+            .collect::<Result<_, _>>()?;
+        Ok((connections, total as u64))
+    }
+
     async fn get_integration(
         &self,
         environment: Environment,
         id: &str,
-    ) -> Result<Option<IntegrationConnection>, StoreError>;
-    /// Writes name, tags, active and version if the stored version is still `previous_version`.
+    ) -> Result<Option<IntegrationConnection>, StoreError> {
+        self.reader
+            .fetch_optional(&sql::get_integration(environment, id))
+            .await?
+            .map(|mut r| row::integration(&mut r))
+            .transpose()
+    }
+
     async fn update_integration(
         &self,
-        connection: &IntegrationConnection,
+        c: &IntegrationConnection,
         previous_version: &str,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Option<ChangeSeq>, StoreError> {
+        let update = sql::update_integration(c, previous_version);
+        let delete_tags = sql::delete_tags(&c.id);
+        let tags: Vec<_> = c.tags.iter().map(|t| sql::insert_tag(&c.id, t)).collect();
+        self.write_recording(Entity::Integration, &c.id, move |tx| {
+            Box::pin(async move {
+                // Only if nobody changed it meanwhile.
+                if tx.execute(&update).await? != 1 {
+                    return Ok(false);
+                }
+                tx.execute(&delete_tags).await?;
+                for tag in &tags {
+                    tx.execute(tag).await?;
+                }
+                Ok(true)
+            })
+        })
+        .await
+    }
+
     async fn delete_integration(
         &self,
         environment: Environment,
         id: &str,
-    ) -> Result<bool, StoreError>;
-    /// A connection by its key, with its sealed credentials, for the passthrough.
-    async fn get_integration_by_key(
-        &self,
-        environment: Environment,
-        key: &str,
-    ) -> Result<Option<(IntegrationConnection, Vec<u8>)>, StoreError>;
-    /// Records what a call said about the credential (and why, if it was refused).
+    ) -> Result<Option<ChangeSeq>, StoreError> {
+        self.execute_recording(
+            Entity::Integration,
+            id,
+            sql::delete_integration(environment, id),
+        )
+        .await
+    }
+
     async fn set_integration_state(
         &self,
         id: &str,
         state: ConnectionState,
         error: Option<&str>,
         at: i64,
-    ) -> Result<(), StoreError> {
-        self.execute(sql::set_integration_state(id, state, error, at))
-            .await
-            .map(drop)
+    ) -> Result<ChangeSeq, StoreError> {
+        self.execute_always_recording(
+            Entity::Integration,
+            id,
+            sql::set_integration_state(id, state, error, at),
+        )
+        .await
     }
-    /// Replaces the sealed credentials with new ones from the user: the state starts over
-    /// at `unknown`, failures and retries are forgotten, the generation moves on.
+
     async fn set_integration_credentials(
         &self,
         id: &str,
         sealed_credentials: &[u8],
         expires_at: Option<i64>,
-    ) -> Result<(), StoreError> {
-        self.execute(sql::set_integration_credentials(
-            id,
-            sealed_credentials,
-            expires_at,
-        ))
-        .await?;
-        self.purge_replaced().await;
-        Ok(())
+    ) -> Result<ChangeSeq, StoreError> {
+        let seq = self
+            .execute_always_recording(
+                Entity::Integration,
+                id,
+                sql::set_integration_credentials(id, sealed_credentials, expires_at),
+            )
+            .await?;
+        self.services.purge_replaced().await;
+        Ok(seq)
     }
-    /// Takes the right to refresh this connection's token until `until`, unless another
-    /// owner holds an unexpired lease. True if taken.
+
+    async fn sealed_integration_by_key(
+        &self,
+        environment: Environment,
+        key: &str,
+    ) -> Result<Option<SealedIntegration>, StoreError> {
+        self.reader
+            .fetch_optional(&sql::sealed_integration_by_key(environment, key))
+            .await?
+            .map(row::sealed_integration)
+            .transpose()
+    }
+
+    async fn sealed_integration(&self, id: &str) -> Result<Option<SealedIntegration>, StoreError> {
+        self.reader
+            .fetch_optional(&sql::sealed_integration(id))
+            .await?
+            .map(row::sealed_integration)
+            .transpose()
+    }
+
+    async fn sealed_integrations(&self) -> Result<Vec<SealedIntegration>, StoreError> {
+        self.reader
+            .fetch(&sql::sealed_integrations())
+            .await?
+            .into_iter()
+            .map(row::sealed_integration)
+            .collect()
+    }
+
+    async fn reseal_integration(
+        &self,
+        id: &str,
+        generation: i64,
+        sealed_credentials: &[u8],
+    ) -> Result<bool, StoreError> {
+        let resealed = self
+            .execute_recording(
+                Entity::Integration,
+                id,
+                sql::reseal_integration(id, generation, sealed_credentials),
+            )
+            .await?;
+        Ok(resealed.is_some())
+    }
+}
+
+#[async_trait]
+impl RefreshStore for SqlStore {
     async fn try_lease_refresh(
         &self,
         id: &str,
@@ -357,18 +615,20 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         until: i64,
     ) -> Result<bool, StoreError> {
-        let done = self
-            .execute(sql::try_lease_refresh(id, owner, now, until))
+        let taken = self
+            .writer
+            .execute(&sql::try_lease_refresh(id, owner, now, until))
             .await?;
-        Ok(done == 1)
+        Ok(taken == 1)
     }
+
     async fn release_refresh_lease(&self, id: &str, owner: &str) -> Result<(), StoreError> {
-        self.execute(sql::release_refresh_lease(id, owner))
+        self.writer
+            .execute(&sql::release_refresh_lease(id, owner))
             .await
             .map(drop)
     }
-    /// A successful refresh: the new sealed credential replaces the old one, the
-    /// connection is `operational`, its failures are cleared, the lease is released.
+
     async fn store_refreshed_credentials(
         &self,
         id: &str,
@@ -376,40 +636,74 @@ pub trait Store: Send + Sync + 'static {
         sealed_credentials: &[u8],
         expires_at: i64,
         at: i64,
-    ) -> Result<(), StoreError> {
-        self.execute(sql::store_refreshed_credentials(
-            id,
-            owner,
-            sealed_credentials,
-            expires_at,
-            at,
-        ))
-        .await?;
-        self.purge_replaced().await;
-        Ok(())
+    ) -> Result<ChangeSeq, StoreError> {
+        let seq = self
+            .execute_always_recording(
+                Entity::Integration,
+                id,
+                sql::store_refreshed_credentials(id, owner, sealed_credentials, expires_at, at),
+            )
+            .await?;
+        self.services.purge_replaced().await;
+        Ok(seq)
     }
-    /// A failed refresh: counted, explained, and the lease released.
+
     async fn record_refresh_failure(
         &self,
         id: &str,
         owner: &str,
         failure: &RefreshFailure,
-    ) -> Result<(), StoreError> {
-        self.execute(sql::record_refresh_failure(id, owner, failure))
-            .await
-            .map(drop)
+    ) -> Result<ChangeSeq, StoreError> {
+        self.execute_always_recording(
+            Entity::Integration,
+            id,
+            sql::record_refresh_failure(id, owner, failure),
+        )
+        .await
     }
-    /// Active, not failed OAuth2 connections whose retry time has come, or (not retrying)
-    /// whose token expires by `expiring_by`, and that nobody holds a lease on.
+
     async fn due_refreshes(
         &self,
         now: i64,
         expiring_by: i64,
         limit: i64,
-    ) -> Result<Vec<IntegrationConnection>, StoreError>;
+    ) -> Result<Vec<IntegrationConnection>, StoreError> {
+        self.reader
+            .fetch(&sql::due_refreshes(expiring_by, now, limit))
+            .await?
+            .into_iter()
+            .map(|mut r| row::integration(&mut r))
+            .collect()
+    }
+}
 
-    async fn count_data_connections(&self) -> Result<u64, StoreError>;
-    async fn get_data_connection(&self, id: i64) -> Result<Option<DataConnection>, StoreError>;
-    /// True if a connection was deleted.
-    async fn delete_data_connection(&self, id: i64) -> Result<bool, StoreError>;
+#[async_trait]
+impl ChangeLog for SqlStore {
+    async fn latest_change(&self) -> Result<ChangeSeq, StoreError> {
+        let mut row = self.writer.fetch_one(&sql::latest_change()).await?;
+        Ok(ChangeSeq(row.int(0)?))
+    }
+
+    async fn changes_after(
+        &self,
+        seq: ChangeSeq,
+        limit: i64,
+    ) -> Result<(Vec<Change>, ChangeSeq), StoreError> {
+        let rows = self.writer.fetch(&sql::changes_after(seq.0, limit)).await?;
+        let (mut changes, mut last) = (Vec::with_capacity(rows.len()), seq);
+        for r in rows {
+            let (read, change) = row::change(r)?;
+            last = last.max(read);
+            changes.extend(change);
+        }
+        Ok((changes, last))
+    }
+
+    async fn prune_changes(&self, before: i64) -> Result<u64, StoreError> {
+        self.writer.execute(&sql::prune_changes(before)).await
+    }
+
+    async fn subscribe(&self) -> Result<Option<mpsc::Receiver<ChangeSignal>>, StoreError> {
+        self.services.subscribe().await
+    }
 }

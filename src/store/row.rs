@@ -1,13 +1,19 @@
-//! Connection rows as JSON objects built by the database: one decoding for every backend.
+//! Rows as the domain knows them, decoded once for both databases.
 
 use serde::Deserialize;
 
-use super::{SealedCredential, StoreError};
+use super::engine::{Kind, Row};
+use crate::crypto::CredentialHash;
 use crate::domain::allowlist::{AllowEntry, IpAllowlist};
 use crate::domain::data_connection::{ClientType, DataConnection, TeamScope};
+use crate::domain::integration::{
+    ConnectionState, Environment, Health, IdentityType, IntegrationConnection,
+};
+use crate::domain::ports::{Change, ChangeSeq, Entity, SealedIntegration, StoreError, VaultSecret};
 use crate::domain::time::Timestamp;
 use crate::domain::token::User;
 
+/// A data connection as the JSON object the database builds (see `sql::ConnectionQueries`).
 #[derive(Deserialize)]
 pub struct ConnectionRow {
     id: i64,
@@ -25,12 +31,12 @@ pub struct ConnectionRow {
     created_by_email: Option<String>,
 }
 
-pub fn corrupt(what: &str, id: i64) -> StoreError {
+fn corrupt(what: &str, id: i64) -> StoreError {
     StoreError::Corrupt(format!("data connection {id}: {what}"))
 }
 
 impl ConnectionRow {
-    pub fn into_domain(self) -> Result<DataConnection, StoreError> {
+    fn into_domain(self) -> Result<DataConnection, StoreError> {
         let id = self.id;
         let allowlist = self
             .ip_allowlist
@@ -63,110 +69,127 @@ impl ConnectionRow {
     }
 }
 
-pub fn parse_json<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, StoreError> {
+fn parse_json<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("data connection row: {e}")))
 }
 
-use crate::domain::integration::{
-    ConnectionState, Environment, Health, IdentityType, IntegrationConnection,
-};
+/// A data connection from its JSON object.
+pub fn data_connection(json: &str) -> Result<DataConnection, StoreError> {
+    parse_json::<ConnectionRow>(json)?.into_domain()
+}
 
-/// Columns of `integration_connections` in the order [`integration_from_row`] reads them.
-/// The table is aliased `c` in every query that reads them.
+/// A page of data connections from a JSON array of their objects.
+pub fn data_connections(json: &str) -> Result<Vec<DataConnection>, StoreError> {
+    parse_json::<Vec<ConnectionRow>>(json)?
+        .into_iter()
+        .map(ConnectionRow::into_domain)
+        .collect()
+}
+
+/// A row of (connection JSON, password hash).
+pub fn data_connection_credential(
+    mut row: Row,
+) -> Result<(DataConnection, CredentialHash), StoreError> {
+    let connection = data_connection(&row.text(0)?)?;
+    let hash = CredentialHash::try_from(row.bytes(1)?.as_slice())
+        .map_err(|_| corrupt("password_hash length", connection.id))?;
+    Ok((connection, hash))
+}
+
+/// Columns of `integration_connections` in the order [`integration`] reads them, aliased
+/// `c` in every query that reads them.
 pub const INTEGRATION_COLUMNS: &str = "c.id, c.environment, c.platform, c.platform_version, c.name, c.connection_key, \
      c.identity, c.identity_type, CAST(c.tags AS TEXT) AS tags, c.version, c.active, c.state, c.created_at, \
      c.credential_generation, c.refresh_attempts, c.consecutive_failures, c.last_error, c.last_error_at, \
      c.last_refresh_at, c.expires_at, c.retry_at";
 
-/// How many columns [`INTEGRATION_COLUMNS`] holds: the index of whatever a query adds after.
-pub const INTEGRATION_COLUMN_COUNT: usize = {
-    let list = INTEGRATION_COLUMNS.as_bytes();
-    let (mut i, mut commas) = (0, 0);
-    while i < list.len() {
-        if list[i] == b',' {
-            commas += 1;
-        }
-        i += 1;
-    }
-    commas + 1
+const INTEGRATION_KIND_LIST: [Kind; 21] = {
+    use Kind::{Bool, Int, Text};
+    [
+        Text, Text, Text, Text, Text, Text, Text, Text, Text, Text, Bool, Text, Int, Int, Int, Int,
+        Text, Int, Int, Int, Int,
+    ]
 };
 
-/// An integration connection from a row that starts with [`INTEGRATION_COLUMNS`], for
-/// either backend.
-pub fn integration_from_row<'r, R>(row: &'r R) -> Result<IntegrationConnection, StoreError>
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let id: String = row.try_get(0)?;
+pub const INTEGRATION_KINDS: &[Kind] = &INTEGRATION_KIND_LIST;
+
+/// [`INTEGRATION_KINDS`] and the sealed credential after them.
+pub const SEALED_INTEGRATION_KINDS: &[Kind] = &{
+    let mut kinds = [Kind::Bytes; 22];
+    let mut i = 0;
+    while i < INTEGRATION_KIND_LIST.len() {
+        kinds[i] = INTEGRATION_KIND_LIST[i];
+        i += 1;
+    }
+    kinds
+};
+
+/// An integration connection from a row that starts with [`INTEGRATION_COLUMNS`].
+pub fn integration(row: &mut Row) -> Result<IntegrationConnection, StoreError> {
+    let id = row.text(0)?;
     let bad = |what: &str| StoreError::Corrupt(format!("integration connection {id}: {what}"));
-    let environment: String = row.try_get(1)?;
-    let identity_type: String = row.try_get(7)?;
-    let tags: String = row.try_get(8)?;
-    let state: String = row.try_get(11)?;
+    let environment = row.text(1)?;
+    let identity_type = row.text(7)?;
+    let tags = row.text(8)?;
+    let state = row.text(11)?;
     Ok(IntegrationConnection {
         environment: Environment::parse(&environment).ok_or_else(|| bad("environment"))?,
         identity_type: IdentityType::parse(&identity_type).ok_or_else(|| bad("identity_type"))?,
         state: ConnectionState::parse(&state).ok_or_else(|| bad("state"))?,
         tags: serde_json::from_str(&tags).map_err(|_| bad("tags"))?,
-        platform: row.try_get(2)?,
-        platform_version: row.try_get(3)?,
-        name: row.try_get(4)?,
-        key: row.try_get(5)?,
-        identity: row.try_get(6)?,
-        version: row.try_get(9)?,
-        active: row.try_get(10)?,
-        created_at: row.try_get(12)?,
-        credential_generation: row.try_get(13)?,
+        platform: row.text(2)?,
+        platform_version: row.text(3)?,
+        name: row.opt_text(4)?,
+        key: row.text(5)?,
+        identity: row.text(6)?,
+        version: row.text(9)?,
+        active: row.bool(10)?,
+        created_at: row.int(12)?,
+        credential_generation: row.int(13)?,
         health: Health {
-            refresh_attempts: row.try_get(14)?,
-            consecutive_failures: row.try_get(15)?,
-            last_error: row.try_get(16)?,
-            last_error_at: row.try_get(17)?,
-            last_refresh_at: row.try_get(18)?,
-            expires_at: row.try_get(19)?,
-            retry_at: row.try_get(20)?,
+            refresh_attempts: row.int(14)?,
+            consecutive_failures: row.int(15)?,
+            last_error: row.opt_text(16)?,
+            last_error_at: row.opt_int(17)?,
+            last_refresh_at: row.opt_int(18)?,
+            expires_at: row.opt_int(19)?,
+            retry_at: row.opt_int(20)?,
         },
         id,
     })
 }
 
 /// A connection and, in the column after [`INTEGRATION_COLUMNS`], its sealed credential.
-pub fn integration_with_sealed_from_row<'r, R>(
-    row: &'r R,
-) -> Result<(IntegrationConnection, Vec<u8>), StoreError>
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    Ok((
-        integration_from_row(row)?,
-        row.try_get(INTEGRATION_COLUMN_COUNT)?,
-    ))
+pub fn sealed_integration(mut row: Row) -> Result<SealedIntegration, StoreError> {
+    Ok(SealedIntegration {
+        connection: integration(&mut row)?,
+        sealed: row.bytes(INTEGRATION_KIND_LIST.len())?,
+    })
 }
 
-/// A row of [`super::sql::LIST_SEALED`].
-pub fn sealed_from_row<'r, R>(row: &'r R) -> Result<SealedCredential, StoreError>
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let environment: String = row.try_get(1)?;
-    Ok(SealedCredential {
-        id: row.try_get(0)?,
-        environment: Environment::parse(&environment)
-            .ok_or_else(|| StoreError::Corrupt(format!("environment {environment}")))?,
-        generation: row.try_get(2)?,
-        sealed: row.try_get(3)?,
+pub fn environment(text: &str) -> Result<Environment, StoreError> {
+    Environment::parse(text).ok_or_else(|| StoreError::Corrupt(format!("environment {text}")))
+}
+
+/// A row of (id, environment, secret_hash).
+pub fn vault_secret(mut row: Row) -> Result<VaultSecret, StoreError> {
+    let id = row.int(0)?;
+    Ok(VaultSecret {
+        id,
+        environment: environment(&row.text(1)?)?,
+        hash: CredentialHash::try_from(row.bytes(2)?.as_slice())
+            .map_err(|_| StoreError::Corrupt(format!("vault secret {id}: hash length")))?,
     })
+}
+
+/// A row of (seq, entity, entity_id): its seq, and the change unless it names an entity
+/// this build does not know (a newer replica's).
+pub fn change(mut row: Row) -> Result<(ChangeSeq, Option<Change>), StoreError> {
+    let seq = ChangeSeq(row.int(0)?);
+    let entity = row.text(1)?;
+    let id = row.text(2)?;
+    Ok((
+        seq,
+        Entity::parse(&entity).map(|entity| Change { seq, entity, id }),
+    ))
 }

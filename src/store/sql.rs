@@ -1,73 +1,427 @@
-//! SQL both backends run as written. Placeholders are `$1`, `$2`, ...: PostgreSQL's own,
-//! and sqlx's SQLite driver binds them the same way (by number, a repeated number being one
-//! value), so one text serves both.
+//! Every statement the store runs, written once for both databases (`$N` placeholders, SQL
+//! both accept). Where their SQL truly differs the difference is a [`Dialect`] word, with
+//! the reason beside it.
 
-use std::borrow::Cow;
-use std::sync::LazyLock;
+use super::engine::{Bind, Kind, Statement};
+use super::row::{INTEGRATION_COLUMNS, INTEGRATION_KINDS, SEALED_INTEGRATION_KINDS};
+use crate::crypto::CredentialHash;
+use crate::domain::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
+use crate::domain::ports::{Entity, RefreshFailure};
 
-use sqlx::query::Query;
-
-use super::row::INTEGRATION_COLUMNS;
-use crate::domain::integration::{ConnectionState, Environment, ListFilter};
-
-/// A value bound into a shared statement.
-pub enum Bind {
-    Text(String),
-    OptText(Option<String>),
-    Int(i64),
-    OptInt(Option<i64>),
-    Bool(bool),
-    Bytes(Vec<u8>),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
 }
 
-/// Binds `binds` in order onto a query of either backend.
-pub fn bind_all<'q, DB>(
-    mut query: Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
-    binds: &'q [Bind],
-) -> Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
-where
-    DB: sqlx::Database,
-    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    &'q [u8]: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    for b in binds {
-        query = match b {
-            Bind::Text(v) => query.bind(v.as_str()),
-            Bind::OptText(v) => query.bind(v.as_deref()),
-            Bind::Int(v) => query.bind(*v),
-            Bind::OptInt(v) => query.bind(*v),
-            Bind::Bool(v) => query.bind(*v),
-            Bind::Bytes(v) => query.bind(v.as_slice()),
-        };
-    }
-    query
-}
-
-/// One shared statement and its values; built only here, run by [`super::Store::execute`].
-pub struct Statement {
-    sql: Cow<'static, str>,
-    binds: Vec<Bind>,
-}
-
-impl Statement {
-    pub fn sql(&self) -> &str {
-        &self.sql
+impl Dialect {
+    /// Builds a JSON object.
+    fn json_object(self) -> &'static str {
+        match self {
+            Self::Sqlite => "json_object",
+            Self::Postgres => "json_build_object",
+        }
     }
 
-    pub fn binds(&self) -> &[Bind] {
-        &self.binds
+    /// Aggregates JSON values into an array.
+    fn json_array_agg(self) -> &'static str {
+        match self {
+            Self::Sqlite => "json_group_array",
+            Self::Postgres => "json_agg",
+        }
+    }
+
+    /// A JSON column inside a JSON object: SQLite keeps JSON as text, which `json()` makes
+    /// JSON again; PostgreSQL's `jsonb` is JSON already.
+    fn json_column(self) -> &'static str {
+        match self {
+            Self::Sqlite => "json",
+            Self::Postgres => "",
+        }
+    }
+
+    /// SQLite reads a page's ids from the narrow id index only when told; PostgreSQL's
+    /// planner does by itself.
+    fn id_index_hint(self) -> &'static str {
+        match self {
+            Self::Sqlite => "INDEXED BY data_connections_page",
+            Self::Postgres => "",
+        }
     }
 }
 
-/// Adds one tag (`$1`) of a stored connection (`$2`), copying the columns lists filter
-/// and sort on from the connection row.
-pub const INSERT_TAG: &str = "INSERT INTO integration_tags (environment, tag, active, created_at, connection_id, platform) \
-     SELECT environment, $1, active, created_at, id, platform FROM integration_connections WHERE id = $2 \
-     ON CONFLICT DO NOTHING";
+// ----------------------------------------------------------------------------------------
+// Meta and named locks
+
+pub fn get_meta(key: &str) -> Statement {
+    Statement::new("SELECT value FROM meta WHERE key = $1")
+        .bind(key)
+        .returns(&[Kind::Bytes])
+}
+
+pub fn init_meta(key: &str, value: &[u8]) -> Statement {
+    Statement::new("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+        .bind(key)
+        .bind(value)
+}
+
+pub fn set_meta(key: &str, value: &[u8]) -> Statement {
+    Statement::new(
+        "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(key)
+    .bind(value)
+}
+
+/// A lock held until the transaction ends, on a row of its own: run [`lock_row`] first
+/// (once per name, ever), then [`lock`]. Writers on SQLite are serial anyway; on
+/// PostgreSQL the UPDATE's row lock makes concurrent holders queue.
+pub fn lock_row(name: &str) -> Statement {
+    init_meta(&format!("lock:{name}"), &[])
+}
+
+pub fn lock(name: &str) -> Statement {
+    Statement::new("UPDATE meta SET value = value WHERE key = $1").bind(format!("lock:{name}"))
+}
+
+// ----------------------------------------------------------------------------------------
+// The change log
+
+pub fn record_change(entity: Entity, id: &str, at: i64) -> Statement {
+    Statement::new("INSERT INTO changes (entity, entity_id, at) VALUES ($1, $2, $3) RETURNING seq")
+        .bind(entity.as_str())
+        .bind(id)
+        .bind(at)
+        .returns(&[Kind::Int])
+}
+
+pub fn latest_change() -> Statement {
+    Statement::new("SELECT COALESCE(MAX(seq), 0) FROM changes").returns(&[Kind::Int])
+}
+
+pub fn changes_after(seq: i64, limit: i64) -> Statement {
+    Statement::new(
+        "SELECT seq, entity, entity_id FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(seq)
+    .bind(limit)
+    .returns(&[Kind::Int, Kind::Text, Kind::Text])
+}
+
+pub fn prune_changes(before: i64) -> Statement {
+    Statement::new("DELETE FROM changes WHERE at < $1").bind(before)
+}
+
+// ----------------------------------------------------------------------------------------
+// Users and API tokens
+
+pub fn ensure_user(email: &str, now: i64) -> Statement {
+    Statement::new(
+        "INSERT INTO users (email, created_at) VALUES ($1, $2) \
+         ON CONFLICT (email) DO UPDATE SET email = excluded.email RETURNING id, email",
+    )
+    .bind(email)
+    .bind(now)
+    .returns(&[Kind::Int, Kind::Text])
+}
+
+pub fn insert_api_token(
+    hash: &CredentialHash,
+    team: Option<i64>,
+    user: Option<i64>,
+    now: i64,
+) -> Statement {
+    Statement::new(
+        "INSERT INTO api_tokens (token_hash, team_id, user_id, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(hash.as_slice())
+    .bind(team)
+    .bind(user)
+    .bind(now)
+    .returns(&[Kind::Int])
+}
+
+pub fn insert_first_api_token(hash: &CredentialHash, now: i64) -> Statement {
+    Statement::new(
+        "INSERT INTO api_tokens (token_hash, team_id, user_id, created_at) \
+         SELECT $1, NULL, NULL, $2 WHERE NOT EXISTS (SELECT 1 FROM api_tokens) RETURNING id",
+    )
+    .bind(hash.as_slice())
+    .bind(now)
+    .returns(&[Kind::Int])
+}
+
+pub fn find_api_token(hash: &CredentialHash) -> Statement {
+    Statement::new(
+        "SELECT t.id, t.team_id, t.user_id, u.email FROM api_tokens t \
+         LEFT JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+    )
+    .bind(hash.as_slice())
+    .returns(&[Kind::Int, Kind::Int, Kind::Int, Kind::Text])
+}
+
+// ----------------------------------------------------------------------------------------
+// Data connections: read as one JSON object each (see `row::ConnectionRow`), so a page is
+// a single row holding a JSON array; sqlx hands every row from its SQLite worker thread to
+// the async side separately, and those handoffs, not the query, dominated list latency.
+
+/// The data-connection reads, spelled for one dialect once at start-up.
+pub struct ConnectionQueries {
+    page: String,
+    one: String,
+    with_hash: String,
+    all_with_hash: String,
+}
+
+impl ConnectionQueries {
+    pub fn new(d: Dialect) -> Self {
+        let (obj, json) = (d.json_object(), d.json_column());
+        let object = format!(
+            "{obj}('id', c.id, 'client_type', c.client_type, 'note', c.note, 'created_at', c.created_at, \
+             'valid_until', c.valid_until, 'region_id', c.region_id, 'host', c.host, 'port', c.port, \
+             'username', c.username, 'ip_allowlist', {json}(c.ip_allowlist), 'team_ids', {json}(c.team_ids), \
+             'created_by', c.created_by, 'created_by_email', u.email)"
+        );
+        let from = "FROM data_connections c LEFT JOIN users u ON u.id = c.created_by";
+        Self {
+            // One statement, so the page and the total describe the same state. The page's
+            // ids come from the narrow index first; only those rows become JSON.
+            page: format!(
+                "SELECT CAST(COALESCE({agg}({object} ORDER BY c.id), '[]') AS TEXT), \
+                 (SELECT CAST(SUM(n) AS BIGINT) FROM data_connection_counts) \
+                 FROM (SELECT id FROM data_connections {hint} ORDER BY id LIMIT $1 OFFSET $2) p \
+                 JOIN data_connections c ON c.id = p.id LEFT JOIN users u ON u.id = c.created_by",
+                agg = d.json_array_agg(),
+                hint = d.id_index_hint(),
+            ),
+            one: format!("SELECT CAST({object} AS TEXT) {from} WHERE c.id = $1"),
+            with_hash: format!(
+                "SELECT CAST({object} AS TEXT), c.password_hash {from} WHERE c.id = $1"
+            ),
+            all_with_hash: format!("SELECT CAST({object} AS TEXT), c.password_hash {from}"),
+        }
+    }
+
+    pub fn page(&self, offset: i64, limit: i64) -> Statement {
+        Statement::new(self.page.clone())
+            .bind(limit)
+            .bind(offset)
+            .returns(&[Kind::Text, Kind::Int])
+    }
+
+    pub fn one(&self, id: i64) -> Statement {
+        Statement::new(self.one.clone())
+            .bind(id)
+            .returns(&[Kind::Text])
+    }
+
+    pub fn with_hash(&self, id: i64) -> Statement {
+        Statement::new(self.with_hash.clone())
+            .bind(id)
+            .returns(&[Kind::Text, Kind::Bytes])
+    }
+
+    pub fn all_with_hash(&self) -> Statement {
+        Statement::new(self.all_with_hash.clone()).returns(&[Kind::Text, Kind::Bytes])
+    }
+}
+
+/// The exact number of data connections, kept by a trigger in per-slot counters so no list
+/// page counts the table.
+pub fn count_data_connections() -> Statement {
+    Statement::new("SELECT CAST(SUM(n) AS BIGINT) FROM data_connection_counts")
+        .returns(&[Kind::Int])
+}
+
+/// The columns of a new data connection, in [`insert_data_connection`]'s order.
+pub struct NewConnectionRow<'a> {
+    pub client_type: &'a str,
+    pub note: Option<&'a str>,
+    pub created_at: i64,
+    pub valid_until: Option<i64>,
+    pub region_id: &'a str,
+    pub host: &'a str,
+    pub port: i64,
+    pub username: &'a str,
+    pub password_hash: &'a [u8],
+    pub ip_allowlist: serde_json::Value,
+    pub team_ids: Option<serde_json::Value>,
+    pub created_by: Option<i64>,
+}
+
+pub fn insert_data_connection(c: NewConnectionRow<'_>) -> Statement {
+    Statement::new(
+        "INSERT INTO data_connections (client_type, note, created_at, valid_until, region_id, \
+         host, port, username, password_hash, ip_allowlist, team_ids, created_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+    )
+    .bind(c.client_type)
+    .bind(c.note)
+    .bind(c.created_at)
+    .bind(c.valid_until)
+    .bind(c.region_id)
+    .bind(c.host)
+    .bind(c.port)
+    .bind(c.username)
+    .bind(c.password_hash)
+    .bind(Bind::Json(Some(c.ip_allowlist)))
+    .bind(Bind::Json(c.team_ids))
+    .bind(c.created_by)
+    .returns(&[Kind::Int])
+}
+
+pub fn delete_data_connection(id: i64) -> Statement {
+    Statement::new("DELETE FROM data_connections WHERE id = $1").bind(id)
+}
+
+// ----------------------------------------------------------------------------------------
+// Vault secrets
+
+pub fn insert_vault_secret(environment: Environment, hash: &CredentialHash, now: i64) -> Statement {
+    Statement::new(
+        "INSERT INTO vault_secrets (environment, secret_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(environment.as_str())
+    .bind(hash.as_slice())
+    .bind(now)
+    .returns(&[Kind::Int])
+}
+
+pub fn insert_first_vault_secret(
+    environment: Environment,
+    hash: &CredentialHash,
+    now: i64,
+) -> Statement {
+    Statement::new(
+        "INSERT INTO vault_secrets (environment, secret_hash, created_at) \
+         SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM vault_secrets WHERE environment = $1) \
+         RETURNING id",
+    )
+    .bind(environment.as_str())
+    .bind(hash.as_slice())
+    .bind(now)
+    .returns(&[Kind::Int])
+}
+
+pub fn find_vault_secret(hash: &CredentialHash) -> Statement {
+    Statement::new("SELECT environment FROM vault_secrets WHERE secret_hash = $1")
+        .bind(hash.as_slice())
+        .returns(&[Kind::Text])
+}
+
+const VAULT_SECRET: &str = "SELECT id, environment, secret_hash FROM vault_secrets";
+const VAULT_SECRET_KINDS: &[Kind] = &[Kind::Int, Kind::Text, Kind::Bytes];
+
+pub fn vault_secret(id: i64) -> Statement {
+    Statement::new(format!("{VAULT_SECRET} WHERE id = $1"))
+        .bind(id)
+        .returns(VAULT_SECRET_KINDS)
+}
+
+pub fn vault_secrets() -> Statement {
+    Statement::new(VAULT_SECRET).returns(VAULT_SECRET_KINDS)
+}
+
+// ----------------------------------------------------------------------------------------
+// Integration connections
+
+pub fn insert_integration(c: &IntegrationConnection, sealed_credentials: &[u8]) -> Statement {
+    Statement::new(
+        "INSERT INTO integration_connections (id, environment, platform, platform_version, name, \
+         connection_key, identity, identity_type, tags, version, active, state, created_at, sealed_credentials, \
+         expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(c.id.as_str())
+    .bind(c.environment.as_str())
+    .bind(c.platform.as_str())
+    .bind(c.platform_version.as_str())
+    .bind(c.name.as_deref())
+    .bind(c.key.as_str())
+    .bind(c.identity.as_str())
+    .bind(c.identity_type.as_str())
+    .bind(tags_json(&c.tags))
+    .bind(c.version.as_str())
+    .bind(c.active)
+    .bind(c.state.as_str())
+    .bind(c.created_at)
+    .bind(sealed_credentials)
+    .bind(c.health.expires_at)
+}
+
+fn tags_json(tags: &[String]) -> Bind {
+    Bind::Json(Some(serde_json::Value::from(tags.to_vec())))
+}
+
+/// Adds one tag of a stored connection, copying the columns lists filter and sort on from
+/// the connection row.
+pub fn insert_tag(connection_id: &str, tag: &str) -> Statement {
+    Statement::new(
+        "INSERT INTO integration_tags (environment, tag, active, created_at, connection_id, platform) \
+         SELECT environment, $1, active, created_at, id, platform FROM integration_connections WHERE id = $2 \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(tag)
+    .bind(connection_id)
+}
+
+pub fn delete_tags(connection_id: &str) -> Statement {
+    Statement::new("DELETE FROM integration_tags WHERE connection_id = $1").bind(connection_id)
+}
+
+pub fn update_integration(c: &IntegrationConnection, previous_version: &str) -> Statement {
+    Statement::new(
+        "UPDATE integration_connections SET name = $1, tags = $2, active = $3, version = $4 \
+         WHERE environment = $5 AND id = $6 AND version = $7",
+    )
+    .bind(c.name.as_deref())
+    .bind(tags_json(&c.tags))
+    .bind(c.active)
+    .bind(c.version.as_str())
+    .bind(c.environment.as_str())
+    .bind(c.id.as_str())
+    .bind(previous_version)
+}
+
+pub fn delete_integration(environment: Environment, id: &str) -> Statement {
+    Statement::new("DELETE FROM integration_connections WHERE environment = $1 AND id = $2")
+        .bind(environment.as_str())
+        .bind(id)
+}
+
+pub fn get_integration(environment: Environment, id: &str) -> Statement {
+    Statement::new(format!(
+        "SELECT {INTEGRATION_COLUMNS} FROM integration_connections c WHERE c.environment = $1 AND c.id = $2"
+    ))
+    .bind(environment.as_str())
+    .bind(id)
+    .returns(INTEGRATION_KINDS)
+}
+
+fn sealed_integrations_where(clause: &str) -> String {
+    format!(
+        "SELECT {INTEGRATION_COLUMNS}, c.sealed_credentials FROM integration_connections c {clause}"
+    )
+}
+
+pub fn sealed_integration_by_key(environment: Environment, key: &str) -> Statement {
+    Statement::new(sealed_integrations_where(
+        "WHERE c.environment = $1 AND c.connection_key = $2",
+    ))
+    .bind(environment.as_str())
+    .bind(key)
+    .returns(SEALED_INTEGRATION_KINDS)
+}
+
+pub fn sealed_integration(id: &str) -> Statement {
+    Statement::new(sealed_integrations_where("WHERE c.id = $1"))
+        .bind(id)
+        .returns(SEALED_INTEGRATION_KINDS)
+}
+
+pub fn sealed_integrations() -> Statement {
+    Statement::new(sealed_integrations_where("")).returns(SEALED_INTEGRATION_KINDS)
+}
 
 pub fn set_integration_state(
     id: &str,
@@ -75,18 +429,14 @@ pub fn set_integration_state(
     error: Option<&str>,
     at: i64,
 ) -> Statement {
-    Statement {
-        sql: Cow::Borrowed(
-            "UPDATE integration_connections SET state = $1, last_error = COALESCE($2, last_error), \
-              last_error_at = CASE WHEN $2 IS NULL THEN last_error_at ELSE $3 END WHERE id = $4",
-        ),
-        binds: vec![
-            Bind::Text(state.as_str().into()),
-            Bind::OptText(error.map(str::to_owned)),
-            Bind::Int(at),
-            Bind::Text(id.into()),
-        ],
-    }
+    Statement::new(
+        "UPDATE integration_connections SET state = $1, last_error = COALESCE($2, last_error), \
+         last_error_at = CASE WHEN $2 IS NULL THEN last_error_at ELSE $3 END WHERE id = $4",
+    )
+    .bind(state.as_str())
+    .bind(error)
+    .bind(at)
+    .bind(id)
 }
 
 pub fn set_integration_credentials(
@@ -94,57 +444,47 @@ pub fn set_integration_credentials(
     sealed_credentials: &[u8],
     expires_at: Option<i64>,
 ) -> Statement {
-    Statement {
-        sql: Cow::Borrowed(
-            "UPDATE integration_connections SET sealed_credentials = $1, state = 'unknown', \
-              credential_generation = credential_generation + 1, expires_at = $2, retry_at = NULL, \
-              consecutive_failures = 0 WHERE id = $3",
-        ),
-        binds: vec![
-            Bind::Bytes(sealed_credentials.to_vec()),
-            Bind::OptInt(expires_at),
-            Bind::Text(id.into()),
-        ],
-    }
+    Statement::new(
+        "UPDATE integration_connections SET sealed_credentials = $1, state = 'unknown', \
+         credential_generation = credential_generation + 1, expires_at = $2, retry_at = NULL, \
+         consecutive_failures = 0 WHERE id = $3",
+    )
+    .bind(sealed_credentials)
+    .bind(expires_at)
+    .bind(id)
 }
 
 pub fn reseal_integration(id: &str, generation: i64, sealed_credentials: &[u8]) -> Statement {
-    Statement {
-        sql: Cow::Borrowed(
-            "UPDATE integration_connections SET sealed_credentials = $1 \
-              WHERE id = $2 AND credential_generation = $3",
-        ),
-        binds: vec![
-            Bind::Bytes(sealed_credentials.to_vec()),
-            Bind::Text(id.into()),
-            Bind::Int(generation),
-        ],
-    }
+    Statement::new(
+        "UPDATE integration_connections SET sealed_credentials = $1 \
+         WHERE id = $2 AND credential_generation = $3",
+    )
+    .bind(sealed_credentials)
+    .bind(id)
+    .bind(generation)
 }
 
+// ----------------------------------------------------------------------------------------
+// OAuth2 refresh bookkeeping
+
 pub fn try_lease_refresh(id: &str, owner: &str, now: i64, until: i64) -> Statement {
-    Statement {
-        sql: Cow::Borrowed(
-            "UPDATE integration_connections SET lease_owner = $1, lease_until = $2 \
-              WHERE id = $3 AND (lease_until IS NULL OR lease_until < $4 OR lease_owner = $1)",
-        ),
-        binds: vec![
-            Bind::Text(owner.into()),
-            Bind::Int(until),
-            Bind::Text(id.into()),
-            Bind::Int(now),
-        ],
-    }
+    Statement::new(
+        "UPDATE integration_connections SET lease_owner = $1, lease_until = $2 \
+         WHERE id = $3 AND (lease_until IS NULL OR lease_until < $4 OR lease_owner = $1)",
+    )
+    .bind(owner)
+    .bind(until)
+    .bind(id)
+    .bind(now)
 }
 
 pub fn release_refresh_lease(id: &str, owner: &str) -> Statement {
-    Statement {
-        sql: Cow::Borrowed(
-            "UPDATE integration_connections SET lease_owner = NULL, lease_until = NULL \
-              WHERE id = $1 AND lease_owner = $2",
-        ),
-        binds: vec![Bind::Text(id.into()), Bind::Text(owner.into())],
-    }
+    Statement::new(
+        "UPDATE integration_connections SET lease_owner = NULL, lease_until = NULL \
+         WHERE id = $1 AND lease_owner = $2",
+    )
+    .bind(id)
+    .bind(owner)
 }
 
 /// Written even if the lease ran out meanwhile: the provider may have rotated the refresh
@@ -156,91 +496,57 @@ pub fn store_refreshed_credentials(
     expires_at: i64,
     at: i64,
 ) -> Statement {
-    Statement {
-        sql: Cow::Borrowed(
-            "UPDATE integration_connections SET sealed_credentials = $1, \
-              credential_generation = credential_generation + 1, expires_at = $2, retry_at = NULL, \
-              state = 'operational', refresh_attempts = refresh_attempts + 1, consecutive_failures = 0, \
-              last_refresh_at = $3, \
-              lease_owner = CASE WHEN lease_owner = $4 THEN NULL ELSE lease_owner END, \
-              lease_until = CASE WHEN lease_owner = $4 THEN NULL ELSE lease_until END \
-              WHERE id = $5",
-        ),
-        binds: vec![
-            Bind::Bytes(sealed_credentials.to_vec()),
-            Bind::Int(expires_at),
-            Bind::Int(at),
-            Bind::Text(owner.into()),
-            Bind::Text(id.into()),
-        ],
-    }
+    Statement::new(
+        "UPDATE integration_connections SET sealed_credentials = $1, \
+         credential_generation = credential_generation + 1, expires_at = $2, retry_at = NULL, \
+         state = 'operational', refresh_attempts = refresh_attempts + 1, consecutive_failures = 0, \
+         last_refresh_at = $3, \
+         lease_owner = CASE WHEN lease_owner = $4 THEN NULL ELSE lease_owner END, \
+         lease_until = CASE WHEN lease_owner = $4 THEN NULL ELSE lease_until END \
+         WHERE id = $5",
+    )
+    .bind(sealed_credentials)
+    .bind(expires_at)
+    .bind(at)
+    .bind(owner)
+    .bind(id)
 }
 
-pub fn record_refresh_failure(id: &str, owner: &str, failure: &super::RefreshFailure) -> Statement {
-    Statement {
-        sql: Cow::Borrowed(
-            "UPDATE integration_connections SET state = $1, consecutive_failures = $2, \
-              refresh_attempts = refresh_attempts + 1, last_error = $3, last_error_at = $4, retry_at = $5, \
-              lease_owner = CASE WHEN lease_owner = $6 THEN NULL ELSE lease_owner END, \
-              lease_until = CASE WHEN lease_owner = $6 THEN NULL ELSE lease_until END \
-              WHERE id = $7",
-        ),
-        binds: vec![
-            Bind::Text(failure.state.as_str().into()),
-            Bind::Int(failure.consecutive_failures),
-            Bind::Text(failure.error.clone()),
-            Bind::Int(failure.at),
-            Bind::OptInt(failure.retry_at),
-            Bind::Text(owner.into()),
-            Bind::Text(id.into()),
-        ],
-    }
+pub fn record_refresh_failure(id: &str, owner: &str, failure: &RefreshFailure) -> Statement {
+    Statement::new(
+        "UPDATE integration_connections SET state = $1, consecutive_failures = $2, \
+         refresh_attempts = refresh_attempts + 1, last_error = $3, last_error_at = $4, retry_at = $5, \
+         lease_owner = CASE WHEN lease_owner = $6 THEN NULL ELSE lease_owner END, \
+         lease_until = CASE WHEN lease_owner = $6 THEN NULL ELSE lease_until END \
+         WHERE id = $7",
+    )
+    .bind(failure.state.as_str())
+    .bind(failure.consecutive_failures)
+    .bind(failure.error.as_str())
+    .bind(failure.at)
+    .bind(failure.retry_at)
+    .bind(owner)
+    .bind(id)
 }
 
 /// Active, not failed connections whose retry time has come (`$2` = now) or, not retrying,
 /// whose token expires by `$1`, and that nobody holds a lease on; soonest first, `$3` at most.
 pub fn due_refreshes(expiring_by: i64, now: i64, limit: i64) -> Statement {
-    Statement {
-        sql: Cow::Owned(format!(
-            "SELECT {INTEGRATION_COLUMNS} FROM integration_connections c \
-             WHERE ((c.retry_at IS NULL AND c.expires_at <= $1) OR c.retry_at <= $2) \
-             AND c.active = $4 AND c.state <> 'failed' AND (c.lease_until IS NULL OR c.lease_until < $2) \
-             ORDER BY COALESCE(c.retry_at, c.expires_at) LIMIT $3"
-        )),
-        binds: vec![
-            Bind::Int(expiring_by),
-            Bind::Int(now),
-            Bind::Int(limit),
-            Bind::Bool(true),
-        ],
-    }
+    Statement::new(format!(
+        "SELECT {INTEGRATION_COLUMNS} FROM integration_connections c \
+         WHERE ((c.retry_at IS NULL AND c.expires_at <= $1) OR c.retry_at <= $2) \
+         AND c.active = $4 AND c.state <> 'failed' AND (c.lease_until IS NULL OR c.lease_until < $2) \
+         ORDER BY COALESCE(c.retry_at, c.expires_at) LIMIT $3"
+    ))
+    .bind(expiring_by)
+    .bind(now)
+    .bind(limit)
+    .bind(true)
+    .returns(INTEGRATION_KINDS)
 }
 
-/// One connection by environment (`$1`) and id (`$2`).
-pub static GET_INTEGRATION: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {INTEGRATION_COLUMNS} FROM integration_connections c WHERE c.environment = $1 AND c.id = $2"
-    )
-});
-
-/// One connection by environment (`$1`) and key (`$2`), its sealed credential last.
-pub static GET_INTEGRATION_BY_KEY: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {INTEGRATION_COLUMNS}, c.sealed_credentials FROM integration_connections c \
-         WHERE c.environment = $1 AND c.connection_key = $2"
-    )
-});
-
-/// Every integration connection's credential, for key rotation.
-pub const LIST_SEALED: &str = "SELECT id, environment, credential_generation, sealed_credentials FROM integration_connections";
-
-/// One list call as SQL for a backend: `page` takes `binds` then the limit and the offset;
-/// `count` takes `binds` alone.
-pub struct ListSql {
-    pub page: String,
-    pub count: String,
-    pub binds: Vec<Bind>,
-}
+// ----------------------------------------------------------------------------------------
+// Integration lists
 
 /// Numbers values as they are bound.
 #[derive(Default)]
@@ -249,42 +555,47 @@ struct Binder {
 }
 
 impl Binder {
-    fn bind(&mut self, value: Bind) -> String {
-        self.binds.push(value);
+    fn bind(&mut self, value: impl Into<Bind>) -> String {
+        self.binds.push(value.into());
         format!("${}", self.binds.len())
     }
 }
 
-/// The SQL of a list call. With a tag filter the query is driven by the tag table's index range
-/// (environment, tag, active, created_at), which also carries the platform: the page order
-/// and, unless another column is filtered, the exact total come from that range alone.
-pub fn integration_list_sql(environment: Environment, filter: &ListFilter) -> ListSql {
+/// One list call: its page (newest first) and its exact total, over the same filter.
+pub struct IntegrationList {
+    pub page: Statement,
+    pub count: Statement,
+}
+
+/// The SQL of a list call. With a tag filter the query is driven by the tag table's index
+/// range (environment, tag, active, created_at), which also carries the platform: the page
+/// order and, unless another column is filtered, the exact total come from that range alone.
+pub fn integration_list(
+    environment: Environment,
+    filter: &ListFilter,
+    offset: i64,
+    limit: i64,
+) -> IntegrationList {
     let mut b = Binder::default();
     let first_tag = filter.tags.first();
     let d = if first_tag.is_some() { "t" } else { "c" };
     let mut on_driver = vec![format!(
         "{d}.environment = {}",
-        b.bind(Bind::Text(environment.as_str().into()))
+        b.bind(environment.as_str())
     )];
     if let Some(tag) = first_tag {
-        on_driver.push(format!("t.tag = {}", b.bind(Bind::Text(tag.clone()))));
+        on_driver.push(format!("t.tag = {}", b.bind(tag.as_str())));
     }
-    on_driver.push(format!(
-        "{d}.active = {}",
-        b.bind(Bind::Bool(filter.active))
-    ));
+    on_driver.push(format!("{d}.active = {}", b.bind(filter.active)));
     if let Some(platform) = &filter.platform {
-        on_driver.push(format!(
-            "{d}.platform = {}",
-            b.bind(Bind::Text(platform.clone()))
-        ));
+        on_driver.push(format!("{d}.platform = {}", b.bind(platform.as_str())));
     }
     for tag in filter.tags.iter().skip(1) {
         on_driver.push(format!(
             "EXISTS (SELECT 1 FROM integration_tags o WHERE o.environment = t.environment \
              AND o.tag = {} AND o.active = t.active AND o.created_at = t.created_at \
              AND o.connection_id = t.connection_id)",
-            b.bind(Bind::Text(tag.clone()))
+            b.bind(tag.as_str())
         ));
     }
     let mut on_connection = Vec::new();
@@ -294,21 +605,14 @@ pub fn integration_list_sql(environment: Environment, filter: &ListFilter) -> Li
         ("identity", &filter.identity),
     ] {
         if let Some(v) = value {
-            on_connection.push(format!("c.{column} = {}", b.bind(Bind::Text(v.clone()))));
+            on_connection.push(format!("c.{column} = {}", b.bind(v.as_str())));
         }
     }
     if let Some(t) = filter.identity_type {
-        on_connection.push(format!(
-            "c.identity_type = {}",
-            b.bind(Bind::Text(t.as_str().into()))
-        ));
+        on_connection.push(format!("c.identity_type = {}", b.bind(t.as_str())));
     }
     if !filter.keys.is_empty() {
-        let list: Vec<String> = filter
-            .keys
-            .iter()
-            .map(|k| b.bind(Bind::Text(k.clone())))
-            .collect();
+        let list: Vec<String> = filter.keys.iter().map(|k| b.bind(k.as_str())).collect();
         on_connection.push(format!("c.connection_key IN ({})", list.join(", ")));
     }
 
@@ -326,15 +630,15 @@ pub fn integration_list_sql(environment: Environment, filter: &ListFilter) -> Li
     let driver_clause = on_driver.join(" AND ");
     on_driver.append(&mut on_connection);
     let clause = on_driver.join(" AND ");
-    let n = b.binds.len();
-    let (limit, offset) = (format!("${}", n + 1), format!("${}", n + 2));
+    let filter_binds = b.binds.clone();
+    let (limit_at, offset_at) = (b.bind(limit), b.bind(offset));
     let (page, count) = if driver_only {
         // The page's keys come from the driver's index alone (skipping `offset` entries
         // there, not rows); only the page's rows are read from the table.
         (
             format!(
                 "SELECT {INTEGRATION_COLUMNS} FROM (SELECT {d}.{id} AS id, {d}.created_at FROM {driver_table} \
-                 WHERE {driver_clause} ORDER BY {d}.created_at DESC, {d}.{id} DESC LIMIT {limit} OFFSET {offset}) p \
+                 WHERE {driver_clause} ORDER BY {d}.created_at DESC, {d}.{id} DESC LIMIT {limit_at} OFFSET {offset_at}) p \
                  JOIN integration_connections c ON c.id = p.id ORDER BY p.created_at DESC, p.id DESC"
             ),
             format!("SELECT COUNT(*) FROM {driver_table} WHERE {driver_clause}"),
@@ -343,14 +647,17 @@ pub fn integration_list_sql(environment: Environment, filter: &ListFilter) -> Li
         (
             format!(
                 "SELECT {INTEGRATION_COLUMNS} FROM {from} WHERE {clause} \
-                 ORDER BY {d}.created_at DESC, {d}.{id} DESC LIMIT {limit} OFFSET {offset}"
+                 ORDER BY {d}.created_at DESC, {d}.{id} DESC LIMIT {limit_at} OFFSET {offset_at}"
             ),
             format!("SELECT COUNT(*) FROM {from} WHERE {clause}"),
         )
     };
-    ListSql {
-        page,
-        count,
-        binds: b.binds,
+    IntegrationList {
+        page: Statement::new(page)
+            .bind_all(b.binds)
+            .returns(INTEGRATION_KINDS),
+        count: Statement::new(count)
+            .bind_all(filter_binds)
+            .returns(&[Kind::Int]),
     }
 }

@@ -1,0 +1,332 @@
+//! The storage ports: what the domain needs from persistence, one trait per concern. The
+//! store (`crate::store`) implements every one of them for SQLite and PostgreSQL; the
+//! dependency runs one way, from the store to the domain.
+//!
+//! Every write that changes what the data planes serve returns the [`ChangeSeq`] of the
+//! change it recorded, so the caller can wait until this process's snapshots reflect it
+//! ([`ChangeSync`]).
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use super::data_connection::{DataConnection, NewDataConnection};
+use super::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
+use super::token::{Principal, TokenScope, User};
+use crate::crypto::CredentialHash;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint rejected the write.
+    #[error("unique constraint violated: {0}")]
+    Conflict(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The database cannot be reached right now (down, or every connection busy).
+    #[error("the database is unavailable")]
+    Unavailable(#[source] BoxError),
+    #[error("database error")]
+    Backend(#[source] BoxError),
+    #[error("{0}")]
+    NotEmpty(&'static str),
+}
+
+/// A change's place in the store's change log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ChangeSeq(pub i64);
+
+/// What kind of row a change touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Entity {
+    DataConnection,
+    Integration,
+    VaultSecret,
+}
+
+impl Entity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DataConnection => "data_connection",
+            Self::Integration => "integration",
+            Self::VaultSecret => "vault_secret",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "data_connection" => Some(Self::DataConnection),
+            "integration" => Some(Self::Integration),
+            "vault_secret" => Some(Self::VaultSecret),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of the change log: the row changed; its current state is read from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub seq: ChangeSeq,
+    pub entity: Entity,
+    pub id: String,
+}
+
+/// What a store that pushes its changes (PostgreSQL's notifications) sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeSignal {
+    Changed(Change),
+    /// Changes may have been missed (the subscription reconnected): reload everything.
+    Missed,
+}
+
+/// Waits until this process's in-memory snapshots reflect a committed change, so a write
+/// the API acknowledged is what the next data-plane request sees.
+#[async_trait]
+pub trait ChangeSync: Send + Sync {
+    async fn applied(&self, seq: ChangeSeq);
+}
+
+#[async_trait]
+pub trait Health: Send + Sync {
+    /// A cheap round trip proving the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Key/value settings initialised once: the master key's fingerprint, the sealed hash key.
+#[async_trait]
+pub trait MetaStore: Send + Sync {
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores `value` under `key` unless a value is there; returns the value stored
+    /// afterwards, so concurrent initialisers agree on one.
+    async fn init_meta(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError>;
+    /// Replaces the value under `key` (key rotation).
+    async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// The user with this e-mail address, created if new.
+    async fn ensure_user(&self, email: &str) -> Result<User, StoreError>;
+    async fn insert_api_token(
+        &self,
+        hash: &CredentialHash,
+        scope: TokenScope,
+        user: Option<&User>,
+    ) -> Result<i64, StoreError>;
+    /// Inserts a global token only if the database has no token yet; true if it did.
+    async fn insert_first_api_token(&self, hash: &CredentialHash) -> Result<bool, StoreError>;
+    async fn find_api_token(&self, hash: &CredentialHash) -> Result<Option<Principal>, StoreError>;
+}
+
+#[async_trait]
+pub trait DataConnectionStore: Send + Sync {
+    async fn insert_data_connection(
+        &self,
+        new: NewDataConnection,
+    ) -> Result<(DataConnection, ChangeSeq), StoreError>;
+    /// A page in id order, and the total number of connections (the same state).
+    async fn list_data_connections(
+        &self,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<DataConnection>, u64), StoreError>;
+    async fn count_data_connections(&self) -> Result<u64, StoreError>;
+    async fn get_data_connection(&self, id: i64) -> Result<Option<DataConnection>, StoreError>;
+    /// `None` if there was no such connection.
+    async fn delete_data_connection(&self, id: i64) -> Result<Option<ChangeSeq>, StoreError>;
+    /// One connection with its password hash: the gateway's snapshot entry.
+    async fn data_connection_credential(
+        &self,
+        id: i64,
+    ) -> Result<Option<(DataConnection, CredentialHash)>, StoreError>;
+    /// Every connection with its password hash: the gateway's whole snapshot.
+    async fn data_connection_credentials(
+        &self,
+    ) -> Result<Vec<(DataConnection, CredentialHash)>, StoreError>;
+}
+
+/// A vault secret as stored: only its keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultSecret {
+    pub id: i64,
+    pub environment: Environment,
+    pub hash: CredentialHash,
+}
+
+#[async_trait]
+pub trait VaultSecretStore: Send + Sync {
+    async fn insert_vault_secret(
+        &self,
+        environment: Environment,
+        hash: &CredentialHash,
+    ) -> Result<ChangeSeq, StoreError>;
+    /// Inserts a secret only if its environment has none yet; `None` if it had one.
+    async fn insert_first_vault_secret(
+        &self,
+        environment: Environment,
+        hash: &CredentialHash,
+    ) -> Result<Option<ChangeSeq>, StoreError>;
+    async fn find_vault_secret(
+        &self,
+        hash: &CredentialHash,
+    ) -> Result<Option<Environment>, StoreError>;
+    async fn vault_secret(&self, id: i64) -> Result<Option<VaultSecret>, StoreError>;
+    async fn vault_secrets(&self) -> Result<Vec<VaultSecret>, StoreError>;
+}
+
+/// An integration connection with its credential as stored: sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedIntegration {
+    pub connection: IntegrationConnection,
+    pub sealed: Vec<u8>,
+}
+
+#[async_trait]
+pub trait IntegrationStore: Send + Sync {
+    async fn insert_integration(
+        &self,
+        connection: &IntegrationConnection,
+        sealed_credentials: &[u8],
+    ) -> Result<ChangeSeq, StoreError>;
+    /// A page, newest first (ties by id), and the number of rows the filter matches.
+    async fn list_integrations(
+        &self,
+        environment: Environment,
+        filter: &ListFilter,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<IntegrationConnection>, u64), StoreError>;
+    async fn get_integration(
+        &self,
+        environment: Environment,
+        id: &str,
+    ) -> Result<Option<IntegrationConnection>, StoreError>;
+    /// Writes name, tags, active and version if the stored version is still
+    /// `previous_version`; `None` if it was not.
+    async fn update_integration(
+        &self,
+        connection: &IntegrationConnection,
+        previous_version: &str,
+    ) -> Result<Option<ChangeSeq>, StoreError>;
+    async fn delete_integration(
+        &self,
+        environment: Environment,
+        id: &str,
+    ) -> Result<Option<ChangeSeq>, StoreError>;
+    /// Records what a call said about the credential (and why, if it was refused).
+    async fn set_integration_state(
+        &self,
+        id: &str,
+        state: ConnectionState,
+        error: Option<&str>,
+        at: i64,
+    ) -> Result<ChangeSeq, StoreError>;
+    /// Replaces the sealed credential with a new one from the user: the state starts over
+    /// at `unknown`, failures and retries are forgotten, the generation moves on.
+    async fn set_integration_credentials(
+        &self,
+        id: &str,
+        sealed_credentials: &[u8],
+        expires_at: Option<i64>,
+    ) -> Result<ChangeSeq, StoreError>;
+    async fn sealed_integration_by_key(
+        &self,
+        environment: Environment,
+        key: &str,
+    ) -> Result<Option<SealedIntegration>, StoreError>;
+    async fn sealed_integration(&self, id: &str) -> Result<Option<SealedIntegration>, StoreError>;
+    /// Every connection of every environment with its sealed credential.
+    async fn sealed_integrations(&self) -> Result<Vec<SealedIntegration>, StoreError>;
+    /// Replaces a sealed credential with the same credential sealed under another key,
+    /// unless it changed since it was read (generation moved on): false then.
+    async fn reseal_integration(
+        &self,
+        id: &str,
+        generation: i64,
+        sealed_credentials: &[u8],
+    ) -> Result<bool, StoreError>;
+}
+
+/// What a failed refresh leaves on the connection.
+#[derive(Debug, Clone)]
+pub struct RefreshFailure {
+    pub state: ConnectionState,
+    pub consecutive_failures: i64,
+    pub error: String,
+    pub at: i64,
+    pub retry_at: Option<i64>,
+}
+
+/// OAuth2 refresh bookkeeping: the lease that makes one process refresh a connection at a
+/// time, and what a refresh left behind.
+#[async_trait]
+pub trait RefreshStore: Send + Sync {
+    /// Takes the right to refresh this connection's token until `until`, unless another
+    /// owner holds an unexpired lease. True if taken.
+    async fn try_lease_refresh(
+        &self,
+        id: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError>;
+    async fn release_refresh_lease(&self, id: &str, owner: &str) -> Result<(), StoreError>;
+    /// A successful refresh: the new sealed credential replaces the old one, the
+    /// connection is `operational`, its failures are cleared, the lease is released.
+    async fn store_refreshed_credentials(
+        &self,
+        id: &str,
+        owner: &str,
+        sealed_credentials: &[u8],
+        expires_at: i64,
+        at: i64,
+    ) -> Result<ChangeSeq, StoreError>;
+    /// A failed refresh: counted, explained, and the lease released.
+    async fn record_refresh_failure(
+        &self,
+        id: &str,
+        owner: &str,
+        failure: &RefreshFailure,
+    ) -> Result<ChangeSeq, StoreError>;
+    /// Active, not failed OAuth2 connections whose retry time has come, or (not retrying)
+    /// whose token expires by `expiring_by`, and that nobody holds a lease on.
+    async fn due_refreshes(
+        &self,
+        now: i64,
+        expiring_by: i64,
+        limit: i64,
+    ) -> Result<Vec<IntegrationConnection>, StoreError>;
+}
+
+/// The change log every write appends to, which each process's change feed follows.
+#[async_trait]
+pub trait ChangeLog: Send + Sync {
+    /// The newest change recorded (0 in an empty log).
+    async fn latest_change(&self) -> Result<ChangeSeq, StoreError>;
+    /// Changes after `seq`, oldest first, `limit` rows at most; and the last seq read (rows
+    /// of entities this build does not know are skipped but counted).
+    async fn changes_after(
+        &self,
+        seq: ChangeSeq,
+        limit: i64,
+    ) -> Result<(Vec<Change>, ChangeSeq), StoreError>;
+    /// Forgets changes recorded before `at` (µs since the epoch); returns how many.
+    async fn prune_changes(&self, before: i64) -> Result<u64, StoreError>;
+    /// Changes as they are committed by any process, where the database can push them
+    /// (`None`: follow [`Self::changes_after`] instead).
+    async fn subscribe(&self) -> Result<Option<mpsc::Receiver<ChangeSignal>>, StoreError>;
+}
+
+/// Every port at once: what a backend implements.
+pub trait Store:
+    Health
+    + MetaStore
+    + TokenStore
+    + DataConnectionStore
+    + VaultSecretStore
+    + IntegrationStore
+    + RefreshStore
+    + ChangeLog
+    + 'static
+{
+}
