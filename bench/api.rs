@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod common;
-#[path = "../tests/common/postgres.rs"]
+#[path = "../tests/integration/common/postgres.rs"]
 mod postgres;
 use common::{Figures, Switchboard, TOKEN, arg, drive, start_switchboard};
 

@@ -6,7 +6,7 @@
 //! Run: `cargo bench --bench gateway` (options: `-- --seconds S --stream-mb M`).
 //! Needs Debian's clickhouse-server and nginx (scripts/bench.sh installs them).
 
-#[path = "../tests/common/clickhouse.rs"]
+#[path = "../tests/integration/common/clickhouse.rs"]
 mod clickhouse;
 mod common;
 

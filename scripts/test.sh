@@ -29,8 +29,9 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "==> cargo test (embedded SQLite store)"
 cargo test --locked
 
-# The integration suites again, every server on PostgreSQL (one cluster per test binary,
-# a fresh database per test).
+# The integration suite again, every server on PostgreSQL (one cluster for the run, a fresh
+# database per test). The store contract and the replica tests already run on both stores
+# and on PostgreSQL respectively, so they are not repeated.
 echo "==> cargo test (PostgreSQL store)"
-SWITCHBOARD_TEST_STORE=postgres cargo test --locked \
-  --test data_connections --test operations --test gateway --test tls --test vault --test passthrough --test oauth
+SWITCHBOARD_TEST_STORE=postgres cargo test --locked --test integration -- \
+  --skip store_contract:: --skip replicas::

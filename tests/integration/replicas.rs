@@ -1,13 +1,11 @@
 //! Several replicas on one PostgreSQL: what one issues or revokes, the others' gateways
 //! know within a second, and concurrent writes never collide.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::TestServer;
-use common::clickhouse::{ClickHouse, TEAM_A_PASSWORD};
-use common::postgres::Postgres;
+use crate::common::TestServer;
+use crate::common::clickhouse::{ClickHouse, TEAM_A_PASSWORD};
+use crate::common::postgres::Postgres;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -160,7 +158,7 @@ async fn concurrent_creates_on_two_replicas_never_collide() {
 async fn migrations_run_explicitly_and_concurrently_without_harm() {
     let url = Postgres::shared().create_database();
     let migrate = || {
-        std::process::Command::new(common::binary())
+        std::process::Command::new(crate::common::binary())
             .args(["migrate"])
             .env("SWITCHBOARD_DATABASE_URL", &url)
             .env(
@@ -193,7 +191,7 @@ async fn migrations_run_explicitly_and_concurrently_without_harm() {
     assert_eq!(resp.status(), StatusCode::OK);
 
     // Without a master key, a shared store is refused with a clear message.
-    let out = std::process::Command::new(common::binary())
+    let out = std::process::Command::new(crate::common::binary())
         .args(["token", "create"])
         .env("SWITCHBOARD_DATABASE_URL", &url)
         .env(
@@ -221,7 +219,7 @@ async fn an_embedded_install_moves_to_postgres_with_its_secrets_sealed() {
     let vault = embedded
         .client
         .post(embedded.url("/v1/vault/connections"))
-        .header("x-pica-secret", common::TEST_SECRET)
+        .header("x-pica-secret", crate::common::TEST_SECRET)
         .header("content-type", "application/json")
         .body(json!({"platform": "stripe", "identity": "u1", "identityType": "user", "credentials": {"api_key": vault_credential}}).to_string())
         .send()
@@ -249,12 +247,12 @@ async fn an_embedded_install_moves_to_postgres_with_its_secrets_sealed() {
             "passwords are not in the export"
         );
     }
-    assert!(!dump.contains(common::TOKEN));
+    assert!(!dump.contains(crate::common::TOKEN));
     assert!(
         !dump.contains(vault_credential),
         "vault credentials stay sealed in the export"
     );
-    assert!(!dump.contains(common::TEST_SECRET));
+    assert!(!dump.contains(crate::common::TEST_SECRET));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -267,7 +265,7 @@ async fn an_embedded_install_moves_to_postgres_with_its_secrets_sealed() {
     let url = Postgres::shared().create_database();
     let key = embedded.dir.join("data/master.key");
     let import = |url: &str| {
-        std::process::Command::new(common::binary())
+        std::process::Command::new(crate::common::binary())
             .args(["import", "--input"])
             .arg(&dump_path)
             .env("SWITCHBOARD_DATABASE_URL", url)
@@ -343,7 +341,7 @@ async fn an_embedded_install_moves_to_postgres_with_its_secrets_sealed() {
             "/v1/vault/connections/{}",
             vault["id"].as_str().unwrap()
         )))
-        .header("x-pica-secret", common::TEST_SECRET)
+        .header("x-pica-secret", crate::common::TEST_SECRET)
         .send()
         .await
         .unwrap()

@@ -1,8 +1,6 @@
 //! The Better Stack connections API, over HTTP against the real server binary.
 
-mod common;
-
-use common::{TOKEN, TOPOLOGY, TestServer};
+use crate::common::{TOKEN, TOPOLOGY, TestServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

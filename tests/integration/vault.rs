@@ -1,8 +1,6 @@
 //! Integration connections in the Pica dialect, over HTTP against the real binary.
 
-mod common;
-
-use common::{LIVE_SECRET, TEST_SECRET, TestServer};
+use crate::common::{LIVE_SECRET, TEST_SECRET, TestServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

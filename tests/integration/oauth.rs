@@ -3,20 +3,18 @@
 //! replicas) need it, and the walk operational -> degraded -> failed that survives a
 //! restart.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::{TEST_SECRET, TestServer};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::StatusCode as AxumStatus;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use base64::Engine;
-use common::{TEST_SECRET, TestServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -1,16 +1,14 @@
 //! HTTPS on the gateway and the API: a certificate from PEM files, and a reload on SIGHUP
 //! that keeps established connections.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::TestServer;
+use crate::common::clickhouse::{ClickHouse, TEAM_A_PASSWORD, TEAM_A_ROWS};
 use base64::Engine;
-use common::TestServer;
-use common::clickhouse::{ClickHouse, TEAM_A_PASSWORD, TEAM_A_ROWS};
 use rustls_pki_types::pem::PemObject;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -242,14 +240,14 @@ async fn api_serves_https_and_bad_tls_configuration_is_refused() {
     assert!(ok, "{body}");
     assert!(body.contains("ok"));
 
-    let (ok, stderr) = common::run_once(
+    let (ok, stderr) = crate::common::run_once(
         &format!("[api]\ntls_cert_file = \"{}\"\n", cert.display()),
         &["serve"],
         &[],
     );
     assert!(!ok);
     assert!(stderr.contains("tls_key_file"), "{stderr}");
-    let (ok, stderr) = common::run_once(
+    let (ok, stderr) = crate::common::run_once(
         &format!(
             "[gateway]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
             key.display(),

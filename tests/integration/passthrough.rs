@@ -1,16 +1,14 @@
 //! The passthrough against a small local HTTP server that plays the platform.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{LIVE_SECRET, TEST_SECRET, TestServer};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::StatusCode as AxumStatus;
 use axum::response::IntoResponse;
 use axum::routing::any;
-use common::{LIVE_SECRET, TEST_SECRET, TestServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

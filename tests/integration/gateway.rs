@@ -1,12 +1,10 @@
 //! The ClickHouse gateway against a real ClickHouse server: issued credentials work with
 //! ClickHouse HTTP clients, and every rule of the connection is enforced.
 
-mod common;
-
 use std::time::Duration;
 
-use common::TestServer;
-use common::clickhouse::{ClickHouse, TEAM_A_PASSWORD, TEAM_A_ROWS, TEAM_B_PASSWORD};
+use crate::common::TestServer;
+use crate::common::clickhouse::{ClickHouse, TEAM_A_PASSWORD, TEAM_A_ROWS, TEAM_B_PASSWORD};
 use reqwest::StatusCode;
 use serde_json::json;
 

@@ -1,8 +1,6 @@
 //! Start-up, configuration, keys and the OpenAPI document.
 
-mod common;
-
-use common::{TOKEN, TOPOLOGY, TestServer, run_once};
+use crate::common::{TOKEN, TOPOLOGY, TestServer, run_once};
 use serde_json::Value;
 
 /// Every route the server serves, with the statuses its document must declare.
@@ -165,7 +163,7 @@ fn bad_configuration_is_refused_with_a_hint() {
     let (ok, stderr) = run_once("", &["serve"], &[("SWITCHBOARD_DATABASE_URL", "redis://x")]);
     assert!(!ok, "the environment is validated like the file");
     assert!(stderr.contains("database.url"), "{stderr}");
-    let out = std::process::Command::new(common::binary())
+    let out = std::process::Command::new(crate::common::binary())
         .args(["--config", "/nonexistent/switchboard.toml", "serve"])
         .output()
         .unwrap();

@@ -1,0 +1,17 @@
+//! The integration suite: the real `switchboard` binary started on free ports in temp
+//! dirs, a real ClickHouse and PostgreSQL where a test needs them, and every check made
+//! over HTTP the way a client would. One test binary (one link, one PostgreSQL per run)
+//! with a module per area; `SWITCHBOARD_TEST_STORE=postgres` runs the servers on
+//! PostgreSQL instead of the embedded SQLite.
+
+mod common;
+
+mod data_connections;
+mod gateway;
+mod oauth;
+mod operations;
+mod passthrough;
+mod replicas;
+mod store_contract;
+mod tls;
+mod vault;

@@ -1,0 +1,912 @@
+//! The store contract: every storage port method, below HTTP, against both backends (the
+//! embedded SQLite in a temp dir and a real PostgreSQL), with the same assertions. Each
+//! test is written once and instantiated per backend by `contract!` at the bottom.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard::domain::allowlist::IpAllowlist;
+use switchboard::domain::data_connection::{ClientType, NewDataConnection, TeamScope};
+use switchboard::domain::integration::{
+    ConnectionState, Environment, Health as ConnectionHealth, IdentityType, IntegrationConnection,
+    ListFilter,
+};
+use switchboard::domain::ports::*;
+use switchboard::domain::time::Timestamp;
+use switchboard::domain::token::{TokenScope, User};
+use switchboard::store::{self, SqlStore};
+
+use crate::common::postgres::Postgres;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A fresh store of one backend; the temp dir (SQLite) lives as long as the store.
+pub struct Fresh {
+    pub store: Arc<SqlStore>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub async fn sqlite_store() -> Fresh {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("contract.db").display());
+    Fresh {
+        store: Arc::new(store::sqlite::open(&url, WAIT).await.unwrap()),
+        _dir: Some(dir),
+    }
+}
+
+pub async fn postgres_store() -> Fresh {
+    let url = Postgres::shared().create_database();
+    Fresh {
+        store: Arc::new(store::postgres::open(&url, true, WAIT).await.unwrap()),
+        _dir: None,
+    }
+}
+
+fn hash(n: u8) -> [u8; 32] {
+    [n; 32]
+}
+
+fn new_connection(username: &str, teams: TeamScope) -> NewDataConnection {
+    NewDataConnection {
+        client_type: ClientType::ClickHouse,
+        note: Some(format!("note of {username}")),
+        created_at: Timestamp::from_millis(1_700_000_000_123),
+        valid_until: Some(Timestamp::from_millis(1_900_000_000_000)),
+        region_id: "eu-nbg-2".into(),
+        host: "gw.example".into(),
+        port: 443,
+        username: username.into(),
+        password_hash: hash(username.len() as u8),
+        ip_allowlist: IpAllowlist::new(vec!["10.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()]),
+        teams,
+        created_by: None,
+    }
+}
+
+fn integration(
+    id: &str,
+    environment: Environment,
+    created_at: i64,
+    tags: &[&str],
+) -> IntegrationConnection {
+    IntegrationConnection {
+        id: id.into(),
+        environment,
+        platform: if created_at % 2 == 0 {
+            "resend"
+        } else {
+            "stripe"
+        }
+        .into(),
+        platform_version: "1.0.0".into(),
+        name: Some(format!("name-{id}")),
+        key: format!("{}::resend::default::{id}", environment.as_str()),
+        identity: format!("user-{}", created_at % 3),
+        identity_type: IdentityType::User,
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        version: "1.0.0".into(),
+        active: true,
+        state: ConnectionState::Unknown,
+        created_at,
+        credential_generation: 1,
+        health: ConnectionHealth::default(),
+    }
+}
+
+fn ids(rows: &[IntegrationConnection]) -> Vec<&str> {
+    rows.iter().map(|c| c.id.as_str()).collect()
+}
+
+async fn changes(store: &SqlStore) -> Vec<(Entity, String)> {
+    let (changes, _) = store.changes_after(ChangeSeq(0), 1000).await.unwrap();
+    changes.into_iter().map(|c| (c.entity, c.id)).collect()
+}
+
+pub async fn meta(store: Arc<SqlStore>) {
+    assert_eq!(store.get_meta("k").await.unwrap(), None);
+    assert_eq!(store.init_meta("k", b"first").await.unwrap(), b"first");
+    assert_eq!(
+        store.init_meta("k", b"second").await.unwrap(),
+        b"first",
+        "the first value stays"
+    );
+    store.set_meta("k", b"third").await.unwrap();
+    assert_eq!(store.get_meta("k").await.unwrap().unwrap(), b"third");
+    store.ping().await.unwrap();
+}
+
+pub async fn tokens(store: Arc<SqlStore>) {
+    let user = store.ensure_user("a@example.com").await.unwrap();
+    assert_eq!(
+        store.ensure_user("a@example.com").await.unwrap(),
+        user,
+        "the same user again"
+    );
+    assert_ne!(
+        store.ensure_user("b@example.com").await.unwrap().id,
+        user.id
+    );
+
+    assert!(store.find_api_token(&hash(1)).await.unwrap().is_none());
+    assert!(store.insert_first_api_token(&hash(1)).await.unwrap());
+    assert!(
+        !store.insert_first_api_token(&hash(2)).await.unwrap(),
+        "only on a database without tokens"
+    );
+    let global = store.find_api_token(&hash(1)).await.unwrap().unwrap();
+    assert_eq!(global.scope, TokenScope::Global);
+    assert!(global.user.is_none());
+    assert!(store.find_api_token(&hash(2)).await.unwrap().is_none());
+
+    let team = store
+        .insert_api_token(&hash(3), TokenScope::Team(1234), Some(&user))
+        .await
+        .unwrap();
+    assert_ne!(team, global.token_id);
+    let found = store.find_api_token(&hash(3)).await.unwrap().unwrap();
+    assert_eq!(found.token_id, team);
+    assert_eq!(found.scope, TokenScope::Team(1234));
+    assert_eq!(
+        found.user,
+        Some(User {
+            id: user.id,
+            email: "a@example.com".into()
+        })
+    );
+    assert!(matches!(
+        store
+            .insert_api_token(&hash(3), TokenScope::Global, None)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+pub async fn first_token_under_concurrency(store: Arc<SqlStore>) {
+    // Every attempt on a connection of its own, released at once.
+    let warm = (0..16).map(|_| {
+        let store = store.clone();
+        async move { store.ping().await.unwrap() }
+    });
+    futures_util::future::join_all(warm).await;
+    let start = Arc::new(tokio::sync::Barrier::new(16));
+    let attempts = (0..16u8).map(|i| {
+        let (store, start) = (store.clone(), start.clone());
+        tokio::spawn(async move {
+            start.wait().await;
+            store.insert_first_api_token(&hash(100 + i)).await.unwrap()
+        })
+    });
+    let inserted = futures_util::future::join_all(attempts)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(
+        inserted, 1,
+        "exactly one of 16 concurrent bootstraps inserts"
+    );
+}
+
+pub async fn data_connections(store: Arc<SqlStore>) {
+    assert_eq!(store.count_data_connections().await.unwrap(), 0);
+    let (page, total) = store.list_data_connections(0, 50).await.unwrap();
+    assert!(page.is_empty());
+    assert_eq!(total, 0);
+
+    let user = store.ensure_user("maker@example.com").await.unwrap();
+    let mut made = Vec::new();
+    let mut last_seq = ChangeSeq(0);
+    for i in 0..7 {
+        let teams = if i % 2 == 0 {
+            TeamScope::All
+        } else {
+            TeamScope::Teams(vec![1, 2])
+        };
+        let mut new = new_connection(&format!("user{i}"), teams.clone());
+        if i == 3 {
+            new.created_by = Some(user.clone());
+            new.note = None;
+            new.valid_until = None;
+        }
+        let (c, seq) = store.insert_data_connection(new).await.unwrap();
+        assert!(seq > last_seq, "every write records a later change");
+        last_seq = seq;
+        assert_eq!(c.teams, teams);
+        made.push(c);
+    }
+    assert!(matches!(
+        store
+            .insert_data_connection(new_connection("user1", TeamScope::All))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.count_data_connections().await.unwrap(), 7);
+
+    // Pages in id order, with the total beside each.
+    let all: Vec<i64> = made.iter().map(|c| c.id).collect();
+    assert!(all.windows(2).all(|w| w[0] < w[1]));
+    let (first, total) = store.list_data_connections(0, 3).await.unwrap();
+    assert_eq!(total, 7);
+    assert_eq!(first.iter().map(|c| c.id).collect::<Vec<_>>(), all[..3]);
+    let (last, _) = store.list_data_connections(6, 3).await.unwrap();
+    assert_eq!(last.iter().map(|c| c.id).collect::<Vec<_>>(), all[6..]);
+    let (beyond, total) = store.list_data_connections(50, 3).await.unwrap();
+    assert!(beyond.is_empty());
+    assert_eq!(total, 7);
+
+    // What is read back is what was written.
+    let got = store
+        .get_data_connection(made[3].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.username, "user3");
+    assert_eq!(got.note, None);
+    assert_eq!(got.valid_until, None);
+    assert_eq!(got.created_by, Some(user));
+    assert_eq!(got.teams, TeamScope::Teams(vec![1, 2]));
+    assert_eq!(got.ip_allowlist.to_strings(), ["10.0.0.0/8", "::1"]);
+    assert_eq!((got.host.as_str(), got.port), ("gw.example", 443));
+    assert_eq!(got.created_at, Timestamp::from_millis(1_700_000_000_123));
+    let with_note = store
+        .get_data_connection(made[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(with_note.note.as_deref(), Some("note of user0"));
+    assert_eq!(
+        with_note.valid_until,
+        Some(Timestamp::from_millis(1_900_000_000_000))
+    );
+    assert!(store.get_data_connection(999_999).await.unwrap().is_none());
+
+    let (c, h) = store
+        .data_connection_credential(made[2].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((c.username.as_str(), h), ("user2", hash(5)));
+    assert_eq!(store.data_connection_credentials().await.unwrap().len(), 7);
+
+    let seq = store.delete_data_connection(made[2].id).await.unwrap();
+    assert!(seq.is_some_and(|s| s > last_seq));
+    assert!(
+        store
+            .delete_data_connection(made[2].id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .data_connection_credential(made[2].id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.count_data_connections().await.unwrap(), 6);
+    let (_, total) = store.list_data_connections(0, 1).await.unwrap();
+    assert_eq!(total, 6);
+    let recorded = changes(&store).await;
+    assert_eq!(recorded.len(), 8, "7 creates and 1 delete: {recorded:?}");
+    assert!(recorded.iter().all(|(e, _)| *e == Entity::DataConnection));
+    assert_eq!(recorded[7].1, made[2].id.to_string());
+}
+
+pub async fn vault_secrets(store: Arc<SqlStore>) {
+    assert!(store.find_vault_secret(&hash(1)).await.unwrap().is_none());
+    assert!(
+        store
+            .insert_first_vault_secret(Environment::Test, &hash(1))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .insert_first_vault_secret(Environment::Test, &hash(2))
+            .await
+            .unwrap()
+            .is_none(),
+        "the test environment has one already"
+    );
+    assert!(
+        store
+            .insert_first_vault_secret(Environment::Live, &hash(3))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    store
+        .insert_vault_secret(Environment::Test, &hash(4))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.insert_vault_secret(Environment::Live, &hash(4)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.find_vault_secret(&hash(3)).await.unwrap(),
+        Some(Environment::Live)
+    );
+    assert_eq!(
+        store.find_vault_secret(&hash(4)).await.unwrap(),
+        Some(Environment::Test)
+    );
+    let all = store.vault_secrets().await.unwrap();
+    assert_eq!(all.len(), 3);
+    let one = store.vault_secret(all[1].id).await.unwrap().unwrap();
+    assert_eq!(one, all[1]);
+    let recorded = changes(&store).await;
+    assert_eq!(
+        recorded,
+        all.iter()
+            .map(|s| (Entity::VaultSecret, s.id.to_string()))
+            .collect::<Vec<_>>()
+    );
+}
+
+pub async fn integrations(store: Arc<SqlStore>) {
+    // 12 test connections, created at 1..=12 (some at the same instant), and one live one.
+    let mut made = Vec::new();
+    for i in 1..=12i64 {
+        let created_at = if i == 6 { 5 } else { i };
+        let tags: &[&str] = match i % 3 {
+            0 => &["a", "b"],
+            1 => &["a"],
+            _ => &[],
+        };
+        let c = integration(&format!("id-{i:02}"), Environment::Test, created_at, tags);
+        store.insert_integration(&c, &[i as u8; 8]).await.unwrap();
+        made.push(c);
+    }
+    let live = integration("id-live", Environment::Live, 100, &["a"]);
+    store.insert_integration(&live, b"live").await.unwrap();
+    let mut dup = integration("id-other", Environment::Test, 1, &[]);
+    dup.key = made[0].key.clone();
+    assert!(matches!(
+        store.insert_integration(&dup, b"x").await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // Newest first, ties broken by id (descending), environment-scoped.
+    let everything = ListFilter {
+        active: true,
+        ..ListFilter::default()
+    };
+    let (rows, total) = store
+        .list_integrations(Environment::Test, &everything, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(total, 12);
+    let expected = [
+        "id-12", "id-11", "id-10", "id-09", "id-08", "id-07", "id-06", "id-05", "id-04", "id-03",
+        "id-02", "id-01",
+    ];
+    assert_eq!(ids(&rows), expected);
+    assert_eq!(rows[0], made[11], "rows read back as written");
+    // Pages are slices of that order, the total the same on each.
+    for (offset, limit) in [(0, 5), (5, 5), (10, 5), (11, 1), (12, 5)] {
+        let (page, total) = store
+            .list_integrations(Environment::Test, &everything, offset, limit)
+            .await
+            .unwrap();
+        assert_eq!(total, 12);
+        let end = (offset + limit).min(12) as usize;
+        assert_eq!(ids(&page), expected[offset as usize..end]);
+    }
+    // Filters, alone and together.
+    let tag_a = ListFilter {
+        tags: vec!["a".into()],
+        ..everything.clone()
+    };
+    let (rows, total) = store
+        .list_integrations(Environment::Test, &tag_a, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(total, 8);
+    assert_eq!(
+        ids(&rows),
+        [
+            "id-12", "id-10", "id-09", "id-07", "id-06", "id-04", "id-03", "id-01"
+        ]
+    );
+    let tags_ab = ListFilter {
+        tags: vec!["a".into(), "b".into()],
+        ..everything.clone()
+    };
+    let (rows, total) = store
+        .list_integrations(Environment::Test, &tags_ab, 1, 2)
+        .await
+        .unwrap();
+    assert_eq!((ids(&rows), total), (vec!["id-09", "id-06"], 4));
+    let narrow = ListFilter {
+        tags: vec!["a".into()],
+        platform: Some("resend".into()),
+        identity: Some("user-1".into()),
+        ..everything.clone()
+    };
+    let (rows, total) = store
+        .list_integrations(Environment::Test, &narrow, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!((ids(&rows), total), (vec!["id-10", "id-04"], 2));
+    let by_keys = ListFilter {
+        keys: vec![made[1].key.clone(), made[2].key.clone(), live.key.clone()],
+        identity_type: Some(IdentityType::User),
+        ..everything.clone()
+    };
+    let (rows, total) = store
+        .list_integrations(Environment::Test, &by_keys, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!((ids(&rows), total), (vec!["id-03", "id-02"], 2));
+    let (rows, _) = store
+        .list_integrations(Environment::Live, &tag_a, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(&rows), ["id-live"]);
+
+    // Gets are environment-scoped.
+    assert_eq!(
+        store
+            .get_integration(Environment::Test, "id-03")
+            .await
+            .unwrap(),
+        Some(made[2].clone())
+    );
+    assert!(
+        store
+            .get_integration(Environment::Live, "id-03")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Updates only over the version read; tags are replaced and filtered on at once.
+    let mut changed = made[0].clone();
+    changed.tags = vec!["b".into()];
+    changed.name = None;
+    changed.active = false;
+    changed.version = "1.0.1".into();
+    assert!(
+        store
+            .update_integration(&changed, "9.9.9")
+            .await
+            .unwrap()
+            .is_none(),
+        "a stale version changes nothing"
+    );
+    assert!(
+        store
+            .update_integration(&changed, "1.0.0")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let (_, total) = store
+        .list_integrations(Environment::Test, &tag_a, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(total, 7);
+    let inactive = ListFilter {
+        active: false,
+        tags: vec!["b".into()],
+        ..ListFilter::default()
+    };
+    let (rows, _) = store
+        .list_integrations(Environment::Test, &inactive, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(rows, [changed.clone()]);
+
+    // State and credentials.
+    store
+        .set_integration_state("id-02", ConnectionState::Failed, Some("401"), 77)
+        .await
+        .unwrap();
+    store
+        .set_integration_state("id-02", ConnectionState::Operational, None, 78)
+        .await
+        .unwrap();
+    let c = store
+        .get_integration(Environment::Test, "id-02")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.state, ConnectionState::Operational);
+    assert_eq!(
+        (c.health.last_error.as_deref(), c.health.last_error_at),
+        (Some("401"), Some(77)),
+        "a success keeps the last error"
+    );
+    store
+        .set_integration_credentials("id-02", b"new-credential", Some(5_000))
+        .await
+        .unwrap();
+    let sealed = store
+        .sealed_integration_by_key(Environment::Test, &made[1].key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sealed.sealed, b"new-credential");
+    assert_eq!(sealed.connection.state, ConnectionState::Unknown);
+    assert_eq!(sealed.connection.credential_generation, 2);
+    assert_eq!(sealed.connection.health.expires_at, Some(5_000));
+    assert!(
+        store
+            .sealed_integration_by_key(Environment::Live, &made[1].key)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store.sealed_integration("id-02").await.unwrap(),
+        Some(sealed.clone())
+    );
+    assert_eq!(store.sealed_integrations().await.unwrap().len(), 13);
+
+    // A re-seal applies only over the generation it read.
+    assert!(
+        !store
+            .reseal_integration("id-02", 1, b"stale")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .reseal_integration("id-02", 2, b"resealed")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .sealed_integration("id-02")
+            .await
+            .unwrap()
+            .unwrap()
+            .sealed,
+        b"resealed"
+    );
+
+    // Deletes are environment-scoped and take the tags along.
+    assert!(
+        store
+            .delete_integration(Environment::Live, "id-03")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .delete_integration(Environment::Test, "id-03")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(store.sealed_integration("id-03").await.unwrap().is_none());
+    let (_, total) = store
+        .list_integrations(Environment::Test, &tags_ab, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(total, 3);
+
+    // Every write above was recorded, in order: 13 inserts, 1 update, 2 states, 1
+    // credential, 1 re-seal, 1 delete.
+    let recorded = changes(&store).await;
+    assert_eq!(recorded.len(), 19, "{recorded:?}");
+    assert!(recorded.iter().all(|(e, _)| *e == Entity::Integration));
+    assert_eq!(recorded[13].1, "id-01");
+    assert_eq!(recorded[18].1, "id-03");
+}
+
+pub async fn refresh_leases(store: Arc<SqlStore>) {
+    let mut due = integration("due", Environment::Test, 1, &[]);
+    due.health.expires_at = Some(1_000);
+    let mut later = integration("later", Environment::Test, 2, &[]);
+    later.health.expires_at = Some(900_000);
+    let mut inactive = integration("inactive", Environment::Test, 3, &[]);
+    inactive.health.expires_at = Some(500);
+    inactive.active = false;
+    for c in [&due, &later, &inactive] {
+        store.insert_integration(c, b"s").await.unwrap();
+    }
+    let names = |rows: Vec<IntegrationConnection>| -> Vec<String> {
+        rows.into_iter().map(|c| c.id).collect()
+    };
+    assert_eq!(
+        names(store.due_refreshes(10, 2_000, 10).await.unwrap()),
+        ["due"]
+    );
+    assert_eq!(
+        names(store.due_refreshes(10, 1_000_000, 10).await.unwrap()),
+        ["due", "later"],
+        "soonest first"
+    );
+
+    // One owner at a time; the owner may renew; an expired lease can be taken over.
+    assert!(store.try_lease_refresh("due", "a", 10, 100).await.unwrap());
+    assert!(!store.try_lease_refresh("due", "b", 50, 150).await.unwrap());
+    assert!(store.try_lease_refresh("due", "a", 60, 160).await.unwrap());
+    assert!(
+        names(store.due_refreshes(70, 2_000, 10).await.unwrap()).is_empty(),
+        "a leased connection is not due"
+    );
+    assert!(store.try_lease_refresh("due", "b", 161, 300).await.unwrap());
+    store.release_refresh_lease("due", "a").await.unwrap();
+    assert!(
+        !store.try_lease_refresh("due", "a", 170, 300).await.unwrap(),
+        "only the owner releases"
+    );
+    store.release_refresh_lease("due", "b").await.unwrap();
+    assert!(store.try_lease_refresh("due", "a", 170, 300).await.unwrap());
+
+    // A failure is counted and explained and releases the owner's lease; a retry time
+    // makes it due then.
+    store
+        .record_refresh_failure(
+            "due",
+            "a",
+            &RefreshFailure {
+                state: ConnectionState::Degraded,
+                consecutive_failures: 1,
+                error: "token endpoint answered 503".into(),
+                at: 180,
+                retry_at: Some(5_000),
+            },
+        )
+        .await
+        .unwrap();
+    let c = store
+        .get_integration(Environment::Test, "due")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.state, ConnectionState::Degraded);
+    assert_eq!(
+        (
+            c.health.refresh_attempts,
+            c.health.consecutive_failures,
+            c.health.retry_at
+        ),
+        (1, 1, Some(5_000))
+    );
+    assert!(names(store.due_refreshes(4_000, 4_000, 10).await.unwrap()).is_empty());
+    assert_eq!(
+        names(store.due_refreshes(5_000, 5_000, 10).await.unwrap()),
+        ["due"]
+    );
+    assert!(store.try_lease_refresh("due", "b", 190, 400).await.unwrap());
+
+    // A refresh stores the new credential, moves the generation on, clears the failures
+    // and releases only its owner's lease.
+    store
+        .store_refreshed_credentials("due", "a", b"fresh", 99_000, 200)
+        .await
+        .unwrap();
+    assert!(
+        !store.try_lease_refresh("due", "c", 210, 500).await.unwrap(),
+        "b's lease stands"
+    );
+    store
+        .store_refreshed_credentials("due", "b", b"fresher", 99_500, 220)
+        .await
+        .unwrap();
+    assert!(store.try_lease_refresh("due", "c", 230, 500).await.unwrap());
+    let s = store.sealed_integration("due").await.unwrap().unwrap();
+    assert_eq!(s.sealed, b"fresher");
+    let h = &s.connection.health;
+    assert_eq!(s.connection.state, ConnectionState::Operational);
+    assert_eq!(s.connection.credential_generation, 3);
+    assert_eq!(
+        (
+            h.refresh_attempts,
+            h.consecutive_failures,
+            h.retry_at,
+            h.expires_at,
+            h.last_refresh_at
+        ),
+        (3, 0, None, Some(99_500), Some(220))
+    );
+
+    // Failed connections are never due.
+    store
+        .set_integration_state("later", ConnectionState::Failed, Some("invalid_grant"), 1)
+        .await
+        .unwrap();
+    assert!(
+        !names(store.due_refreshes(240, 1_000_000, 10).await.unwrap()).contains(&"later".into())
+    );
+}
+
+pub async fn change_log(store: Arc<SqlStore>) {
+    assert_eq!(store.latest_change().await.unwrap(), ChangeSeq(0));
+    let mut seqs = Vec::new();
+    for i in 0..5 {
+        seqs.push(
+            store
+                .insert_vault_secret(Environment::Test, &hash(i))
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(store.latest_change().await.unwrap(), seqs[4]);
+    let (first, last) = store.changes_after(ChangeSeq(0), 2).await.unwrap();
+    assert_eq!(first.iter().map(|c| c.seq).collect::<Vec<_>>(), seqs[..2]);
+    assert_eq!(last, seqs[1]);
+    let (rest, last) = store.changes_after(last, 100).await.unwrap();
+    assert_eq!(rest.iter().map(|c| c.seq).collect::<Vec<_>>(), seqs[2..]);
+    assert_eq!(last, seqs[4]);
+    let (none, last) = store.changes_after(seqs[4], 100).await.unwrap();
+    assert!(none.is_empty());
+    assert_eq!(last, seqs[4]);
+
+    // Pruning forgets old rows but never the numbering.
+    let future = chrono::Utc::now().timestamp_micros() + 1_000_000;
+    assert_eq!(store.prune_changes(future).await.unwrap(), 5);
+    assert!(
+        store
+            .changes_after(ChangeSeq(0), 10)
+            .await
+            .unwrap()
+            .0
+            .is_empty()
+    );
+    let next = store
+        .insert_vault_secret(Environment::Live, &hash(9))
+        .await
+        .unwrap();
+    assert!(next > seqs[4]);
+}
+
+pub async fn subscription(store: Arc<SqlStore>, pushes: bool) {
+    let subscribed = store.subscribe().await.unwrap();
+    assert_eq!(subscribed.is_some(), pushes);
+    let Some(mut signals) = subscribed else {
+        return;
+    };
+    let seq = store
+        .insert_vault_secret(Environment::Test, &hash(1))
+        .await
+        .unwrap();
+    let signal = tokio::time::timeout(WAIT, signals.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let ChangeSignal::Changed(change) = signal else {
+        panic!("expected a change, got {signal:?}");
+    };
+    assert_eq!((change.seq, change.entity), (seq, Entity::VaultSecret));
+}
+
+pub async fn export_import(from: Arc<SqlStore>, into: Arc<SqlStore>) {
+    let user = from.ensure_user("x@example.com").await.unwrap();
+    from.insert_api_token(&hash(1), TokenScope::Global, Some(&user))
+        .await
+        .unwrap();
+    from.init_meta("fingerprint", b"abc").await.unwrap();
+    let (c, _) = from
+        .insert_data_connection(new_connection("moved", TeamScope::Teams(vec![7])))
+        .await
+        .unwrap();
+    from.insert_vault_secret(Environment::Live, &hash(2))
+        .await
+        .unwrap();
+    let i = integration("moved-i", Environment::Test, 5, &["t1", "t2"]);
+    from.insert_integration(&i, b"sealed").await.unwrap();
+    let dump = from.export().await.unwrap();
+    into.import(&dump).await.unwrap();
+    assert!(matches!(
+        into.import(&dump).await,
+        Err(StoreError::NotEmpty(_))
+    ));
+    assert_eq!(
+        into.get_data_connection(c.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .username,
+        "moved"
+    );
+    assert_eq!(into.count_data_connections().await.unwrap(), 1);
+    assert_eq!(
+        into.find_api_token(&hash(1)).await.unwrap().unwrap().user,
+        Some(user)
+    );
+    assert_eq!(into.get_meta("fingerprint").await.unwrap().unwrap(), b"abc");
+    assert_eq!(
+        into.find_vault_secret(&hash(2)).await.unwrap(),
+        Some(Environment::Live)
+    );
+    assert_eq!(
+        into.sealed_integration("moved-i").await.unwrap().unwrap(),
+        SealedIntegration {
+            connection: i,
+            sealed: b"sealed".to_vec()
+        }
+    );
+    let tag = ListFilter {
+        tags: vec!["t2".into()],
+        active: true,
+        ..ListFilter::default()
+    };
+    assert_eq!(
+        into.list_integrations(Environment::Test, &tag, 0, 10)
+            .await
+            .unwrap()
+            .1,
+        1
+    );
+    // Ids move on past the imported ones.
+    let (next, _) = into
+        .insert_data_connection(new_connection("after", TeamScope::All))
+        .await
+        .unwrap();
+    assert!(next.id > c.id);
+}
+
+macro_rules! contract {
+    ($backend:ident, $open:path, $pushes:expr) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test]
+            async fn meta() {
+                super::meta($open().await.store).await
+            }
+
+            #[tokio::test]
+            async fn tokens() {
+                super::tokens($open().await.store).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn first_token_under_concurrency() {
+                super::first_token_under_concurrency($open().await.store).await
+            }
+
+            #[tokio::test]
+            async fn data_connections() {
+                super::data_connections($open().await.store).await
+            }
+
+            #[tokio::test]
+            async fn vault_secrets() {
+                super::vault_secrets($open().await.store).await
+            }
+
+            #[tokio::test]
+            async fn integrations() {
+                super::integrations($open().await.store).await
+            }
+
+            #[tokio::test]
+            async fn refresh_leases() {
+                super::refresh_leases($open().await.store).await
+            }
+
+            #[tokio::test]
+            async fn change_log() {
+                super::change_log($open().await.store).await
+            }
+
+            #[tokio::test]
+            async fn subscription() {
+                super::subscription($open().await.store, $pushes).await
+            }
+        }
+    };
+}
+
+contract!(on_sqlite, sqlite_store, false);
+contract!(on_postgres, postgres_store, true);
+
+#[tokio::test]
+async fn an_export_moves_between_backends_both_ways() {
+    let (a, b) = (sqlite_store().await, postgres_store().await);
+    export_import(a.store.clone(), b.store.clone()).await;
+    let (c, d) = (postgres_store().await, sqlite_store().await);
+    export_import(c.store.clone(), d.store.clone()).await;
+}
