@@ -35,7 +35,7 @@ pub struct AppServices {
     pub tokens: ApiTokens,
     pub data_connections: DataConnections,
     pub vault_secrets: VaultSecrets,
-    pub integrations: Integrations,
+    pub integrations: Arc<Integrations>,
     pub passthrough: Arc<crate::passthrough::Passthrough>,
     /// Base of absolute links in responses, without a trailing slash.
     pub public_url: String,

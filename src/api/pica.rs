@@ -159,6 +159,16 @@ impl From<IntegrationError> for PicaError {
     }
 }
 
+/// A header's value, trimmed; `None` when absent, empty or not text.
+fn header_text(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
 /// A caller holding a vault secret: the environment it may see.
 pub struct VaultCaller(pub Environment);
 
@@ -166,17 +176,11 @@ impl FromRequestParts<AppState> for VaultCaller {
     type Rejection = PicaError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, PicaError> {
-        let secret = parts
-            .headers
-            .get(SECRET_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .ok_or(PicaError::Unauthorized)?;
+        let secret = header_text(&parts.headers, SECRET_HEADER).ok_or(PicaError::Unauthorized)?;
         state
             .services
             .vault_secrets
-            .authenticate(secret)
+            .authenticate(&secret)
             .await
             .map_err(|e| {
                 tracing::error!(error = ?e, "vault secret lookup failed");
@@ -727,37 +731,26 @@ mod tests {
     ))]
 async fn passthrough(
     State(state): State<AppState>,
-    VaultCaller(environment): VaultCaller,
     Path(path): Path<String>,
     RawQuery(query): RawQuery,
     request: Request,
 ) -> Result<Response, PicaError> {
     use crate::net::outbound::OutboundError;
     use crate::passthrough::{CONNECTION_KEY_HEADER, ForwardError, PassthroughError};
-    let key = request
-        .headers()
-        .get(CONNECTION_KEY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            PicaError::invalid(
-                CONNECTION_KEY_HEADER,
-                "the x-pica-connection-key header is required",
-            )
-        })?;
+    let secret = header_text(request.headers(), SECRET_HEADER).ok_or(PicaError::Unauthorized)?;
+    let key = header_text(request.headers(), CONNECTION_KEY_HEADER).ok_or_else(|| {
+        PicaError::invalid(
+            CONNECTION_KEY_HEADER,
+            "the x-pica-connection-key header is required",
+        )
+    })?;
     state
         .services
         .passthrough
-        .forward(
-            &state.services.integrations,
-            environment,
-            &key,
-            &path,
-            query.as_deref(),
-            request,
-        )
+        .forward(&secret, &key, &path, query.as_deref(), request)
         .await
         .map_err(|e| match e {
+            ForwardError::Unauthorized => PicaError::Unauthorized,
             ForwardError::Connection(e) => e.into(),
             ForwardError::ClientBody => {
                 PicaError::invalid("body", "the request body could not be read")

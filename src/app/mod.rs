@@ -20,6 +20,7 @@ use crate::gateway::directory::{CredentialDirectory, DirectoryFollower};
 use crate::net::ReloadableTls;
 use crate::net::outbound::OutboundClient;
 use crate::passthrough::Passthrough;
+use crate::passthrough::directory::{VaultDirectory, VaultFollower};
 use crate::store::SqlStore;
 use crate::token_client::TokenClient;
 
@@ -77,12 +78,20 @@ impl Application {
         };
         let topology = Arc::new(settings.topology.clone());
         let directory = Arc::new(CredentialDirectory::default());
+        let vault = Arc::new(VaultDirectory::default());
         let feed = Arc::new(ChangeFeed::new(
             core.store.clone(),
-            vec![Arc::new(DirectoryFollower {
-                store: core.store.clone(),
-                directory: directory.clone(),
-            })],
+            vec![
+                Arc::new(DirectoryFollower {
+                    store: core.store.clone(),
+                    directory: directory.clone(),
+                }),
+                Arc::new(VaultFollower {
+                    secrets: core.store.clone(),
+                    connections: core.store.clone(),
+                    directory: vault.clone(),
+                }),
+            ],
         ));
         feed.start()
             .await
@@ -91,7 +100,15 @@ impl Application {
             settings.passthrough_timeouts.0,
             settings.passthrough_timeouts.1,
         ));
-        let passthrough = Arc::new(Passthrough::new(outbound.clone()));
+        let integrations = Arc::new(Integrations::new(
+            core.store.clone(),
+            core.store.clone(),
+            feed.clone(),
+            Arc::new(settings.catalog.clone()),
+            core.sealer.clone(),
+            Arc::new(TokenClient::new(outbound.clone())),
+            settings.oauth.clone(),
+        ));
         let services = Arc::new(AppServices {
             health: core.store.clone(),
             tokens: core.api_tokens(),
@@ -102,16 +119,13 @@ impl Application {
                 feed.clone(),
             ),
             vault_secrets: core.vault_secrets(feed.clone()),
-            integrations: Integrations::new(
-                core.store.clone(),
-                core.store.clone(),
-                feed.clone(),
-                Arc::new(settings.catalog.clone()),
-                core.sealer.clone(),
-                Arc::new(TokenClient::new(outbound)),
-                settings.oauth.clone(),
-            ),
-            passthrough,
+            integrations: integrations.clone(),
+            passthrough: Arc::new(Passthrough::new(
+                outbound,
+                integrations,
+                vault,
+                core.vault_secret_hasher.clone(),
+            )),
             public_url: AppServices::public_base(&public_url),
         });
         let router = api::router(services.clone(), &settings.api);

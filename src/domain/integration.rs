@@ -1,6 +1,7 @@
 //! Integration connections: third-party credentials kept sealed in the vault, found with
 //! Pica's list filters, scoped to a vault secret's environment.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
+use super::call_state::{StateWriter, state_after_call};
 use super::catalog::{Catalog, Platform};
 use super::oauth::{OAuthRefresher, OAuthSettings, RefreshError, TokenEndpoint, parse_expires_at};
 use super::ports::{
@@ -406,8 +408,17 @@ impl VaultSecrets {
     }
 }
 
+/// What a passthrough call needs: the connection, its platform, its opened credential.
+pub struct OpenedCall<'a> {
+    pub connection: Cow<'a, IntegrationConnection>,
+    pub platform: &'a Platform,
+    pub credentials: OpenCredentials,
+}
+
 pub struct Integrations {
     store: Arc<dyn IntegrationStore>,
+    /// What calls observed, written behind them.
+    states: StateWriter,
     /// A write returns once this process's passthrough snapshot holds it.
     snapshots: Arc<dyn ChangeSync>,
     catalog: Arc<Catalog>,
@@ -476,6 +487,7 @@ impl Integrations {
                 tokens,
                 oauth,
             ),
+            states: StateWriter::start(store.clone()),
             store,
             snapshots,
             catalog,
@@ -487,20 +499,14 @@ impl Integrations {
         &self.oauth
     }
 
-    /// The connection a passthrough call names, its platform and its opened credential.
-    /// Refused when inactive or failed.
-    pub async fn open_for_call(
-        &self,
-        environment: Environment,
-        key: &str,
-    ) -> Result<(IntegrationConnection, Platform, OpenCredentials), IntegrationError> {
-        let SealedIntegration {
-            connection, sealed, ..
-        } = self
-            .store
-            .sealed_integration_by_key(environment, key)
-            .await?
-            .ok_or(IntegrationError::NotFound)?;
+    /// A passthrough call's connection (from the data plane's snapshot), its platform and
+    /// its opened credential; an expired OAuth2 token is refreshed first. Refused when
+    /// inactive or failed.
+    pub async fn open_for_call<'a>(
+        &'a self,
+        linked: &'a SealedIntegration,
+    ) -> Result<OpenedCall<'a>, IntegrationError> {
+        let connection = &linked.connection;
         if !connection.active {
             return Err(IntegrationError::Inactive);
         }
@@ -510,7 +516,6 @@ impl Integrations {
         let platform = self
             .catalog
             .get(&connection.platform)
-            .cloned()
             .ok_or(IntegrationError::NotFound)?;
         if platform.auth.is_oauth2()
             && connection
@@ -518,11 +523,24 @@ impl Integrations {
                 .expires_at
                 .is_some_and(|e| e <= Utc::now().timestamp_micros())
         {
-            let (connection, credentials) = self.oauth.refresh(&connection).await?;
-            return Ok((connection, platform, credentials));
+            let (connection, credentials) = self.oauth.refresh(connection).await?;
+            return Ok(OpenedCall {
+                connection: Cow::Owned(connection),
+                platform,
+                credentials,
+            });
         }
-        let credentials = open_credentials(&self.sealer, &connection.id, environment, &sealed)?;
-        Ok((connection, platform, credentials))
+        let credentials = open_credentials(
+            &self.sealer,
+            &connection.id,
+            connection.environment,
+            &linked.sealed,
+        )?;
+        Ok(OpenedCall {
+            connection: Cow::Borrowed(connection),
+            platform,
+            credentials,
+        })
     }
 
     /// After the platform refused `connection`'s access token: a fresh one (refreshed
@@ -534,25 +552,21 @@ impl Integrations {
         Ok(self.oauth.refresh(connection).await?)
     }
 
-    /// What a platform's answer says about the credential: accepted, or refused (401:
-    /// it needs replacing).
-    pub async fn record_call(&self, connection: &IntegrationConnection, platform_status: u16) {
-        let (state, error) = if platform_status == 401 {
-            (
-                ConnectionState::Failed,
-                Some("the platform refused the credential (401)"),
-            )
-        } else {
-            (ConnectionState::Operational, None)
-        };
-        if state != connection.state
-            && let Err(e) = self
-                .store
-                .set_integration_state(&connection.id, state, error, Utc::now().timestamp_micros())
-                .await
-        {
-            tracing::warn!(connection_id = %connection.id, error = %e, "cannot record the connection state");
+    /// What a platform's answer says about the credential (accepted, or refused with 401:
+    /// it needs replacing), queued for the store; never waits. Returns the new state when
+    /// it changed, for the caller's snapshot.
+    pub fn record_call(
+        &self,
+        connection: &IntegrationConnection,
+        platform_status: u16,
+    ) -> Option<ConnectionState> {
+        let (state, error) = state_after_call(platform_status);
+        if state == connection.state {
+            return None;
         }
+        self.states
+            .record(&connection.id, state, error, Utc::now().timestamp_micros());
+        Some(state)
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -628,6 +642,7 @@ impl Integrations {
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<IntegrationConnection>, u64), IntegrationError> {
+        self.states.flush().await;
         Ok(self
             .store
             .list_integrations(environment, filter, offset, limit)
@@ -639,6 +654,8 @@ impl Integrations {
         environment: Environment,
         id: &str,
     ) -> Result<IntegrationConnection, IntegrationError> {
+        // What this process's calls observed is part of what the caller reads.
+        self.states.flush().await;
         self.store
             .get_integration(environment, id)
             .await?
