@@ -5,64 +5,72 @@ use serde_json::Value;
 
 /// Every route the server serves, with the statuses its document must declare.
 const ROUTES: &[(&str, &str, &[u16])] = &[
-    ("get", "/api/v1/connections", &[200, 401, 403, 422, 500]),
+    (
+        "get",
+        "/api/v1/connections",
+        &[200, 401, 403, 422, 500, 503],
+    ),
     (
         "post",
         "/api/v1/connections",
-        &[201, 400, 401, 403, 413, 415, 422, 500],
+        &[201, 400, 401, 403, 413, 415, 422, 500, 503],
     ),
     (
         "get",
         "/api/v1/connections/{id}",
-        &[200, 401, 403, 404, 500],
+        &[200, 401, 403, 404, 500, 503],
     ),
     (
         "delete",
         "/api/v1/connections/{id}",
-        &[204, 401, 403, 404, 500],
+        &[204, 401, 403, 404, 500, 503],
     ),
-    ("get", "/v1/vault/connections", &[200, 400, 401, 500]),
+    ("get", "/v1/vault/connections", &[200, 400, 401, 500, 503]),
     (
         "post",
         "/v1/vault/connections",
-        &[201, 400, 401, 413, 415, 500],
+        &[201, 400, 401, 413, 415, 500, 503],
     ),
-    ("get", "/v1/vault/connections/{id}", &[200, 401, 404, 500]),
+    (
+        "get",
+        "/v1/vault/connections/{id}",
+        &[200, 401, 404, 500, 503],
+    ),
     (
         "patch",
         "/v1/vault/connections/{id}",
-        &[200, 400, 401, 404, 409, 415, 500],
+        &[200, 400, 401, 404, 409, 415, 500, 503],
     ),
     (
         "delete",
         "/v1/vault/connections/{id}",
-        &[200, 401, 404, 500],
+        &[200, 401, 404, 500, 503],
     ),
-    ("get", "/v1/available-connectors", &[200, 401, 500]),
+    ("get", "/v1/available-connectors", &[200, 401, 500, 503]),
     (
         "get",
         "/v1/passthrough/{path}",
-        &[200, 400, 401, 403, 404, 502, 504],
+        &[200, 400, 401, 403, 404, 502, 503, 504],
     ),
     (
         "post",
         "/v1/passthrough/{path}",
-        &[200, 400, 401, 403, 404, 502, 504],
+        &[200, 400, 401, 403, 404, 502, 503, 504],
     ),
     (
         "put",
         "/v1/passthrough/{path}",
-        &[200, 400, 401, 403, 404, 502, 504],
+        &[200, 400, 401, 403, 404, 502, 503, 504],
     ),
     (
         "patch",
         "/v1/passthrough/{path}",
-        &[200, 400, 401, 403, 404, 502, 504],
+        &[200, 400, 401, 403, 404, 502, 503, 504],
     ),
     (
         "delete",
         "/v1/passthrough/{path}",
-        &[200, 400, 401, 403, 404, 502, 504],
+        &[200, 400, 401, 403, 404, 502, 503, 504],
     ),
     ("get", "/healthz", &[200]),
     ("get", "/readyz", &[200, 503]),
@@ -255,4 +263,156 @@ async fn a_different_master_key_is_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Sends `head` (and no body, or not all of it) on a fresh connection; returns the status
+/// line and the body of the answer.
+async fn raw_exchange(server: &TestServer, head: &str) -> (String, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = server.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if n == 0 || (text.contains("\r\n\r\n") && text.trim_end().ends_with('}')) {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let body = body.trim();
+    // A chunked answer: the JSON is the one line that is JSON.
+    let json = body
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON body in {text:?}"));
+    (
+        head.lines().next().unwrap().to_owned(),
+        serde_json::from_str(json).unwrap(),
+    )
+}
+
+fn is_better_stack(body: &Value, status: u16) -> bool {
+    body["errors"].is_string() && body.get("code").is_none() && status >= 400
+}
+
+fn is_pica(body: &Value, status: u16) -> bool {
+    body["message"].is_string() && body["code"] == status
+}
+
+#[tokio::test]
+async fn every_answer_under_a_dialect_is_in_its_shape() {
+    let server = TestServer::start(&format!(
+        "[api]\nrequest_timeout_seconds = 1\nmax_body_bytes = 2048\n{TOPOLOGY}"
+    ))
+    .await;
+    let c = &server.client;
+    let cases: Vec<(reqwest::RequestBuilder, u16, bool)> = vec![
+        // Unknown routes.
+        (c.get(server.url("/api/v1/nothing-here")), 404, false),
+        (c.get(server.url("/v1/nothing-here")), 404, true),
+        (c.get(server.url("/v1")), 404, true),
+        // Methods a route does not have.
+        (
+            c.put(server.url("/api/v1/connections")).bearer_auth(TOKEN),
+            405,
+            false,
+        ),
+        (
+            c.put(server.url("/v1/vault/connections"))
+                .header("x-pica-secret", crate::common::TEST_SECRET),
+            405,
+            true,
+        ),
+        (c.delete(server.url("/v1/available-connectors")), 405, true),
+        // Ids that cannot name anything, however they are spelled.
+        (
+            c.get(server.url("/api/v1/connections/%ff"))
+                .bearer_auth(TOKEN),
+            404,
+            false,
+        ),
+        (
+            c.get(server.url("/v1/vault/connections/%ff"))
+                .header("x-pica-secret", crate::common::TEST_SECRET),
+            404,
+            true,
+        ),
+        (
+            c.delete(server.url("/v1/vault/connections/not-a-uuid"))
+                .header("x-pica-secret", crate::common::TEST_SECRET),
+            404,
+            true,
+        ),
+        // Bodies over the limit, declared.
+        (
+            c.post(server.url("/api/v1/connections"))
+                .bearer_auth(TOKEN)
+                .header("content-type", "application/json")
+                .body(vec![b' '; 4096]),
+            413,
+            false,
+        ),
+        (
+            c.post(server.url("/v1/vault/connections"))
+                .header("x-pica-secret", crate::common::TEST_SECRET)
+                .header("content-type", "application/json")
+                .body(vec![b' '; 4096]),
+            413,
+            true,
+        ),
+    ];
+    for (request, status, pica) in cases {
+        let request = request.build().unwrap();
+        let what = format!("{} {}", request.method(), request.url());
+        let resp = c.execute(request).await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{what}");
+        let body: Value = resp
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
+        if pica {
+            assert!(is_pica(&body, status), "{what}: {body}");
+        } else {
+            assert!(is_better_stack(&body, status), "{what}: {body}");
+        }
+    }
+
+    // A request that takes too long (its body never arrives) is a 503, in each shape.
+    for (path, auth, pica) in [
+        (
+            "/api/v1/connections",
+            format!("Authorization: Bearer {TOKEN}"),
+            false,
+        ),
+        (
+            "/v1/vault/connections",
+            format!("x-pica-secret: {}", crate::common::TEST_SECRET),
+            true,
+        ),
+    ] {
+        let (status, body) = raw_exchange(
+            &server,
+            &format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+            ),
+        )
+        .await;
+        assert!(status.starts_with("HTTP/1.1 503"), "{path}: {status}");
+        assert!(
+            if pica {
+                is_pica(&body, 503)
+            } else {
+                is_better_stack(&body, 503)
+            },
+            "{path}: {body}"
+        );
+    }
 }

@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// The fake platform: echoes what it received; a few paths misbehave on purpose.
-async fn platform() -> String {
+pub async fn platform() -> String {
     async fn echo(request: Request) -> axum::Json<Value> {
         let (parts, body) = request.into_parts();
         let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
@@ -68,7 +68,7 @@ async fn platform() -> String {
     format!("http://{addr}")
 }
 
-fn config(base: &str) -> String {
+pub fn config(base: &str) -> String {
     format!(
         r#"
 [passthrough]
@@ -106,7 +106,7 @@ auth = "bearer"
     )
 }
 
-async fn connect(server: &TestServer, platform: &str, credentials: Value) -> Value {
+pub async fn connect(server: &TestServer, platform: &str, credentials: Value) -> Value {
     let resp = server
         .client
         .post(server.url("/v1/vault/connections"))
@@ -120,7 +120,7 @@ async fn connect(server: &TestServer, platform: &str, credentials: Value) -> Val
     resp.json().await.unwrap()
 }
 
-fn call(
+pub fn call(
     server: &TestServer,
     method: reqwest::Method,
     path: &str,

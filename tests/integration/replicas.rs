@@ -356,3 +356,217 @@ async fn an_embedded_install_moves_to_postgres_with_its_secrets_sealed() {
     assert_eq!(id, created.last().unwrap().0 + 1);
     drop(embedded);
 }
+
+/// Polls `check` until it gives `want` or a second passes; returns how long it took.
+async fn within_a_second<F, Fut>(what: &str, want: StatusCode, check: F) -> Duration
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = StatusCode>,
+{
+    let start = Instant::now();
+    loop {
+        let got = check().await;
+        if got == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "replica 2 did not see {what} within 1 s (still {got})"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn vault_config(ch: &ClickHouse, platform: &str) -> String {
+    format!("{}\n{}", config(ch), crate::passthrough::config(platform))
+}
+
+#[tokio::test]
+async fn vault_changes_reach_the_other_replicas_passthrough_within_a_second() {
+    let ch = ClickHouse::start().await;
+    let platform = crate::passthrough::platform().await;
+    let config = vault_config(&ch, &platform);
+    let one = TestServer::start_postgres(&config, None, &[]).await;
+    let two = TestServer::start_postgres(&config, one.database_url.as_deref(), &[]).await;
+    let call = |key: String| {
+        let request = crate::passthrough::call(&two, reqwest::Method::GET, "ping", &key);
+        async move { request.send().await.unwrap().status() }
+    };
+    let patch = |id: &str, body: serde_json::Value| {
+        one.client
+            .patch(one.url(&format!("/v1/vault/connections/{id}")))
+            .header("x-pica-secret", crate::common::TEST_SECRET)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let (mut issued, mut deactivated, mut reactivated, mut deleted) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..30 {
+        let c = crate::passthrough::connect(&one, "acme", json!({"api_key": "k"})).await;
+        let (id, key) = (c["id"].as_str().unwrap(), c["key"].as_str().unwrap());
+        issued.push(within_a_second("a new connection", StatusCode::OK, || call(key.into())).await);
+        assert_eq!(
+            patch(id, json!({"active": false})).await.unwrap().status(),
+            StatusCode::OK
+        );
+        deactivated.push(
+            within_a_second("a deactivation", StatusCode::FORBIDDEN, || call(key.into())).await,
+        );
+        assert_eq!(
+            patch(id, json!({"active": true})).await.unwrap().status(),
+            StatusCode::OK
+        );
+        reactivated
+            .push(within_a_second("a reactivation", StatusCode::OK, || call(key.into())).await);
+        let resp = one
+            .client
+            .delete(one.url(&format!("/v1/vault/connections/{id}")))
+            .header("x-pica-secret", crate::common::TEST_SECRET)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        deleted
+            .push(within_a_second("a deletion", StatusCode::NOT_FOUND, || call(key.into())).await);
+    }
+    for (what, delays) in [
+        ("created", issued),
+        ("deactivated", deactivated),
+        ("reactivated", reactivated),
+        ("deleted", deleted),
+    ] {
+        let (median, worst) = summary(delays);
+        println!(
+            "30 trials: {what} on replica 1, seen by replica 2's passthrough after median {median:?}, worst {worst:?}"
+        );
+    }
+}
+
+/// The value of a Prometheus counter with these labels (0 if it was never counted).
+async fn counter(server: &TestServer, name_and_labels: &str) -> u64 {
+    let text = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_write_on_one_replica_is_applied_exactly_once_on_each() {
+    let ch = ClickHouse::start().await;
+    let platform = crate::passthrough::platform().await;
+    let config = vault_config(&ch, &platform);
+    let one = TestServer::start_postgres(&config, None, &[]).await;
+    let two = TestServer::start_postgres(&config, one.database_url.as_deref(), &[]).await;
+    const DATA: &str = "switchboard_feed_changes_applied_total{entity=\"data_connection\"}";
+    const VAULT: &str = "switchboard_feed_changes_applied_total{entity=\"integration\"}";
+    let before = [
+        (counter(&one, DATA).await, counter(&one, VAULT).await),
+        (counter(&two, DATA).await, counter(&two, VAULT).await),
+    ];
+
+    let (_, user, password) = one
+        .create_connection(json!({"client_type": "clickhouse"}))
+        .await;
+    until(&two, &user, &password, StatusCode::OK).await;
+    // (No call through it: a call's observation would be a write of its own.)
+    crate::passthrough::connect(&one, "acme", json!({"api_key": "k"})).await;
+    let start = Instant::now();
+    while counter(&two, VAULT).await == before[1].1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "replica 2 applied nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Anything applied twice would show by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (server, (data, vault)) in [&one, &two].into_iter().zip(before) {
+        assert_eq!(counter(server, DATA).await, data + 1, "one data connection");
+        assert_eq!(counter(server, VAULT).await, vault + 1, "one integration");
+    }
+}
+
+#[tokio::test]
+async fn with_the_database_down_the_data_planes_keep_serving() {
+    let ch = ClickHouse::start().await;
+    let platform = crate::passthrough::platform().await;
+    let database = Postgres::dedicated();
+    let url = database.create_database();
+    let config = format!(
+        "[database]\nacquire_timeout_seconds = 1\n{}",
+        vault_config(&ch, &platform)
+    );
+    let server = TestServer::start_postgres(&config, Some(&url), &[]).await;
+    let (id, user, password) = server
+        .create_connection(json!({"client_type": "clickhouse"}))
+        .await;
+    let c = crate::passthrough::connect(&server, "acme", json!({"api_key": "kept"})).await;
+    let key = c["key"].as_str().unwrap().to_owned();
+    let passthrough = || {
+        let request = crate::passthrough::call(&server, reqwest::Method::GET, "ping", &key);
+        async move {
+            let resp = request.send().await.unwrap();
+            let status = resp.status();
+            let echoed: serde_json::Value = resp.json().await.unwrap();
+            (status, echoed["headers"]["x-acme-key"].clone())
+        }
+    };
+    assert_eq!(passthrough().await, (StatusCode::OK, json!("kept")));
+    assert_eq!(
+        query_status(&server, &user, &password).await,
+        StatusCode::OK
+    );
+
+    database.stop();
+    for _ in 0..3 {
+        assert_eq!(passthrough().await, (StatusCode::OK, json!("kept")));
+        assert_eq!(
+            query_status(&server, &user, &password).await,
+            StatusCode::OK
+        );
+    }
+    // The control plane says it cannot reach its database, each dialect in its shape.
+    let resp = server
+        .get(&format!("/api/v1/connections/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        body["errors"].as_str().unwrap().contains("database"),
+        "{body}"
+    );
+    let resp = server
+        .client
+        .get(server.url("/v1/vault/connections"))
+        .header("x-pica-secret", crate::common::TEST_SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], 503, "{body}");
+    let ready = server
+        .client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // And the data planes still serve after the control plane's failures.
+    assert_eq!(passthrough().await, (StatusCode::OK, json!("kept")));
+    assert_eq!(
+        query_status(&server, &user, &password).await,
+        StatusCode::OK
+    );
+}

@@ -58,6 +58,23 @@ impl Postgres {
         SERVER.get_or_init(Postgres::start)
     }
 
+    /// A server of its own, for a test that stops it.
+    pub fn dedicated() -> Self {
+        Self::start()
+    }
+
+    /// Stops the server at once (as a crash would); its files go with it.
+    pub fn stop(&self) {
+        let status = as_server_user(&format!(
+            "{}/pg_ctl -D {}/data -m immediate stop > /dev/null 2>&1",
+            self.bin.display(),
+            self.dir.display()
+        ))
+        .status()
+        .unwrap();
+        assert!(status.success(), "pg_ctl stop failed");
+    }
+
     fn start() -> Self {
         let bin = bin_dir();
         let dir = std::env::temp_dir().join(format!(

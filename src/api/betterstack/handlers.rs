@@ -1,0 +1,131 @@
+//! The handlers: extract, call the domain, shape the answer.
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ConnectionId, GlobalToken, JsonObject};
+use super::parse::{DEFAULT_PER_PAGE, parse_create, parse_list_query};
+use super::wire::{
+    ConnectionEnvelope, ConnectionList, CreateConnectionBody, ListParams, Pagination, View,
+    resource,
+};
+use crate::api::AppState;
+use crate::domain::pagination::PageLinks;
+
+fn page_link(state: &AppState, page: u64, size: u64) -> String {
+    let base = &state.services.public_url;
+    if size == DEFAULT_PER_PAGE {
+        format!("{base}/api/v1/connections?page={page}")
+    } else {
+        format!("{base}/api/v1/connections?page={page}&per_page={size}")
+    }
+}
+
+/// List connections, oldest first.
+#[utoipa::path(get, path = "/api/v1/connections", tag = "connections",
+    params(ListParams),
+    security(("bearer_token" = [])),
+    responses(
+        (status = 200, description = "A page of connections", body = ConnectionList),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 403, description = "Not a global token", body = ErrorBody),
+        (status = 422, description = "Invalid page or per_page", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "The database is unreachable, or the request took too long", body = ErrorBody),
+    ))]
+pub(super) async fn list_connections(
+    State(state): State<AppState>,
+    _caller: GlobalToken,
+    RawQuery(query): RawQuery,
+) -> Result<Json<ConnectionList>, ApiError> {
+    let page = parse_list_query(query.as_deref())?;
+    let (rows, total) = state.services.data_connections.list(page).await?;
+    let links = PageLinks::new(page, total);
+    let pagination = Pagination {
+        first: page_link(&state, links.first, page.size),
+        last: page_link(&state, links.last, page.size),
+        prev: links.prev.map(|p| page_link(&state, p, page.size)),
+        next: links.next.map(|p| page_link(&state, p, page.size)),
+    };
+    let data = rows
+        .into_iter()
+        .map(|c| resource(&state, c, View::ListItem))
+        .collect();
+    Ok(Json(ConnectionList { data, pagination }))
+}
+
+/// Create a connection. The response is the only one that ever contains the password.
+#[utoipa::path(post, path = "/api/v1/connections", tag = "connections",
+    request_body(content = CreateConnectionBody, content_type = "application/json"),
+    security(("bearer_token" = [])),
+    responses(
+        (status = 201, description = "The new connection, with its password", body = ConnectionEnvelope),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 403, description = "Not a global token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not application/json", body = ErrorBody),
+        (status = 422, description = "Invalid field; `invalid_attributes` names it", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "The database is unreachable, or the request took too long", body = ErrorBody),
+    ))]
+pub(super) async fn create_connection(
+    State(state): State<AppState>,
+    GlobalToken(caller): GlobalToken,
+    JsonObject(body): JsonObject,
+) -> Result<(StatusCode, Json<ConnectionEnvelope>), ApiError> {
+    let request = parse_create(&body)?;
+    let created = state
+        .services
+        .data_connections
+        .create(&caller, request)
+        .await?;
+    let data = resource(&state, created.connection, View::Created(&created.password));
+    Ok((StatusCode::CREATED, Json(ConnectionEnvelope { data })))
+}
+
+/// Get one connection, with its sample query and data sources.
+#[utoipa::path(get, path = "/api/v1/connections/{id}", tag = "connections",
+    params(("id" = i64, Path, description = "Connection id")),
+    security(("bearer_token" = [])),
+    responses(
+        (status = 200, description = "The connection", body = ConnectionEnvelope),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 403, description = "Not a global token", body = ErrorBody),
+        (status = 404, description = "No such connection", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "The database is unreachable, or the request took too long", body = ErrorBody),
+    ))]
+pub(super) async fn get_connection(
+    State(state): State<AppState>,
+    _caller: GlobalToken,
+    ConnectionId(id): ConnectionId,
+) -> Result<Json<ConnectionEnvelope>, ApiError> {
+    let connection = state.services.data_connections.get(id).await?;
+    Ok(Json(ConnectionEnvelope {
+        data: resource(&state, connection, View::Detail),
+    }))
+}
+
+/// Delete a connection; its credentials stop working at once.
+#[utoipa::path(delete, path = "/api/v1/connections/{id}", tag = "connections",
+    params(("id" = i64, Path, description = "Connection id")),
+    security(("bearer_token" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 403, description = "Not a global token", body = ErrorBody),
+        (status = 404, description = "No such connection", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "The database is unreachable, or the request took too long", body = ErrorBody),
+    ))]
+pub(super) async fn delete_connection(
+    State(state): State<AppState>,
+    _caller: GlobalToken,
+    ConnectionId(id): ConnectionId,
+) -> Result<StatusCode, ApiError> {
+    state.services.data_connections.delete(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

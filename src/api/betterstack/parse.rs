@@ -1,0 +1,302 @@
+//! Reading requests into domain types; every failure names its field, and a body's field
+//! errors are all reported at once.
+
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+use crate::domain::allowlist::{AllowEntry, IpAllowlist};
+use crate::domain::data_connection::{ClientType, CreateDataConnection, TeamSelector};
+use crate::domain::pagination::PageRequest;
+use crate::domain::time::Timestamp;
+
+pub const DEFAULT_PER_PAGE: u64 = 50;
+pub const MAX_PER_PAGE: u64 = 250;
+
+pub fn parse_list_query(query: Option<&str>) -> Result<PageRequest, ApiError> {
+    let mut number = 1;
+    let mut size = DEFAULT_PER_PAGE;
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let value = value.trim();
+        match key.as_ref() {
+            "page" if !value.is_empty() => {
+                number = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "page",
+                            format!("page must be a positive integer, got '{value}'"),
+                        )
+                    })?;
+            }
+            "per_page" if !value.is_empty() => {
+                size = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "per_page",
+                            format!("per_page must be an integer from 1 to {MAX_PER_PAGE}, got '{value}'"),
+                        )
+                    })?
+                    .min(MAX_PER_PAGE);
+            }
+            _ => {}
+        }
+    }
+    Ok(PageRequest { number, size })
+}
+
+/// Collects every field error of a body, so one response lists them all.
+#[derive(Default)]
+struct FieldErrors {
+    messages: Vec<String>,
+    fields: Vec<&'static str>,
+}
+
+impl FieldErrors {
+    fn add(&mut self, field: &'static str, message: impl Into<String>) {
+        self.messages.push(message.into());
+        if !self.fields.contains(&field) {
+            self.fields.push(field);
+        }
+    }
+
+    fn into_result<T>(self, value: impl FnOnce() -> T) -> Result<T, ApiError> {
+        if self.messages.is_empty() {
+            Ok(value())
+        } else {
+            Err(ApiError::Invalid {
+                message: self.messages.join("; "),
+                fields: self.fields,
+            })
+        }
+    }
+}
+
+/// A present, non-null field.
+fn field<'a>(body: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    body.get(name).filter(|v| !v.is_null())
+}
+
+fn string_field(
+    body: &Map<String, Value>,
+    name: &'static str,
+    errors: &mut FieldErrors,
+) -> Option<String> {
+    match field(body, name)? {
+        Value::String(s) => Some(s.clone()),
+        _ => {
+            errors.add(name, format!("{name} must be a string"));
+            None
+        }
+    }
+}
+
+fn string_array(
+    body: &Map<String, Value>,
+    name: &'static str,
+    errors: &mut FieldErrors,
+) -> Option<Vec<String>> {
+    let items = field(body, name)?;
+    let parsed = items.as_array().and_then(|a| {
+        a.iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+    });
+    if parsed.is_none() {
+        errors.add(name, format!("{name} must be an array of strings"));
+    }
+    parsed
+}
+
+pub fn parse_create(body: &Map<String, Value>) -> Result<CreateDataConnection, ApiError> {
+    let mut errors = FieldErrors::default();
+
+    let client_type = match field(body, "client_type") {
+        None => {
+            errors.add("client_type", "client_type is required; use \"clickhouse\"");
+            None
+        }
+        Some(Value::String(s)) => {
+            let parsed = ClientType::parse(s);
+            if parsed.is_none() {
+                errors.add(
+                    "client_type",
+                    format!("client_type '{s}' is not supported; the only supported value is \"clickhouse\""),
+                );
+            }
+            parsed
+        }
+        Some(_) => {
+            errors.add("client_type", "client_type must be a string");
+            None
+        }
+    };
+
+    let team_names = string_array(body, "team_names", &mut errors);
+    let team_ids = field(body, "team_ids").and_then(|v| {
+        let parsed = v
+            .as_array()
+            .and_then(|a| a.iter().map(Value::as_i64).collect::<Option<Vec<_>>>());
+        if parsed.is_none() {
+            errors.add("team_ids", "team_ids must be an array of integers");
+        }
+        parsed
+    });
+    let teams = match (team_names, team_ids) {
+        (Some(_), Some(_)) => {
+            errors
+                .messages
+                .push("Cannot specify both team_names and team_ids".into());
+            errors.fields.extend(["team_names", "team_ids"]);
+            TeamSelector::Unspecified
+        }
+        (Some(names), None) => TeamSelector::Names(names),
+        (None, Some(ids)) => TeamSelector::Ids(ids),
+        (None, None) => TeamSelector::Unspecified,
+    };
+
+    let data_region = string_field(body, "data_region", &mut errors);
+
+    let mut allow_entries = Vec::new();
+    for entry in string_array(body, "ip_allowlist", &mut errors).unwrap_or_default() {
+        match entry.parse::<AllowEntry>() {
+            Ok(e) => allow_entries.push(e),
+            Err(e) => errors.add("ip_allowlist", format!("ip_allowlist: {e}")),
+        }
+    }
+
+    let valid_until = string_field(body, "valid_until", &mut errors).and_then(|s| {
+        let parsed = Timestamp::parse_iso8601(&s);
+        if parsed.is_none() {
+            errors.add(
+                "valid_until",
+                format!(
+                    "valid_until: '{s}' is not an ISO 8601 timestamp like 2025-12-02T00:00:00Z"
+                ),
+            );
+        }
+        parsed
+    });
+
+    let note = string_field(body, "note", &mut errors);
+
+    errors.into_result(|| CreateDataConnection {
+        client_type: client_type.expect("checked: no errors means client_type parsed"),
+        teams,
+        data_region,
+        ip_allowlist: IpAllowlist::new(allow_entries),
+        valid_until,
+        note,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn invalid_fields(v: Value) -> Vec<&'static str> {
+        match parse_create(&body(v)) {
+            Err(ApiError::Invalid { fields, .. }) => fields,
+            Err(other) => panic!("unexpected {other:?}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        assert_eq!(invalid_fields(json!({})), ["client_type"]);
+        assert_eq!(
+            invalid_fields(json!({"client_type": "mysql"})),
+            ["client_type"]
+        );
+        assert_eq!(invalid_fields(json!({"client_type": 1})), ["client_type"]);
+        assert_eq!(
+            invalid_fields(
+                json!({"client_type": "clickhouse", "team_names": ["a"], "team_ids": [1]})
+            ),
+            ["team_names", "team_ids"]
+        );
+        assert_eq!(
+            invalid_fields(json!({"client_type": "clickhouse", "team_ids": ["1"]})),
+            ["team_ids"]
+        );
+        assert_eq!(
+            invalid_fields(json!({"client_type": "clickhouse", "team_names": "a"})),
+            ["team_names"]
+        );
+        assert_eq!(
+            invalid_fields(json!({"client_type": "clickhouse", "ip_allowlist": ["10.0.0.1/33"]})),
+            ["ip_allowlist"]
+        );
+        assert_eq!(
+            invalid_fields(json!({"client_type": "clickhouse", "ip_allowlist": "10.0.0.1"})),
+            ["ip_allowlist"]
+        );
+        assert_eq!(
+            invalid_fields(
+                json!({"client_type": "clickhouse", "valid_until": "2025-13-45T00:00:00Z"})
+            ),
+            ["valid_until"]
+        );
+        assert_eq!(
+            invalid_fields(json!({"client_type": "clickhouse", "note": 5})),
+            ["note"]
+        );
+        assert_eq!(
+            invalid_fields(json!({"client_type": "clickhouse", "data_region": []})),
+            ["data_region"]
+        );
+        assert_eq!(
+            invalid_fields(json!({"client_type": "x", "note": 5, "valid_until": "no"})),
+            ["client_type", "valid_until", "note"]
+        );
+    }
+
+    #[test]
+    fn nulls_are_absent_fields() {
+        let parsed = parse_create(&body(json!({
+            "client_type": "clickhouse", "note": null, "team_ids": null, "team_names": ["A"],
+            "ip_allowlist": null, "valid_until": null, "data_region": null
+        })))
+        .unwrap();
+        assert_eq!(parsed.teams, TeamSelector::Names(vec!["A".into()]));
+        assert!(parsed.note.is_none() && parsed.valid_until.is_none());
+    }
+
+    #[test]
+    fn list_query_rules() {
+        let p = |q: &str| parse_list_query(Some(q));
+        assert_eq!(
+            p("").unwrap(),
+            PageRequest {
+                number: 1,
+                size: 50
+            }
+        );
+        assert_eq!(
+            p("page=3&per_page=1").unwrap(),
+            PageRequest { number: 3, size: 1 }
+        );
+        assert_eq!(p("per_page=251").unwrap().size, 250);
+        assert_eq!(p("per_page=250").unwrap().size, 250);
+        for bad in [
+            "per_page=0",
+            "per_page=abc",
+            "page=0",
+            "page=-1",
+            "page=abc",
+            "per_page=1.5",
+        ] {
+            assert!(matches!(p(bad), Err(ApiError::Invalid { .. })), "{bad}");
+        }
+    }
+}

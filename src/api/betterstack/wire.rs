@@ -1,0 +1,186 @@
+//! The dialect's wire types: the JSON:API-style connection resource, its list with
+//! absolute page links, and the documented create body.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Serialize, Serializer};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::AppState;
+use crate::domain::data_connection::DataConnection;
+use crate::domain::time::Timestamp;
+
+/// A secret shown to its owner exactly once; redacted from `Debug`.
+pub struct RevealedSecret(SecretString);
+
+impl Serialize for RevealedSecret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.expose_secret())
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedBy {
+    id: i64,
+    email: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DataSourceEntry {
+    source_name: String,
+    source_id: i64,
+    team_name: String,
+    /// Table expressions to use in `FROM` through the gateway.
+    data_sources: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConnectionAttributes {
+    id: i64,
+    #[schema(example = "clickhouse")]
+    client_type: &'static str,
+    note: Option<String>,
+    #[schema(example = "2025-11-07T13:20:55.652Z")]
+    created_at: String,
+    valid_until: Option<String>,
+    host: String,
+    port: u16,
+    username: String,
+    /// Present only in the create response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    password: Option<RevealedSecret>,
+    #[schema(example = "eu-nbg-2")]
+    data_region: String,
+    ip_allowlist: Vec<String>,
+    team_ids: Vec<i64>,
+    team_names: Vec<String>,
+    created_by: Option<CreatedBy>,
+    /// Present on create and get.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sample_query: Option<String>,
+    /// Present on create and get.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_sources: Option<Vec<DataSourceEntry>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConnectionResource {
+    /// The id as a string, JSON:API style.
+    id: String,
+    #[serde(rename = "type")]
+    #[schema(example = "connection")]
+    kind: &'static str,
+    attributes: ConnectionAttributes,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConnectionEnvelope {
+    pub data: ConnectionResource,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Pagination {
+    pub first: String,
+    pub last: String,
+    pub prev: Option<String>,
+    pub next: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConnectionList {
+    pub data: Vec<ConnectionResource>,
+    pub pagination: Pagination,
+}
+
+/// Body of `POST /api/v1/connections` (documentation; parsing is field by field so each
+/// error can name its field).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CreateConnectionBody {
+    /// Only `clickhouse`.
+    client_type: String,
+    /// Team names; not together with `team_ids`.
+    team_names: Option<Vec<String>>,
+    /// Team ids; not together with `team_names`.
+    team_ids: Option<Vec<i64>>,
+    /// A configured region name (or id).
+    data_region: Option<String>,
+    /// IPv4/IPv6 addresses or CIDR ranges.
+    ip_allowlist: Option<Vec<String>>,
+    /// ISO 8601 timestamp.
+    valid_until: Option<String>,
+    note: Option<String>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListParams {
+    /// Page number, from 1.
+    page: Option<u64>,
+    /// Items per page: default 50, at most 250 (larger values are capped).
+    per_page: Option<u64>,
+}
+
+/// Which optional views of a connection a response carries.
+pub enum View<'a> {
+    ListItem,
+    Detail,
+    Created(&'a SecretString),
+}
+
+pub fn resource(state: &AppState, c: DataConnection, view: View<'_>) -> ConnectionResource {
+    let service = &state.services.data_connections;
+    let teams = service.teams_of(&c);
+    let (sample_query, data_sources, password) = match view {
+        View::ListItem => (None, None, None),
+        View::Detail | View::Created(_) => {
+            let password = match &view {
+                View::Created(p) => Some(*p),
+                _ => None,
+            };
+            let sources = service
+                .data_sources(&c)
+                .into_iter()
+                .map(|g| DataSourceEntry {
+                    source_name: g.source_name,
+                    source_id: g.source_id,
+                    team_name: g.team_name,
+                    data_sources: g.tables,
+                })
+                .collect();
+            (
+                Some(service.sample_query(&c, password.map(|p| p.expose_secret()))),
+                Some(sources),
+                password.map(|p| RevealedSecret(p.clone())),
+            )
+        }
+    };
+    let team_ids = teams.iter().map(|t| t.id).collect();
+    let team_names = teams.iter().map(|t| t.name.clone()).collect();
+    ConnectionResource {
+        id: c.id.to_string(),
+        kind: "connection",
+        attributes: ConnectionAttributes {
+            id: c.id,
+            client_type: c.client_type.as_str(),
+            note: c.note,
+            created_at: c.created_at.to_iso8601_millis(),
+            valid_until: c.valid_until.map(Timestamp::to_iso8601_millis),
+            host: c.host,
+            port: c.port,
+            username: c.username,
+            password,
+            data_region: c.region_id,
+            ip_allowlist: c.ip_allowlist.to_strings(),
+            team_ids,
+            team_names,
+            created_by: c.created_by.map(|u| CreatedBy {
+                id: u.id,
+                email: u.email,
+            }),
+            sample_query,
+            data_sources,
+        },
+    }
+}

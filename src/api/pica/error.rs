@@ -1,0 +1,193 @@
+//! The dialect's error body, `{"message": "...", "code": <status>, "fields": [...]}`, and
+//! the one mapping from every failure to a status.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::api::DialectError;
+use crate::domain::integration::IntegrationError;
+use crate::domain::ports::StoreError;
+
+/// `{"message": "...", "code": 400, "fields": [...]}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PicaErrorBody {
+    message: String,
+    code: u16,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    fields: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PicaError {
+    #[error("missing or invalid x-pica-secret")]
+    Unauthorized,
+    #[error("not found")]
+    NotFound,
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        fields: Vec<String>,
+    },
+    #[error("unsupported content type")]
+    UnsupportedMediaType,
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("conflict")]
+    Conflict,
+    #[error("{0}")]
+    Refused(&'static str),
+    #[error("platform unreachable")]
+    BadGateway(&'static str),
+    /// The connection's OAuth2 token expired and cannot be refreshed now.
+    #[error("{0}")]
+    TokenRefresh(String),
+    #[error("platform timeout")]
+    GatewayTimeout,
+    #[error("route not found")]
+    RouteNotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("the database is unavailable")]
+    Unavailable,
+    #[error("the request took too long")]
+    Timeout,
+    #[error("internal error")]
+    Internal,
+}
+
+impl PicaError {
+    pub(super) fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            message: message.into(),
+            fields: vec![field.to_owned()],
+        }
+    }
+}
+
+impl IntoResponse for PicaError {
+    fn into_response(self) -> Response {
+        let (status, message, fields) = match self {
+            Self::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "Missing or invalid x-pica-secret header: send a sk_test_... or sk_live_... secret"
+                    .into(),
+                vec![],
+            ),
+            Self::NotFound => (StatusCode::NOT_FOUND, "Connection not found".into(), vec![]),
+            Self::Invalid { message, fields } => (StatusCode::BAD_REQUEST, message, fields),
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type must be application/json".into(),
+                vec![],
+            ),
+            Self::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body is too large".into(),
+                vec![],
+            ),
+            Self::Conflict => (
+                StatusCode::CONFLICT,
+                "The connection changed meanwhile; read it again and retry".into(),
+                vec![],
+            ),
+            Self::Refused(why) => (StatusCode::FORBIDDEN, why.into(), vec![]),
+            Self::BadGateway(why) => (StatusCode::BAD_GATEWAY, why.into(), vec![]),
+            Self::TokenRefresh(why) => (
+                StatusCode::BAD_GATEWAY,
+                format!("The connection's access token expired and could not be refreshed: {why}"),
+                vec![],
+            ),
+            Self::GatewayTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "The platform did not answer in time".into(),
+                vec![],
+            ),
+            Self::RouteNotFound => (StatusCode::NOT_FOUND, "Not found".into(), vec![]),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "This method is not allowed on this path".into(),
+                vec![],
+            ),
+            Self::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The service cannot reach its database right now; try again shortly".into(),
+                vec![],
+            ),
+            Self::Timeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The request took too long; try again".into(),
+                vec![],
+            ),
+            Self::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal server error".into(),
+                vec![],
+            ),
+        };
+        (
+            status,
+            Json(PicaErrorBody {
+                message,
+                code: status.as_u16(),
+                fields,
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<IntegrationError> for PicaError {
+    fn from(e: IntegrationError) -> Self {
+        match e {
+            IntegrationError::Invalid { fields, message } => Self::Invalid { message, fields },
+            IntegrationError::NotFound => Self::NotFound,
+            IntegrationError::Conflict => Self::Conflict,
+            IntegrationError::Inactive => Self::Refused("The connection is not active"),
+            IntegrationError::Failed => Self::Refused(
+                "The connection has failed: replace its credentials (PATCH credentials) to use it again",
+            ),
+            IntegrationError::RefreshFailing(why) => Self::TokenRefresh(why),
+            IntegrationError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<StoreError> for PicaError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %e, "store unavailable");
+                Self::Unavailable
+            }
+            e => {
+                tracing::error!(error = ?e, "store failure");
+                Self::Internal
+            }
+        }
+    }
+}
+
+impl DialectError for PicaError {
+    fn route_not_found() -> Self {
+        Self::RouteNotFound
+    }
+
+    fn method_not_allowed() -> Self {
+        Self::MethodNotAllowed
+    }
+
+    fn payload_too_large() -> Self {
+        Self::PayloadTooLarge
+    }
+
+    fn timeout() -> Self {
+        Self::Timeout
+    }
+
+    fn internal() -> Self {
+        Self::Internal
+    }
+}
