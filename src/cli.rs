@@ -1,5 +1,5 @@
-//! The command line: `serve` and `token create`. Every command reads the same layered
-//! configuration (`--config`, `SWITCHBOARD_*`, flags).
+//! The command line: `serve`, `token`, `secret`, `keys`, `migrate`, `export` and `import`.
+//! Every command reads the same layered configuration (`--config`, `SWITCHBOARD_*`, flags).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -39,15 +39,25 @@ pub trait Follower: Send + Sync {
     async fn reload(&self) -> Result<(), StoreError>;
 }
 
+/// A writer waiting for its change: registered during `epoch`.
+struct Waiter {
+    seq: ChangeSeq,
+    epoch: u64,
+    done: oneshot::Sender<()>,
+}
+
 #[derive(Default)]
 struct Applied {
-    /// Every change up to here is applied (SQLite: the poll position; both: the mark of the
-    /// last full reload).
+    /// Every change up to here is applied: the poll position, where changes commit in seq
+    /// order (SQLite's one writer). PostgreSQL commits out of seq order, so there only
+    /// `beyond` counts.
     through: ChangeSeq,
-    /// Applied beyond `through`: PostgreSQL delivers changes in commit order, which is not
-    /// seq order.
+    /// Applied as pushed, out of seq order.
     beyond: BTreeSet<ChangeSeq>,
-    waiters: Vec<(ChangeSeq, oneshot::Sender<()>)>,
+    /// Counts full reloads begun; a reload covers every waiter registered before it began
+    /// (its change committed before the reload read the store).
+    epoch: u64,
+    waiters: Vec<Waiter>,
 }
 
 impl Applied {
@@ -55,13 +65,15 @@ impl Applied {
         seq <= self.through || self.beyond.contains(&seq)
     }
 
-    fn wake(&mut self) {
+    /// Wakes the waiters whose change is applied, or that a reload begun at `reloaded`
+    /// covers.
+    fn wake(&mut self, reloaded: Option<u64>) {
         let waiters = std::mem::take(&mut self.waiters);
-        for (seq, tx) in waiters {
-            if self.contains(seq) {
-                let _ = tx.send(());
+        for w in waiters {
+            if self.contains(w.seq) || reloaded.is_some_and(|e| w.epoch < e) {
+                let _ = w.done.send(());
             } else {
-                self.waiters.push((seq, tx));
+                self.waiters.push(w);
             }
         }
     }
@@ -74,6 +86,8 @@ pub struct ChangeFeed {
     /// Wakes the poller at once when a writer waits (SQLite).
     poke: Notify,
     signals: tokio::sync::Mutex<Option<mpsc::Receiver<ChangeSignal>>>,
+    /// The store cannot push its changes: they are polled, in seq order.
+    polled: std::sync::atomic::AtomicBool,
 }
 
 impl ChangeFeed {
@@ -84,6 +98,7 @@ impl ChangeFeed {
             applied: Mutex::default(),
             poke: Notify::new(),
             signals: tokio::sync::Mutex::new(None),
+            polled: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -91,21 +106,32 @@ impl ChangeFeed {
     /// snapshots are complete, and [`Self::run`] keeps them so.
     pub async fn start(&self) -> Result<(), StoreError> {
         // Subscribed first: a change committed during the load is then delivered after it.
-        *self.signals.lock().await = self.log.subscribe().await?;
+        let signals = self.log.subscribe().await?;
+        self.polled
+            .store(signals.is_none(), std::sync::atomic::Ordering::Relaxed);
+        *self.signals.lock().await = signals;
         self.reload().await
     }
 
     /// Reloads every follower; everything committed before it began is applied after.
     async fn reload(&self) -> Result<(), StoreError> {
+        let began = {
+            let mut applied = self.applied.lock().expect("not poisoned");
+            applied.epoch += 1;
+            applied.epoch
+        };
         let mark = self.log.latest_change().await?;
         for follower in &self.followers {
             follower.reload().await?;
         }
         metrics::counter!("switchboard_feed_reloads_total").increment(1);
+        let polled = self.polled.load(std::sync::atomic::Ordering::Relaxed);
         let mut applied = self.applied.lock().expect("not poisoned");
-        applied.through = applied.through.max(mark);
-        applied.beyond.retain(|seq| *seq > mark);
-        applied.wake();
+        if polled {
+            // In seq order: everything up to the mark was committed, so is now loaded.
+            applied.through = applied.through.max(mark);
+        }
+        applied.wake(Some(began));
         Ok(())
     }
 
@@ -128,7 +154,7 @@ impl ChangeFeed {
             }
             let mut applied = self.applied.lock().expect("not poisoned");
             applied.through = applied.through.max(last);
-            applied.wake();
+            applied.wake(None);
             if last.0 - after.0 < BATCH {
                 return Ok(());
             }
@@ -138,13 +164,11 @@ impl ChangeFeed {
     async fn apply_pushed(&self, change: Change) -> Result<(), StoreError> {
         self.apply(&change).await?;
         let mut applied = self.applied.lock().expect("not poisoned");
-        if change.seq > applied.through {
-            applied.beyond.insert(change.seq);
-            while applied.beyond.len() > REMEMBERED {
-                applied.beyond.pop_first();
-            }
+        applied.beyond.insert(change.seq);
+        while applied.beyond.len() > REMEMBERED {
+            applied.beyond.pop_first();
         }
-        applied.wake();
+        applied.wake(None);
         Ok(())
     }
 
@@ -207,8 +231,9 @@ impl ChangeSync for ChangeFeed {
             if applied.contains(seq) {
                 return;
             }
-            let (tx, rx) = oneshot::channel();
-            applied.waiters.push((seq, tx));
+            let (done, rx) = oneshot::channel();
+            let epoch = applied.epoch;
+            applied.waiters.push(Waiter { seq, epoch, done });
             rx
         };
         self.poke.notify_one();

@@ -1,12 +1,20 @@
 //! Switchboard: a self-hosted connections service.
 //!
-//! - [`api`]: the HTTP dialects (Better Stack connections), health and OpenAPI.
-//! - [`domain`]: types and rules, free of HTTP and SQL.
-//! - [`gateway`]: the ClickHouse HTTP gateway, the data plane of data connections.
-//! - [`store`]: persistence behind a trait (SQLite embedded).
-//! - [`crypto`]: keyed hashes, AEAD sealing, the master key.
-//! - [`config`]: layered configuration and the operator's topology.
-//! - [`app`]: wiring it together; [`cli`]: the command line.
+//! Control plane:
+//! - [`api`]: the HTTP dialects (`betterstack` for data connections, `pica` for the vault),
+//!   operations endpoints and the OpenAPI document.
+//! - [`domain`]: types and rules, free of HTTP and SQL; [`domain::ports`] declares what it
+//!   needs from persistence.
+//! - [`store`]: those ports implemented once for SQLite (embedded) and PostgreSQL (shared).
+//!
+//! Data planes, reading only in-memory snapshots kept by the change feed ([`feed`]):
+//! - [`gateway`]: the ClickHouse HTTP gateway, for data connections.
+//! - [`passthrough`]: the proxy that calls a platform with a stored credential injected.
+//!
+//! Around them: [`net`] (listeners, TLS, the guarded outbound client), [`token_client`]
+//! (OAuth2 token endpoints), [`crypto`] (keyed hashes, AEAD, the master key), [`config`]
+//! (layered configuration and the operator's topology), [`telemetry`] (logs and metrics),
+//! [`app`] (wiring and background tasks) and [`cli`] (the command line).
 
 pub mod api;
 pub mod app;

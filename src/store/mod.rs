@@ -680,7 +680,7 @@ impl RefreshStore for SqlStore {
 #[async_trait]
 impl ChangeLog for SqlStore {
     async fn latest_change(&self) -> Result<ChangeSeq, StoreError> {
-        let mut row = self.writer.fetch_one(&sql::latest_change()).await?;
+        let mut row = self.reader.fetch_one(&sql::latest_change()).await?;
         Ok(ChangeSeq(row.int(0)?))
     }
 

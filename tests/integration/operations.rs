@@ -351,6 +351,14 @@ async fn every_answer_under_a_dialect_is_in_its_shape() {
             404,
             true,
         ),
+        // A passthrough path that is not text once decoded.
+        (
+            c.get(server.url("/v1/passthrough/%ff"))
+                .header("x-pica-secret", crate::common::TEST_SECRET)
+                .header("x-pica-connection-key", "k"),
+            400,
+            true,
+        ),
         // Bodies over the limit, declared.
         (
             c.post(server.url("/api/v1/connections"))

@@ -517,3 +517,48 @@ async fn master_key_rotation_keeps_every_secret_readable_without_downtime() {
             .contains("not the key this database was initialised with")
     );
 }
+
+#[tokio::test]
+async fn a_secret_made_by_another_process_opens_the_passthrough_within_a_second() {
+    let base = platform().await;
+    let server = TestServer::start(&config(&base)).await;
+    let live = server.cli(&["secret", "create", "--env", "live"]);
+    let live = live.trim().to_owned();
+    let created = server
+        .client
+        .post(server.url("/v1/vault/connections"))
+        .header("x-pica-secret", &live)
+        .header("content-type", "application/json")
+        .body(json!({"platform": "acme", "identity": "me", "identityType": "user", "credentials": {"api_key": "l"}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let key = created.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The passthrough knows the secret from its snapshot, which the change feed brought up
+    // to date (the CLI wrote to the store; on SQLite the feed polls for it).
+    let start = std::time::Instant::now();
+    loop {
+        let status = server
+            .client
+            .get(server.url("/v1/passthrough/ping"))
+            .header("x-pica-secret", &live)
+            .header("x-pica-connection-key", &key)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "the passthrough did not learn the secret within a second"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
