@@ -253,3 +253,38 @@ pub struct NoSnapshots;
 impl ChangeSync for NoSnapshots {
     async fn applied(&self, _: ChangeSeq) {}
 }
+
+/// A snapshot readers load without waiting on anything: immutable, swapped atomically.
+/// Writers (the feed, and what the data planes observe) copy it, change the copy and swap
+/// it in, one at a time; with persistent maps a copy shares all but the changed path.
+pub struct SnapshotCell<T> {
+    current: arc_swap::ArcSwap<T>,
+    writers: Mutex<()>,
+}
+
+impl<T: Default> Default for SnapshotCell<T> {
+    fn default() -> Self {
+        Self {
+            current: arc_swap::ArcSwap::from_pointee(T::default()),
+            writers: Mutex::default(),
+        }
+    }
+}
+
+impl<T: Clone> SnapshotCell<T> {
+    pub fn load(&self) -> arc_swap::Guard<Arc<T>> {
+        self.current.load()
+    }
+
+    pub fn update(&self, change: impl FnOnce(&mut T)) {
+        let _writer = self.writers.lock().expect("not poisoned");
+        let mut next = T::clone(&self.current.load());
+        change(&mut next);
+        self.current.store(Arc::new(next));
+    }
+
+    pub fn replace(&self, next: T) {
+        let _writer = self.writers.lock().expect("not poisoned");
+        self.current.store(Arc::new(next));
+    }
+}

@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{Request, Uri, header};
+use axum::http::{Request, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -27,7 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::config::ApiSettings;
 use crate::domain::data_connection::DataConnections;
 use crate::domain::integration::{Integrations, VaultSecrets};
-use crate::domain::ports::Health;
+use crate::domain::ports::{Health, StoreError};
 use crate::domain::token::ApiTokens;
 use crate::passthrough::Passthrough;
 
@@ -63,43 +63,82 @@ impl AppServices {
     }
 }
 
-/// The failures every dialect words in its own error body, whichever route they hit.
-pub trait DialectError: IntoResponse + Send + 'static {
-    fn route_not_found() -> Self;
-    fn method_not_allowed() -> Self;
-    fn payload_too_large() -> Self;
-    /// The request did not finish within `api.request_timeout_seconds` (503).
-    fn timeout() -> Self;
-    fn internal() -> Self;
+/// Failures that can meet any route, which every dialect words in its own error body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeFailure {
+    RouteNotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    /// The request did not finish within `api.request_timeout_seconds`.
+    Timeout,
+    /// The database cannot be reached right now.
+    Unavailable,
+    /// Anything else; the cause is logged where it happened, never told.
+    Internal,
 }
 
-/// Which dialect's shape a path is answered in.
-fn dialect_answer<E1, E2>(path: &str, pica: fn() -> E1, betterstack: fn() -> E2) -> Response
-where
-    E1: DialectError,
-    E2: DialectError,
-{
+impl EdgeFailure {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::RouteNotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Timeout | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::RouteNotFound => "Not found",
+            Self::MethodNotAllowed => "This method is not allowed on this path",
+            Self::PayloadTooLarge => "Request body is too large",
+            Self::Timeout => "The request took too long; try again",
+            Self::Unavailable => {
+                "The service cannot reach its database right now; try again shortly"
+            }
+            Self::Internal => "Internal server error",
+        }
+    }
+}
+
+impl From<StoreError> for EdgeFailure {
+    /// A store failure as a client may see it; its cause is logged here, once.
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %e, "store unavailable");
+                Self::Unavailable
+            }
+            e => {
+                tracing::error!(error = ?e, "store failure");
+                Self::Internal
+            }
+        }
+    }
+}
+
+/// A dialect's error type: it answers every [`EdgeFailure`] in its own body.
+pub trait DialectError: From<EdgeFailure> + IntoResponse + Send + 'static {}
+
+impl<E: From<EdgeFailure> + IntoResponse + Send + 'static> DialectError for E {}
+
+/// `failure` in the shape of the dialect whose prefix `path` is under (Better Stack's
+/// outside both).
+fn dialect_answer(path: &str, failure: EdgeFailure) -> Response {
     if path == pica::PREFIX.trim_end_matches('/') || path.starts_with(pica::PREFIX) {
-        pica().into_response()
+        pica::PicaError::from(failure).into_response()
     } else {
-        betterstack().into_response()
+        betterstack::ApiError::from(failure).into_response()
     }
 }
 
 async fn route_not_found(uri: Uri) -> Response {
-    dialect_answer(
-        uri.path(),
-        pica::PicaError::route_not_found,
-        betterstack::ApiError::route_not_found,
-    )
+    dialect_answer(uri.path(), EdgeFailure::RouteNotFound)
 }
 
 async fn method_not_allowed(uri: Uri) -> Response {
-    dialect_answer(
-        uri.path(),
-        pica::PicaError::method_not_allowed,
-        betterstack::ApiError::method_not_allowed,
-    )
+    dialect_answer(uri.path(), EdgeFailure::MethodNotAllowed)
 }
 
 /// Refuses a body whose declared length is over the limit before reading any of it, so a
@@ -116,7 +155,7 @@ async fn reject_declared_oversize<E: DialectError>(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
-        return E::payload_too_large().into_response();
+        return E::from(EdgeFailure::PayloadTooLarge).into_response();
     }
     next.run(req).await
 }
@@ -129,7 +168,7 @@ async fn time_limit<E: DialectError>(
 ) -> Response {
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
-        Err(_) => E::timeout().into_response(),
+        Err(_) => E::from(EdgeFailure::Timeout).into_response(),
     }
 }
 
@@ -156,7 +195,9 @@ fn guarded<E: DialectError>(
             settings.request_timeout,
             time_limit::<E>,
         ))
-        .layer(CatchPanicLayer::custom(|_| E::internal().into_response()))
+        .layer(CatchPanicLayer::custom(|_| {
+            E::from(EdgeFailure::Internal).into_response()
+        }))
 }
 
 /// The complete API router with its middleware.

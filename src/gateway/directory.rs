@@ -2,15 +2,14 @@
 //! atomically, so the per-request lookup never waits on the database or on a lock. The
 //! change feed keeps it ([`DirectoryFollower`]).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use imbl::HashMap;
 
 use crate::domain::data_connection::IssuedCredential;
 use crate::domain::ports::{Change, DataConnectionStore, Entity, StoreError};
-use crate::feed::Follower;
+use crate::feed::{Follower, SnapshotCell};
 
 /// Persistent maps: a change copies a path of the tree, not every entry, so issuing a
 /// credential costs the same with ten or a million of them.
@@ -43,9 +42,7 @@ impl Snapshot {
 
 #[derive(Default)]
 pub struct CredentialDirectory {
-    current: ArcSwap<Snapshot>,
-    /// Serialises writers; readers never take it.
-    writers: Mutex<()>,
+    current: SnapshotCell<Snapshot>,
 }
 
 impl CredentialDirectory {
@@ -61,19 +58,12 @@ impl CredentialDirectory {
         self.len() == 0
     }
 
-    fn update(&self, change: impl FnOnce(&mut Snapshot)) {
-        let _writer = self.writers.lock().expect("not poisoned");
-        let mut next = Snapshot::clone(&self.current.load());
-        change(&mut next);
-        self.current.store(Arc::new(next));
-    }
-
     pub fn upsert(&self, credential: IssuedCredential) {
-        self.update(|s| s.insert(credential));
+        self.current.update(|s| s.insert(credential));
     }
 
     pub fn remove(&self, connection_id: i64) {
-        self.update(|s| s.remove(connection_id));
+        self.current.update(|s| s.remove(connection_id));
     }
 
     pub fn replace_all(&self, credentials: Vec<IssuedCredential>) {
@@ -81,8 +71,7 @@ impl CredentialDirectory {
         for c in credentials {
             snapshot.insert(c);
         }
-        let _writer = self.writers.lock().expect("not poisoned");
-        self.current.store(Arc::new(snapshot));
+        self.current.replace(snapshot);
     }
 }
 

@@ -3,9 +3,8 @@
 //! atomically, so a call never waits on the database; the change feed keeps it
 //! ([`VaultFollower`]).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use imbl::HashMap;
 
@@ -14,7 +13,7 @@ use crate::domain::integration::{ConnectionState, Environment};
 use crate::domain::ports::{
     Change, Entity, IntegrationStore, SealedIntegration, StoreError, VaultSecret, VaultSecretStore,
 };
-use crate::feed::Follower;
+use crate::feed::{Follower, SnapshotCell};
 
 #[derive(Default, Clone)]
 struct Snapshot {
@@ -57,9 +56,7 @@ impl Snapshot {
 
 #[derive(Default)]
 pub struct VaultDirectory {
-    current: ArcSwap<Snapshot>,
-    /// Serialises writers; readers never take it.
-    writers: Mutex<()>,
+    current: SnapshotCell<Snapshot>,
 }
 
 impl VaultDirectory {
@@ -90,17 +87,10 @@ impl VaultDirectory {
         self.len() == 0
     }
 
-    fn update(&self, change: impl FnOnce(&mut Snapshot)) {
-        let _writer = self.writers.lock().expect("not poisoned");
-        let mut next = Snapshot::clone(&self.current.load());
-        change(&mut next);
-        self.current.store(Arc::new(next));
-    }
-
     /// What a call observed (the platform accepted or refused the credential), seen by the
     /// next call at once; the store is written behind it and the feed confirms it.
     pub fn observe_state(&self, id: &str, state: ConnectionState) {
-        self.update(|s| {
+        self.current.update(|s| {
             let Some(entry) = s.key_by_id.get(id).and_then(|key| s.by_key.get(key)) else {
                 return;
             };
@@ -118,8 +108,7 @@ impl VaultDirectory {
         for connection in connections {
             snapshot.insert_connection(connection);
         }
-        let _writer = self.writers.lock().expect("not poisoned");
-        self.current.store(Arc::new(snapshot));
+        self.current.replace(snapshot);
     }
 }
 
@@ -139,13 +128,19 @@ impl Follower for VaultFollower {
                     return Ok(());
                 };
                 match self.secrets.vault_secret(id).await? {
-                    Some(secret) => self.directory.update(|s| s.insert_secret(secret)),
-                    None => self.directory.update(|s| s.remove_secret(id)),
+                    Some(secret) => self.directory.current.update(|s| s.insert_secret(secret)),
+                    None => self.directory.current.update(|s| s.remove_secret(id)),
                 }
             }
             Entity::Integration => match self.connections.sealed_integration(&change.id).await? {
-                Some(sealed) => self.directory.update(|s| s.insert_connection(sealed)),
-                None => self.directory.update(|s| s.remove_connection(&change.id)),
+                Some(sealed) => self
+                    .directory
+                    .current
+                    .update(|s| s.insert_connection(sealed)),
+                None => self
+                    .directory
+                    .current
+                    .update(|s| s.remove_connection(&change.id)),
             },
             Entity::DataConnection => {}
         }
@@ -218,9 +213,9 @@ mod tests {
                 .state,
             ConnectionState::Failed
         );
-        dir.update(|s| s.remove_connection("a"));
+        dir.current.update(|s| s.remove_connection("a"));
         assert!(dir.connection(Environment::Test, "key-a").is_none());
-        dir.update(|s| s.remove_secret(1));
+        dir.current.update(|s| s.remove_secret(1));
         assert_eq!(dir.environment_of(&[7; 32]), None);
     }
 }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::api::DialectError;
+use crate::api::EdgeFailure;
 use crate::domain::data_connection::DataConnectionError;
 use crate::domain::ports::StoreError;
 
@@ -30,8 +30,6 @@ pub enum ApiError {
     Forbidden,
     #[error("resource not found")]
     NotFound,
-    #[error("no such route")]
-    RouteNotFound,
     #[error("{message}")]
     Invalid {
         message: String,
@@ -39,18 +37,10 @@ pub enum ApiError {
     },
     #[error("malformed request body: {0}")]
     MalformedBody(String),
-    #[error("request body too large")]
-    PayloadTooLarge,
     #[error("unsupported content type")]
     UnsupportedMediaType,
-    #[error("method not allowed")]
-    MethodNotAllowed,
-    #[error("the database is unavailable")]
-    Unavailable,
-    #[error("the request took too long")]
-    Timeout,
-    #[error("internal error")]
-    Internal,
+    #[error("{0:?}")]
+    Edge(EdgeFailure),
 }
 
 impl ApiError {
@@ -65,14 +55,11 @@ impl ApiError {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::NotFound | Self::RouteNotFound => StatusCode::NOT_FOUND,
+            Self::NotFound => StatusCode::NOT_FOUND,
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::MalformedBody(_) => StatusCode::BAD_REQUEST,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unavailable | Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Edge(failure) => failure.status(),
         }
     }
 }
@@ -90,23 +77,14 @@ impl IntoResponse for ApiError {
                 vec![],
             ),
             Self::NotFound => (NOT_FOUND_MESSAGE.into(), vec![]),
-            Self::RouteNotFound => ("Not found".into(), vec![]),
             Self::Invalid { message, fields } => {
                 (message, fields.into_iter().map(String::from).collect())
             }
             Self::MalformedBody(detail) => {
                 (format!("Malformed JSON in request body: {detail}"), vec![])
             }
-            Self::PayloadTooLarge => ("Request body is too large".into(), vec![]),
             Self::UnsupportedMediaType => ("Content-Type must be application/json".into(), vec![]),
-            Self::MethodNotAllowed => ("This method is not allowed on this path".into(), vec![]),
-            Self::Unavailable => (
-                "The service cannot reach its database right now; try again shortly".into(),
-                vec![],
-            ),
-            Self::Timeout => ("The request took too long; try again".into(), vec![]),
-            // The cause was logged where it happened; the client learns nothing internal.
-            Self::Internal => ("Internal server error".into(), vec![]),
+            Self::Edge(failure) => (failure.message().into(), vec![]),
         };
         let mut response = (
             status,
@@ -138,37 +116,12 @@ impl From<DataConnectionError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(_) => {
-                tracing::warn!(error = %e, "store unavailable");
-                Self::Unavailable
-            }
-            e => {
-                tracing::error!(error = ?e, "store failure");
-                Self::Internal
-            }
-        }
+        Self::Edge(e.into())
     }
 }
 
-impl DialectError for ApiError {
-    fn route_not_found() -> Self {
-        Self::RouteNotFound
-    }
-
-    fn method_not_allowed() -> Self {
-        Self::MethodNotAllowed
-    }
-
-    fn payload_too_large() -> Self {
-        Self::PayloadTooLarge
-    }
-
-    fn timeout() -> Self {
-        Self::Timeout
-    }
-
-    fn internal() -> Self {
-        Self::Internal
+impl From<EdgeFailure> for ApiError {
+    fn from(failure: EdgeFailure) -> Self {
+        Self::Edge(failure)
     }
 }

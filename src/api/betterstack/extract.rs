@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, header};
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use crate::api::{AppState, BodyError};
+use crate::api::{AppState, BodyError, EdgeFailure};
 use crate::domain::token::{Principal, TokenScope};
 
 /// A caller holding a global API token.
@@ -50,7 +50,7 @@ impl FromRequest<AppState> for JsonObject {
             .map(Self)
             .map_err(|e| match e {
                 BodyError::NotJson => ApiError::UnsupportedMediaType,
-                BodyError::TooLarge => ApiError::PayloadTooLarge,
+                BodyError::TooLarge => EdgeFailure::PayloadTooLarge.into(),
                 BodyError::Malformed(detail) => ApiError::MalformedBody(detail),
             })
     }

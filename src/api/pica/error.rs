@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::api::DialectError;
+use crate::api::EdgeFailure;
 use crate::domain::integration::IntegrationError;
 use crate::domain::ports::StoreError;
 
@@ -33,8 +33,6 @@ pub enum PicaError {
     },
     #[error("unsupported content type")]
     UnsupportedMediaType,
-    #[error("request body too large")]
-    PayloadTooLarge,
     #[error("conflict")]
     Conflict,
     #[error("{0}")]
@@ -46,16 +44,8 @@ pub enum PicaError {
     TokenRefresh(String),
     #[error("platform timeout")]
     GatewayTimeout,
-    #[error("route not found")]
-    RouteNotFound,
-    #[error("method not allowed")]
-    MethodNotAllowed,
-    #[error("the database is unavailable")]
-    Unavailable,
-    #[error("the request took too long")]
-    Timeout,
-    #[error("internal error")]
-    Internal,
+    #[error("{0:?}")]
+    Edge(EdgeFailure),
 }
 
 impl PicaError {
@@ -83,11 +73,6 @@ impl IntoResponse for PicaError {
                 "Content-Type must be application/json".into(),
                 vec![],
             ),
-            Self::PayloadTooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request body is too large".into(),
-                vec![],
-            ),
             Self::Conflict => (
                 StatusCode::CONFLICT,
                 "The connection changed meanwhile; read it again and retry".into(),
@@ -105,27 +90,7 @@ impl IntoResponse for PicaError {
                 "The platform did not answer in time".into(),
                 vec![],
             ),
-            Self::RouteNotFound => (StatusCode::NOT_FOUND, "Not found".into(), vec![]),
-            Self::MethodNotAllowed => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "This method is not allowed on this path".into(),
-                vec![],
-            ),
-            Self::Unavailable => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The service cannot reach its database right now; try again shortly".into(),
-                vec![],
-            ),
-            Self::Timeout => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The request took too long; try again".into(),
-                vec![],
-            ),
-            Self::Internal => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal server error".into(),
-                vec![],
-            ),
+            Self::Edge(failure) => (failure.status(), failure.message().into(), vec![]),
         };
         (
             status,
@@ -157,37 +122,12 @@ impl From<IntegrationError> for PicaError {
 
 impl From<StoreError> for PicaError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(_) => {
-                tracing::warn!(error = %e, "store unavailable");
-                Self::Unavailable
-            }
-            e => {
-                tracing::error!(error = ?e, "store failure");
-                Self::Internal
-            }
-        }
+        Self::Edge(e.into())
     }
 }
 
-impl DialectError for PicaError {
-    fn route_not_found() -> Self {
-        Self::RouteNotFound
-    }
-
-    fn method_not_allowed() -> Self {
-        Self::MethodNotAllowed
-    }
-
-    fn payload_too_large() -> Self {
-        Self::PayloadTooLarge
-    }
-
-    fn timeout() -> Self {
-        Self::Timeout
-    }
-
-    fn internal() -> Self {
-        Self::Internal
+impl From<EdgeFailure> for PicaError {
+    fn from(failure: EdgeFailure) -> Self {
+        Self::Edge(failure)
     }
 }

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::SECRET_HEADER;
 use super::error::PicaError;
-use crate::api::{AppState, BodyError};
+use crate::api::{AppState, BodyError, EdgeFailure};
 use crate::domain::integration::Environment;
 
 /// A header's value, trimmed; `None` when absent, empty or not text.
@@ -49,7 +49,7 @@ impl FromRequest<AppState> for PicaJson {
             .map(Self)
             .map_err(|e| match e {
                 BodyError::NotJson => PicaError::UnsupportedMediaType,
-                BodyError::TooLarge => PicaError::PayloadTooLarge,
+                BodyError::TooLarge => EdgeFailure::PayloadTooLarge.into(),
                 BodyError::Malformed(detail) => {
                     PicaError::invalid("body", format!("Malformed JSON in request body: {detail}"))
                 }
