@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use secrecy::ExposeSecret;
 
 use crate::app::{self, Application, Core};
-use crate::config::{DatabaseOverride, FlagOverrides, ListenOverride, Settings};
+use crate::config::{DatabaseOverride, FlagOverrides, ListenOverride, Settings, UpstreamOverride};
 use crate::domain::integration::Environment;
 use crate::domain::token::TokenScope;
 use crate::store::{DUMP_FORMAT, DUMP_VERSION, Dump};
@@ -49,12 +49,51 @@ struct GlobalArgs {
     /// Overrides `public_url`.
     #[arg(long, global = true, value_name = "URL")]
     public_url: Option<String>,
+    /// Overrides `upstream.url`: the ClickHouse HTTP endpoint of the default region (only
+    /// without [[regions]]; default http://127.0.0.1:8123).
+    #[arg(long, global = true, value_name = "URL")]
+    upstream_url: Option<String>,
+    /// Overrides `upstream.user`: the ClickHouse user the gateway logs in as while no
+    /// [[teams]] are configured (default `default`).
+    #[arg(long, global = true, value_name = "USER")]
+    upstream_user: Option<String>,
+    /// Overrides `upstream.password_file`: a file holding that user's password (default:
+    /// no password).
+    #[arg(long, global = true, value_name = "FILE")]
+    upstream_password_file: Option<PathBuf>,
 }
+
+/// Every variable `serve` (and every other command) reads, for `--help`.
+const ENVIRONMENT_HELP: &str = "\
+Environment (each overrides the configuration file; flags override the environment):
+  SWITCHBOARD_DATA_DIR                data_dir (default ./switchboard-data)
+  SWITCHBOARD_PUBLIC_URL              public_url
+  SWITCHBOARD_API_LISTEN              api.listen (default 127.0.0.1:8080)
+  SWITCHBOARD_GATEWAY_LISTEN          gateway.listen (default 127.0.0.1:8124)
+  SWITCHBOARD_DATABASE_URL            database.url (sqlite://... or postgres://...)
+  SWITCHBOARD_DATABASE_AUTO_MIGRATE   database.auto_migrate
+  SWITCHBOARD_MASTER_KEY_FILE         master_key_file
+  SWITCHBOARD_UPSTREAM_URL            upstream.url (default http://127.0.0.1:8123)
+  SWITCHBOARD_UPSTREAM_USER           upstream.user (default `default`)
+  SWITCHBOARD_UPSTREAM_PASSWORD_FILE  upstream.password_file
+  SWITCHBOARD_LOG_FORMAT              log.format (text or json)
+  SWITCHBOARD_LOG_LEVEL               log.level (RUST_LOG wins)
+On a fresh database only:
+  SWITCHBOARD_BOOTSTRAP_TOKEN         the first global API token (16+ characters)
+  SWITCHBOARD_BOOTSTRAP_TEST_SECRET   the first sk_test_... vault secret
+  SWITCHBOARD_BOOTSTRAP_LIVE_SECRET   the first sk_live_... vault secret";
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the API server.
+    /// Run the server: the API, the passthrough and the ClickHouse gateway. On a fresh
+    /// install it creates the data directory, a master key and the database, and prints
+    /// the first global API token once.
+    #[command(after_help = ENVIRONMENT_HELP)]
     Serve,
+    /// Check the gateway's ClickHouse users: that each logs in, sees only its team's
+    /// databases, cannot use table functions (url, remote, file...) and that no
+    /// passwordless `default` user answers. Exits non-zero on any finding, with the fix.
+    Doctor,
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -76,6 +115,7 @@ enum Command {
     /// Load a file from `export` into the configured (empty) database. Start the server on
     /// it with the same master key.
     Import {
+        /// The file `switchboard export` wrote.
         #[arg(long, value_name = "FILE")]
         input: PathBuf,
     },
@@ -86,6 +126,8 @@ enum KeysCommand {
     /// Re-encrypt every stored secret under a new master key (see the README's rotation
     /// steps: servers should hold the new key as an additional key first).
     Rotate {
+        /// The new master key (32 bytes as base64 or hex, e.g. from `openssl rand -base64
+        /// 32`); servers should already hold it in additional_master_key_files.
         #[arg(long, value_name = "FILE")]
         new_key_file: PathBuf,
     },
@@ -95,10 +137,26 @@ enum KeysCommand {
 enum SecretCommand {
     /// Create a vault secret and print it on stdout (shown only this once).
     Create {
-        /// test or live: the environment whose connections the secret sees.
-        #[arg(long, value_name = "ENV")]
-        env: String,
+        /// The environment whose connections the secret sees (its prefix: sk_test_,
+        /// sk_live_).
+        #[arg(long, value_enum)]
+        env: SecretEnvironment,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SecretEnvironment {
+    Test,
+    Live,
+}
+
+impl From<SecretEnvironment> for Environment {
+    fn from(e: SecretEnvironment) -> Self {
+        match e {
+            SecretEnvironment::Test => Environment::Test,
+            SecretEnvironment::Live => Environment::Live,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +189,11 @@ impl GlobalArgs {
                 .database_url
                 .clone()
                 .map(|url| DatabaseOverride { url }),
+            upstream: UpstreamOverride {
+                url: self.upstream_url.clone(),
+                user: self.upstream_user.clone(),
+                password_file: self.upstream_password_file.clone(),
+            },
         }
     }
 }
@@ -157,8 +220,8 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli.command, settings)) {
         Ok(()) => ExitCode::SUCCESS,
+        // Said once, on stderr (the log goes there too; saying it twice is noise).
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("switchboard: {e:#}");
             ExitCode::FAILURE
         }
@@ -167,14 +230,24 @@ pub fn main() -> ExitCode {
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
+        Command::Doctor => {
+            let report = crate::gateway::doctor::examine(&settings).await?;
+            print!("{}", report.text());
+            if report.findings() > 0 {
+                anyhow::bail!(
+                    "{} finding(s): a team's data may be reachable by another team's connections",
+                    report.findings()
+                );
+            }
+            Ok(())
+        }
         Command::Serve => {
             let app = Application::build(settings).await?;
             app.run_until(app::shutdown_signal()).await
         }
         Command::Secret(SecretCommand::Create { env }) => {
-            let environment = Environment::parse(&env)
-                .with_context(|| format!("--env {env}: use test or live"))?;
-            let core = Core::open(&settings).await?;
+            let environment = Environment::from(env);
+            let core = Core::open_existing(&settings).await?;
             let secret = core
                 .vault_secrets(Arc::new(crate::feed::NoSnapshots))
                 .create(environment)
@@ -184,7 +257,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Keys(KeysCommand::Rotate { new_key_file }) => {
             let next = crate::crypto::MasterKey::load(&new_key_file)?;
-            let core = Core::open(&settings).await?;
+            let core = Core::open_existing(&settings).await?;
             let count = core.rotate_to(&next).await?;
             println!(
                 "re-encrypted {count} secrets under key {}; set master_key_file to {}",
@@ -201,6 +274,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Export { output } => {
+            app::require_install(&settings)?;
             let mut settings = settings;
             settings.auto_migrate = false;
             let dump = app::open_store(&settings).await?.export().await?;
@@ -254,7 +328,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                     TokenScope::Team(id)
                 }
             };
-            let core = Core::open(&settings).await?;
+            let core = Core::open_existing(&settings).await?;
             let token = core.api_tokens().create(scope, email.as_deref()).await?;
             println!("{}", token.expose_secret());
             Ok(())

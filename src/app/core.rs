@@ -29,7 +29,57 @@ pub struct Core {
     pub vault_secret_hasher: CredentialHasher,
 }
 
+/// Refuses to go on unless the configured database is an existing install, so a command
+/// run from the wrong directory says so instead of creating a second, empty install.
+pub fn require_install(settings: &Settings) -> anyhow::Result<()> {
+    if let DatabaseUrl::Sqlite(url) = &settings.database {
+        let path = sqlite_path(url)?;
+        if !path.exists() {
+            bail!(
+                "no Switchboard install here: {} does not exist. Run this command where the \
+                 server keeps its data (the same working directory, or the same --data-dir \
+                 or --config as `switchboard serve`), or start the server first",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn shared_store_needs_a_key() -> anyhow::Error {
+    anyhow::anyhow!(
+        "a PostgreSQL store is shared by replicas, which must share one master key: \
+         set master_key_file (or SWITCHBOARD_MASTER_KEY_FILE) to a file made with `openssl rand -base64 32`"
+    )
+}
+
+fn sqlite_path(url: &str) -> anyhow::Result<PathBuf> {
+    use std::str::FromStr;
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+        .with_context(|| format!("database.url = \"{url}\" is not a SQLite URL"))?;
+    Ok(options.get_filename().to_path_buf())
+}
+
 impl Core {
+    /// The store and keys of an install that already exists (every command but `serve`,
+    /// `migrate` and `import`).
+    pub async fn open_existing(settings: &Settings) -> anyhow::Result<Self> {
+        require_install(settings)?;
+        if matches!(settings.database, DatabaseUrl::Postgres(_))
+            && settings.master_key_file.is_none()
+        {
+            return Err(shared_store_needs_a_key());
+        }
+        let store = open_store(settings).await?;
+        if store.get_meta(META_KEY_FINGERPRINT).await?.is_none() {
+            bail!(
+                "the configured database holds no Switchboard install yet: start `switchboard serve` on it first"
+            );
+        }
+        drop(store);
+        Self::open(settings).await
+    }
+
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
         create_private_dir(&settings.data_dir)?;
         let store = open_store(settings).await?;
@@ -236,10 +286,9 @@ async fn resolve_master_key(
     let stored = stored.map(|v| String::from_utf8_lossy(&v).into_owned());
     let key = match &settings.master_key_file {
         Some(path) => MasterKey::load(path)?,
-        None if matches!(settings.database, DatabaseUrl::Postgres(_)) => bail!(
-            "a PostgreSQL store is shared by replicas, which must share one master key: \
-             set master_key_file (or SWITCHBOARD_MASTER_KEY_FILE) to a file made with `openssl rand -base64 32`"
-        ),
+        None if matches!(settings.database, DatabaseUrl::Postgres(_)) => {
+            return Err(shared_store_needs_a_key());
+        }
         None => {
             let path: PathBuf = settings.data_dir.join("master.key");
             if path.exists() {

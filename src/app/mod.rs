@@ -27,7 +27,7 @@ use crate::token_client::TokenClient;
 mod core;
 mod tasks;
 
-pub use core::{Core, open_store};
+pub use core::{Core, open_store, require_install};
 pub use tasks::shutdown_signal;
 use tasks::*;
 
@@ -43,6 +43,8 @@ pub struct Application {
     services: Arc<AppServices>,
     store: Arc<SqlStore>,
     feed: Arc<ChangeFeed>,
+    topology: Arc<crate::domain::topology::Topology>,
+    upstream_client: crate::gateway::UpstreamClient,
     gateway: Arc<Gateway>,
     api_tls: Option<Arc<ReloadableTls>>,
     gateway_tls: Option<Arc<ReloadableTls>>,
@@ -53,30 +55,28 @@ impl Application {
     pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
         crate::telemetry::metrics_handle();
         let core = Core::open(&settings).await?;
-        core.bootstrap().await?;
-        let api_listener = TcpListener::bind(settings.api.listen)
-            .await
-            .with_context(|| format!("cannot listen on api.listen = {}", settings.api.listen))?;
+        // Bound before the first token is made: a port in use stops a fresh install before
+        // it prints a token (the next start prints it).
+        let api_listener = bind(settings.api.listen, "api.listen", "--api-listen").await?;
         let api_addr = api_listener.local_addr()?;
-        let gateway_listener = TcpListener::bind(settings.gateway.listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on gateway.listen = {}",
-                    settings.gateway.listen
-                )
-            })?;
+        let gateway_listener = bind(
+            settings.gateway.listen,
+            "gateway.listen",
+            "--gateway-listen",
+        )
+        .await?;
         let gateway_addr = gateway_listener.local_addr()?;
-        if settings.implicit_region {
-            settings
-                .topology
-                .set_default_region_address(gateway_addr.ip().to_string(), gateway_addr.port());
-        }
+        core.bootstrap().await?;
+        settings
+            .topology
+            .follow_gateway_address(&gateway_addr.ip().to_string(), gateway_addr.port());
+        warn_about_addresses(&settings, api_addr, gateway_addr);
         let public_url = match &settings.public_url {
             Some(url) => url.clone(),
             None => Url::parse(&format!("http://{api_addr}")).expect("socket address forms a URL"),
         };
         let topology = Arc::new(settings.topology.clone());
+        describe_upstreams(&topology);
         let directory = Arc::new(CredentialDirectory::default());
         let vault = Arc::new(VaultDirectory::default());
         let feed = Arc::new(ChangeFeed::new(
@@ -132,7 +132,7 @@ impl Application {
         let gateway = Arc::new(Gateway::new(
             &settings.gateway,
             directory.clone(),
-            topology,
+            topology.clone(),
             core.password_hasher.clone(),
         )?);
         let load_tls = |files: &Option<TlsFiles>, what: &str| {
@@ -158,6 +158,8 @@ impl Application {
             services,
             store: core.store.clone(),
             feed,
+            upstream_client: crate::gateway::upstream_client(&settings.gateway)?,
+            topology,
             gateway,
             api_tls,
             gateway_tls,
@@ -183,6 +185,10 @@ impl Application {
             tokio::spawn(self.gateway.health_checks()),
             tokio::spawn(refresh_oauth_tokens(self.services.clone(), stop_rx.clone())),
             tokio::spawn(maintain_store(self.store.clone(), stop_rx.clone())),
+            tokio::spawn(check_upstream_users(
+                self.upstream_client.clone(),
+                self.topology.clone(),
+            )),
             tokio::spawn(reload_tls_on_hangup(
                 [self.api_tls.clone(), self.gateway_tls.clone()]
                     .into_iter()
@@ -225,6 +231,89 @@ impl Application {
         Listening::remove(&self.data_dir);
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+async fn bind(addr: SocketAddr, key: &str, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!(
+                "; another process holds it (an earlier `switchboard serve`?): stop it, or choose another address with {flag} (or SWITCHBOARD_{})",
+                key.replace('.', "_").to_uppercase()
+            )
+        } else {
+            String::new()
+        };
+        anyhow::anyhow!("cannot listen on {key} = {addr}: {e}{hint}")
+    })
+}
+
+/// Whether `host` names this machine (so an address on it that differs from ours is
+/// surely wrong rather than a proxy in front).
+fn names_this_machine(host: &str, bound: SocketAddr) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip == bound.ip())
+}
+
+/// Configured addresses that cannot be right: links or connections pointing at this
+/// machine on another port than the one bound.
+fn warn_about_addresses(settings: &Settings, api: SocketAddr, gateway: SocketAddr) {
+    if let Some(url) = &settings.public_url
+        && let Some(host) = url.host_str()
+        && names_this_machine(host, api)
+        && url.port_or_known_default() != Some(api.port())
+    {
+        tracing::warn!(%url, listen = %api, "public_url points at this machine but not at the API's port: the links the API returns will not reach it (unset public_url to follow api.listen)");
+    }
+    for region in settings.topology.regions() {
+        if !region.follows_gateway
+            && names_this_machine(&region.host, gateway)
+            && region.port != gateway.port()
+        {
+            tracing::warn!(region = %region.id, host = %region.host, port = region.port, listen = %gateway, "this region hands out an address on this machine that is not the gateway's: its connections' sample_query will not reach it (unset the region's host and port to follow gateway.listen)");
+        }
+    }
+}
+
+/// Says which ClickHouse every region forwards to, as whom, and what that means.
+fn describe_upstreams(topology: &crate::domain::topology::Topology) {
+    for region in topology.regions() {
+        let upstreams: Vec<&str> = region.upstreams.iter().map(|u| u.as_str()).collect();
+        tracing::info!(region = %region.id, address = %format!("{}:{}", region.host, region.port), upstreams = %upstreams.join(", "), "region");
+    }
+    match topology.organisation_user() {
+        Some(user) => tracing::warn!(
+            user = %user.user,
+            password = if user.password.is_some() { "from upstream.password_file" } else { "none" },
+            "no [[teams]] are configured: the gateway logs in to ClickHouse as this one organisation-wide user for every data connection, which can read whatever it can; configure [[teams]] with their own upstream users to scope connections"
+        ),
+        None => {
+            for team in topology.teams() {
+                match &team.upstream_user {
+                    Some(user) => {
+                        tracing::info!(team = team.id, %user, databases = %team.databases.join(", "), "team upstream user")
+                    }
+                    None => tracing::error!(
+                        team = team.id,
+                        "team has no upstream_user: its connections are refused until [[teams]] upstream_user (and upstream_password_file) is set"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// The doctor's checks, once at start-up: findings become warnings, and serving goes on.
+async fn check_upstream_users(
+    client: crate::gateway::UpstreamClient,
+    topology: Arc<crate::domain::topology::Topology>,
+) {
+    let report = crate::gateway::doctor::examine_with(&client, &topology).await;
+    for finding in report.list() {
+        tracing::warn!(problem = %finding.problem, fix = %finding.fix, "upstream check (see `switchboard doctor`)");
     }
 }
 

@@ -38,6 +38,9 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("MASTER_KEY_FILE", "master_key_file"),
     ("LOG_FORMAT", "log.format"),
     ("LOG_LEVEL", "log.level"),
+    ("UPSTREAM_URL", "upstream.url"),
+    ("UPSTREAM_USER", "upstream.user"),
+    ("UPSTREAM_PASSWORD_FILE", "upstream.password_file"),
 ];
 
 /// Command-line overrides; only the flags that were given are layered on top.
@@ -53,6 +56,24 @@ pub struct FlagOverrides {
     pub gateway: Option<ListenOverride>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseOverride>,
+    #[serde(skip_serializing_if = "UpstreamOverride::is_empty")]
+    pub upstream: UpstreamOverride,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct UpstreamOverride {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+}
+
+impl UpstreamOverride {
+    fn is_empty(&self) -> bool {
+        self.url.is_none() && self.user.is_none() && self.password_file.is_none()
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -127,8 +148,6 @@ pub struct Settings {
     /// Outbound calls of the passthrough: connect, and wait for response headers.
     pub passthrough_timeouts: (Duration, Duration),
     pub oauth: OAuthSettings,
-    /// No `[[regions]]` were configured: the one region is this server's own gateway.
-    pub implicit_region: bool,
 }
 
 impl Settings {
@@ -221,8 +240,18 @@ mod tests {
     fn the_documented_example_is_a_valid_configuration() {
         let s = from_toml(include_str!("../../examples/switchboard.toml")).unwrap();
         assert_eq!(s.topology.default_region().id, "local-1");
-        assert_eq!(s.topology.teams()[0].databases, ["team_1234"]);
+        assert_eq!(
+            s.topology.default_region().upstreams[0].as_str(),
+            "http://127.0.0.1:8123/"
+        );
+        assert_eq!(s.topology.organisation_user().unwrap().user, "default");
         assert_eq!(s.gateway.max_concurrent_queries_per_connection, 16);
+        // Nothing kept in the data directory is pinned elsewhere: --data-dir moves it all.
+        assert_eq!(
+            s.database,
+            DatabaseUrl::Sqlite("sqlite://./switchboard-data/switchboard.db".into())
+        );
+        assert!(s.public_url.is_none());
     }
 
     #[test]

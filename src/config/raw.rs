@@ -36,6 +36,19 @@ pub struct RawConfig {
     pub passthrough: RawPassthrough,
     #[serde(default)]
     pub oauth: RawOAuth,
+    #[serde(default)]
+    pub upstream: RawUpstream,
+}
+
+/// The ClickHouse the implicit default region forwards to, and the organisation-wide user
+/// the gateway logs in as while no `[[teams]]` are configured.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUpstream {
+    /// Only without `[[regions]]` (each region names its own upstreams).
+    pub url: Option<String>,
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,8 +202,9 @@ impl Default for RawLog {
 pub struct RawRegion {
     pub name: String,
     pub id: String,
-    pub host: String,
-    pub port: u16,
+    /// Unset: the gateway's own bound address.
+    pub host: Option<String>,
+    pub port: Option<u16>,
     #[serde(default)]
     pub tls: bool,
     #[serde(default)]

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use url::Url;
 
 use super::raw::{RawRegion, RawTeam};
-use super::validate::read_secret_file;
+use super::validate::read_header_secret;
 use crate::domain::topology::{Region, Source, Team};
 
 pub fn validate_regions(raw: Vec<RawRegion>) -> anyhow::Result<Vec<Region>> {
@@ -29,12 +29,21 @@ pub fn validate_regions(raw: Vec<RawRegion>) -> anyhow::Result<Vec<Region>> {
                 r.id
             );
         }
-        if url::Host::parse(&r.host).is_err() || r.host.contains(['/', '\'', '"', ' ']) {
-            bail!("{at}: host \"{}\" is not a host name or IP address", r.host);
-        }
-        if r.port == 0 {
-            bail!("{at}: port must be between 1 and 65535");
-        }
+        let follows_gateway = match (&r.host, r.port) {
+            (None, None) => true,
+            (Some(host), Some(port)) => {
+                if url::Host::parse(host).is_err() || host.contains(['/', '\'', '"', ' ']) {
+                    bail!("{at}: host \"{host}\" is not a host name or IP address");
+                }
+                if port == 0 {
+                    bail!("{at}: port must be between 1 and 65535");
+                }
+                false
+            }
+            _ => bail!(
+                "{at}: host and port go together: set both (the address clients reach the gateway at), or neither (this server's gateway address)"
+            ),
+        };
         let upstreams = r
             .upstreams
             .iter()
@@ -52,8 +61,9 @@ pub fn validate_regions(raw: Vec<RawRegion>) -> anyhow::Result<Vec<Region>> {
             default: r.default || single,
             name: r.name,
             id: r.id,
-            host: r.host,
-            port: r.port,
+            host: r.host.unwrap_or_default(),
+            port: r.port.unwrap_or_default(),
+            follows_gateway,
             tls: r.tls,
             upstreams,
         });
@@ -86,8 +96,13 @@ pub fn validate_teams(raw: Vec<RawTeam>) -> anyhow::Result<Vec<Team>> {
                 t.name
             );
         }
+        if let Some(user) = &t.upstream_user
+            && (user.trim().is_empty() || axum::http::HeaderValue::from_str(user).is_err())
+        {
+            bail!("{at}: upstream_user must be a ClickHouse user name");
+        }
         let upstream_password = match (&t.upstream_user, &t.upstream_password_file) {
-            (Some(_), Some(p)) => Some(read_secret_file(
+            (Some(_), Some(p)) => Some(read_header_secret(
                 &format!("{at}: upstream_password_file"),
                 p,
             )?),

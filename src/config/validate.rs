@@ -15,7 +15,10 @@ use super::raw::{RawConfig, RawOAuth};
 use super::topology::{validate_regions, validate_teams};
 use super::{ApiSettings, DatabaseUrl, GatewaySettings, LogFormat, Settings};
 use crate::domain::oauth::OAuthSettings;
-use crate::domain::topology::{Region, Topology};
+use crate::domain::topology::{Region, Topology, UpstreamUser};
+
+/// Where the default region's ClickHouse is, when nothing says otherwise.
+pub const DEFAULT_UPSTREAM_URL: &str = "http://127.0.0.1:8123";
 use crate::net::TlsFiles;
 
 fn tls_files(
@@ -38,6 +41,18 @@ fn parse_listen(what: &str, s: &str) -> anyhow::Result<SocketAddr> {
             "{what} = \"{s}\" is not an address and port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""
         )
     })
+}
+
+/// A password the gateway sends as a header: no control characters.
+pub(super) fn read_header_secret(what: &str, path: &Path) -> anyhow::Result<SecretString> {
+    let secret = read_secret_file(what, path)?;
+    if axum::http::HeaderValue::from_str(secrecy::ExposeSecret::expose_secret(&secret)).is_err() {
+        bail!(
+            "{what}: {} holds characters a password cannot have here (a line break inside, or other control characters)",
+            path.display()
+        );
+    }
+    Ok(secret)
 }
 
 pub(super) fn read_secret_file(what: &str, path: &Path) -> anyhow::Result<SecretString> {
@@ -107,22 +122,54 @@ pub(super) fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         other => bail!("log.format = \"{other}\": use \"text\" or \"json\""),
     };
 
-    let implicit_region = raw.regions.is_empty();
-    let regions = if implicit_region {
-        // A fresh install: one region whose gateway is this server's own listener.
+    let regions = if raw.regions.is_empty() {
+        // A fresh install: one region whose gateway is this server's own listener, in front
+        // of a local ClickHouse unless told otherwise.
+        let upstream = raw.upstream.url.as_deref().unwrap_or(DEFAULT_UPSTREAM_URL);
+        let url = Url::parse(upstream)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .with_context(|| {
+                format!(
+                    "upstream.url = \"{upstream}\" is not a ClickHouse HTTP URL like \"{DEFAULT_UPSTREAM_URL}\""
+                )
+            })?;
         vec![Region {
             name: "local".into(),
             id: "local-1".into(),
-            host: gateway_listen.ip().to_string(),
-            port: gateway_listen.port(),
+            host: String::new(),
+            port: 0,
+            follows_gateway: true,
             tls: false,
-            upstreams: vec![Url::parse("http://127.0.0.1:8123").expect("literal URL")],
+            upstreams: vec![url],
             default: true,
         }]
     } else {
+        if raw.upstream.url.is_some() {
+            bail!(
+                "upstream.url (SWITCHBOARD_UPSTREAM_URL, --upstream-url) is the default region's ClickHouse, used only without [[regions]]; with regions, list each region's upstreams in its entry"
+            );
+        }
         validate_regions(raw.regions)?
     };
     let teams = validate_teams(raw.teams)?;
+    let organisation_user = UpstreamUser {
+        user: match raw.upstream.user {
+            None => "default".into(),
+            Some(user)
+                if !user.trim().is_empty() && axum::http::HeaderValue::from_str(&user).is_ok() =>
+            {
+                user
+            }
+            Some(user) => bail!("upstream.user = {user:?} is not a ClickHouse user name"),
+        },
+        password: raw
+            .upstream
+            .password_file
+            .as_deref()
+            .map(|f| read_header_secret("upstream.password_file", f))
+            .transpose()?,
+    };
 
     Ok(Settings {
         master_key_file: raw.master_key_file,
@@ -167,14 +214,19 @@ pub(super) fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         ),
         log_format,
         log_level: raw.log.level,
-        topology: Topology::new(regions, teams),
+        topology: {
+            let mut topology = Topology::new(regions, teams, organisation_user);
+            // Until the gateway is bound (port 0 picks its port then).
+            topology
+                .follow_gateway_address(&gateway_listen.ip().to_string(), gateway_listen.port());
+            topology
+        },
         catalog: validate_platforms(raw.platforms)?,
         passthrough_timeouts: (
             Duration::from_millis(raw.passthrough.connect_timeout_ms.max(1)),
             Duration::from_secs(raw.passthrough.response_timeout_seconds.max(1)),
         ),
         oauth: validate_oauth(raw.oauth)?,
-        implicit_region,
     })
 }
 

@@ -10,7 +10,7 @@ use super::pagination::PageRequest;
 use super::ports::{ChangeSync, DataConnectionStore, StoreError};
 use super::time::Timestamp;
 use super::token::{Principal, User};
-use super::topology::{Team, Topology};
+use super::topology::{Region, Team, Topology};
 use crate::crypto::{self, CredentialHash, CredentialHasher};
 
 pub const USERNAME_RANDOM_LEN: usize = 32;
@@ -135,23 +135,38 @@ pub struct DataSourceGroup {
     pub tables: Vec<String>,
 }
 
+/// One rule a request breaks, and the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn field_error(field: &'static str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field,
+        message: message.into(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DataConnectionError {
-    #[error("{message}")]
-    Invalid {
-        field: &'static str,
-        message: String,
-    },
+    /// Every rule the request breaks, at once.
+    #[error("{}", .0.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<FieldError>),
     #[error("connection not found")]
     NotFound,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-fn invalid(field: &'static str, message: impl Into<String>) -> DataConnectionError {
-    DataConnectionError::Invalid {
-        field,
-        message: message.into(),
+/// The names in a list, or "none".
+fn listed<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
     }
 }
 
@@ -179,52 +194,68 @@ impl DataConnections {
         }
     }
 
+    /// The rules a create request's fields break (those it could parse), for one 422
+    /// naming every invalid field.
+    pub fn check_fields(
+        &self,
+        data_region: Option<&str>,
+        teams: &TeamSelector,
+        valid_until: Option<Timestamp>,
+        note: Option<&str>,
+    ) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if let Err(e) = self.region(data_region) {
+            errors.push(e);
+        }
+        if let Err(e) = self.resolve_teams(teams) {
+            errors.extend(e);
+        }
+        if let Err(e) = check_valid_until(valid_until, Timestamp::now()) {
+            errors.push(e);
+        }
+        if let Err(e) = clean_note(note) {
+            errors.push(e);
+        }
+        errors
+    }
+
+    fn region(&self, name: Option<&str>) -> Result<&Region, FieldError> {
+        let Some(name) = name else {
+            return Ok(self.topology.default_region());
+        };
+        self.topology.find_region(name).ok_or_else(|| {
+            field_error(
+                "data_region",
+                format!(
+                    "data_region '{name}' is not a configured region (configured: {}); to offer it, add a [[regions]] entry with name = \"{name}\" to the configuration",
+                    listed(self.topology.regions().iter().map(|r| r.name.as_str()))
+                ),
+            )
+        })
+    }
+
     #[tracing::instrument(skip_all, fields(connection_id))]
     pub async fn create(
         &self,
         principal: &Principal,
         request: CreateDataConnection,
     ) -> Result<Created, DataConnectionError> {
-        let region = match &request.data_region {
-            None => self.topology.default_region(),
-            Some(name) => self.topology.find_region(name).ok_or_else(|| {
-                let known: Vec<&str> = self
-                    .topology
-                    .regions()
-                    .iter()
-                    .map(|r| r.name.as_str())
-                    .collect();
-                invalid(
-                    "data_region",
-                    format!(
-                        "data_region '{name}' is not a configured region; configured regions: {}",
-                        known.join(", ")
-                    ),
-                )
-            })?,
-        };
-        let teams = self.resolve_teams(&request.teams)?;
         let now = Timestamp::now();
-        if let Some(until) = request.valid_until
-            && until <= now
-        {
-            return Err(invalid("valid_until", "valid_until must be in the future"));
-        }
-        let note = request
-            .note
-            .map(|n| n.trim().to_owned())
-            .filter(|n| !n.is_empty());
-        if let Some(n) = &note {
-            if n.chars().count() > NOTE_MAX_CHARS {
-                return Err(invalid(
-                    "note",
-                    format!("note must be at most {NOTE_MAX_CHARS} characters"),
-                ));
+        let region = self.region(request.data_region.as_deref());
+        let teams = self.resolve_teams(&request.teams);
+        let until = check_valid_until(request.valid_until, now);
+        let note = clean_note(request.note.as_deref());
+        let (region, teams, note) = match (region, teams, until, note) {
+            (Ok(region), Ok(teams), Ok(()), Ok(note)) => (region, teams, note),
+            (region, teams, until, note) => {
+                let mut errors = Vec::new();
+                errors.extend(region.err());
+                errors.extend(teams.err().into_iter().flatten());
+                errors.extend(until.err());
+                errors.extend(note.err());
+                return Err(DataConnectionError::Invalid(errors));
             }
-            if n.contains('\0') {
-                return Err(invalid("note", "note must not contain NUL characters"));
-            }
-        }
+        };
 
         // A username collision needs two equal 190-bit random strings; retrying keeps the
         // unique index an invariant rather than an error a client could see.
@@ -263,28 +294,51 @@ impl DataConnections {
         }
     }
 
-    fn resolve_teams(&self, selector: &TeamSelector) -> Result<TeamScope, DataConnectionError> {
+    /// The teams a request names, every unknown one reported.
+    fn resolve_teams(&self, selector: &TeamSelector) -> Result<TeamScope, Vec<FieldError>> {
+        let configured = || listed(self.topology.teams().iter().map(|t| t.name.as_str()));
+        let hint = "to add one, give it a [[teams]] entry in the configuration";
+        let mut errors = Vec::new();
         let mut ids: Vec<i64> = match selector {
             TeamSelector::Unspecified => return Ok(TeamScope::All),
             TeamSelector::Names(names) if names.is_empty() => return Ok(TeamScope::All),
             TeamSelector::Ids(ids) if ids.is_empty() => return Ok(TeamScope::All),
             TeamSelector::Names(names) => names
                 .iter()
-                .map(|n| {
-                    self.topology.team_by_name(n).map(|t| t.id).ok_or_else(|| {
-                        invalid("team_names", format!("team_names: no team is named '{n}'"))
-                    })
+                .filter_map(|n| match self.topology.team_by_name(n) {
+                    Some(team) => Some(team.id),
+                    None => {
+                        errors.push(field_error(
+                            "team_names",
+                            format!(
+                                "team_names: no team is named '{n}' (configured teams: {}); {hint}",
+                                configured()
+                            ),
+                        ));
+                        None
+                    }
                 })
-                .collect::<Result<_, _>>()?,
+                .collect(),
             TeamSelector::Ids(ids) => ids
                 .iter()
-                .map(|&id| {
-                    self.topology.team(id).map(|t| t.id).ok_or_else(|| {
-                        invalid("team_ids", format!("team_ids: no team has id {id}"))
-                    })
+                .filter_map(|&id| match self.topology.team(id) {
+                    Some(team) => Some(team.id),
+                    None => {
+                        errors.push(field_error(
+                            "team_ids",
+                            format!(
+                                "team_ids: no team has id {id} (configured teams: {}); {hint}",
+                                configured()
+                            ),
+                        ));
+                        None
+                    }
                 })
-                .collect::<Result<_, _>>()?,
+                .collect(),
         };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
         ids.sort_unstable();
         ids.dedup();
         Ok(TeamScope::Teams(ids))
@@ -362,22 +416,80 @@ impl DataConnections {
         } else {
             format!("{}:{}", connection.host, connection.port)
         };
-        let query = match self
-            .data_sources(connection)
+        // A real table of the connection's first source if it has one, named with its
+        // database, which also tells the gateway which team serves it (a connection of
+        // several teams needs that). Nothing else: every setting is one that some
+        // ClickHouse version lacks.
+        let teams = self.teams_of(connection);
+        let table = teams
             .iter()
-            .flat_map(|g| g.tables.first())
-            .next()
-        {
-            Some(table) => format!("SELECT * FROM {table} LIMIT 10 FORMAT Pretty"),
-            None => "SELECT version() FORMAT Pretty".to_owned(),
+            .flat_map(|t| t.sources.iter())
+            .flat_map(|s| s.tables.first())
+            .next();
+        let (query, database) = match table {
+            Some(table) => (
+                format!("SELECT * FROM {table} LIMIT 10 FORMAT Pretty"),
+                table.split_once('.').map(|(db, _)| db.to_owned()),
+            ),
+            None => (
+                "SELECT version() FORMAT Pretty".to_owned(),
+                (teams.len() > 1)
+                    .then(|| {
+                        teams
+                            .iter()
+                            .flat_map(|t| t.databases.first())
+                            .next()
+                            .cloned()
+                    })
+                    .flatten(),
+            ),
         };
+        let parameters = database
+            .filter(|db| !db.is_empty() && !db.contains(['(', ' ', ',']))
+            .map(|db| {
+                format!(
+                    "?database={}",
+                    url::form_urlencoded::byte_serialize(db.as_bytes()).collect::<String>()
+                )
+            })
+            .unwrap_or_default();
         format!(
-            "curl -u {}:{} -H 'Content-type: plain/text' -X POST '{scheme}://{authority}/?output_format_pretty_row_numbers=0' -d \"{}\"",
+            "curl -u {}:{} -H 'Content-type: plain/text' -X POST '{scheme}://{authority}/{parameters}' -d \"{}\"",
             connection.username,
             password.unwrap_or("INSERT_PASSWORD"),
             shell_double_quoted(&query)
         )
     }
+}
+
+fn check_valid_until(until: Option<Timestamp>, now: Timestamp) -> Result<(), FieldError> {
+    match until {
+        Some(until) if until <= now => Err(field_error(
+            "valid_until",
+            format!(
+                "valid_until must be in the future, not {}",
+                until.to_iso8601_millis()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A note trimmed, empty as none; at most [`NOTE_MAX_CHARS`], no NUL.
+fn clean_note(note: Option<&str>) -> Result<Option<String>, FieldError> {
+    let Some(note) = note.map(str::trim).filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    if note.chars().count() > NOTE_MAX_CHARS {
+        return Err(field_error(
+            "note",
+            format!("note must be at most {NOTE_MAX_CHARS} characters"),
+        ));
+    }
+    if note.contains('\0') {
+        return Err(field_error("note", "note must not contain NUL characters"));
+    }
+    Ok(Some(note.to_owned()))
 }
 
 /// Escapes what a POSIX shell interprets inside double quotes.

@@ -12,6 +12,9 @@ pub struct Region {
     /// The public address of this region's gateway, handed out in connections.
     pub host: String,
     pub port: u16,
+    /// `host` and `port` were not configured: they are this server's gateway's bound
+    /// address (set once it is bound).
+    pub follows_gateway: bool,
     /// Whether the gateway is reached over HTTPS (shapes `sample_query`).
     pub tls: bool,
     pub upstreams: Vec<Url>,
@@ -53,19 +56,39 @@ impl Team {
     }
 }
 
+/// A ClickHouse user the gateway logs in as upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamUser {
+    pub user: String,
+    /// `None`: no password (ClickHouse's stock `default` user).
+    pub password: Option<SecretString>,
+}
+
 /// Validated at start-up: region names and ids are unique, exactly one region is the
 /// default, team ids and names are unique.
 #[derive(Debug, Clone)]
 pub struct Topology {
     regions: Vec<Region>,
     teams: Vec<Team>,
+    /// The one upstream user of an organisation without `[[teams]]`: every connection
+    /// reads what it can.
+    organisation_user: UpstreamUser,
 }
 
 impl Topology {
     /// The caller (config validation) guarantees the invariants above.
-    pub fn new(regions: Vec<Region>, teams: Vec<Team>) -> Self {
+    pub fn new(regions: Vec<Region>, teams: Vec<Team>, organisation_user: UpstreamUser) -> Self {
         debug_assert_eq!(regions.iter().filter(|r| r.default).count(), 1);
-        Self { regions, teams }
+        Self {
+            regions,
+            teams,
+            organisation_user,
+        }
+    }
+
+    /// The upstream user while no teams are configured.
+    pub fn organisation_user(&self) -> Option<&UpstreamUser> {
+        self.teams.is_empty().then_some(&self.organisation_user)
     }
 
     pub fn regions(&self) -> &[Region] {
@@ -91,10 +114,11 @@ impl Topology {
             .or_else(|| self.regions.iter().find(|r| r.id == name_or_id))
     }
 
-    /// Points the default region at an address known only after binding (port 0).
-    pub fn set_default_region_address(&mut self, host: String, port: u16) {
-        if let Some(region) = self.regions.iter_mut().find(|r| r.default) {
-            region.host = host;
+    /// Gives the regions without a configured address the gateway's, known only once it
+    /// is bound (port 0 picks one).
+    pub fn follow_gateway_address(&mut self, host: &str, port: u16) {
+        for region in self.regions.iter_mut().filter(|r| r.follows_gateway) {
+            region.host = host.to_owned();
             region.port = port;
         }
     }

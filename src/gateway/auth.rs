@@ -53,6 +53,7 @@ pub fn presented_credentials(
     } else if let Some(value) = authorization {
         let (user, password) = parse_basic(&value).ok_or(GatewayError::AuthenticationFailed {
             user: String::new(),
+            reason: "malformed_basic_auth",
         })?;
         (Some(user), Some(password))
     } else {

@@ -5,22 +5,27 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Response, StatusCode, header};
 
 pub const EXCEPTION_CODE_HEADER: &str = "x-clickhouse-exception-code";
+/// ClickHouse's code for a setting the configuration lacks: here, the operator's.
+const NO_ELEMENTS_IN_CONFIG: u32 = 139;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    /// Every credential refusal looks the same, so none reveals which check failed.
-    #[error("authentication failed")]
-    AuthenticationFailed { user: String },
+    /// Every credential refusal looks the same, so none reveals which check failed; the
+    /// check is logged.
+    #[error("authentication failed ({reason})")]
+    AuthenticationFailed { user: String, reason: &'static str },
     #[error("two authentication methods at once")]
     AmbiguousAuthentication,
     #[error("the request names no database and the connection spans several teams")]
     AmbiguousTeam,
     #[error("database {0} belongs to none of the connection's teams")]
     DatabaseNotInScope(String),
-    #[error("the connection's teams have no upstream user configured")]
-    NoUpstreamUser,
-    #[error("the connection's region has no upstream")]
-    NoUpstream,
+    #[error("team {0} has no upstream_user configured")]
+    TeamWithoutUpstreamUser(i64),
+    #[error("none of the connection's teams is configured")]
+    TeamsNotConfigured,
+    #[error("region {0} has no upstreams configured")]
+    NoUpstream(String),
     #[error("upstream unreachable")]
     UpstreamUnreachable,
     #[error("upstream did not answer in time")]
@@ -36,7 +41,7 @@ pub enum GatewayError {
 impl GatewayError {
     fn parts(&self) -> (StatusCode, u32, String) {
         match self {
-            Self::AuthenticationFailed { user } => (
+            Self::AuthenticationFailed { user, .. } => (
                 StatusCode::FORBIDDEN,
                 516,
                 format!(
@@ -59,15 +64,20 @@ impl GatewayError {
                 291,
                 format!("Access denied to database {}: it belongs to none of this connection's teams. (DATABASE_ACCESS_DENIED)", printable(db)),
             ),
-            Self::NoUpstreamUser => (
+            Self::TeamWithoutUpstreamUser(team) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                210,
-                "The gateway has no upstream user for this connection's team; the operator must set upstream_user. (NETWORK_ERROR)".into(),
+                NO_ELEMENTS_IN_CONFIG,
+                format!("The gateway's configuration gives team {team} no ClickHouse user: the operator must set upstream_user (and upstream_password_file) in its [[teams]] entry. (NO_ELEMENTS_IN_CONFIG)"),
             ),
-            Self::NoUpstream => (
+            Self::TeamsNotConfigured => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                210,
-                "The gateway has no upstream for this connection's region. (NETWORK_ERROR)".into(),
+                NO_ELEMENTS_IN_CONFIG,
+                "None of this connection's teams is in the gateway's configuration: the operator must restore its [[teams]] entry. (NO_ELEMENTS_IN_CONFIG)".into(),
+            ),
+            Self::NoUpstream(region) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                NO_ELEMENTS_IN_CONFIG,
+                format!("The gateway's configuration has no ClickHouse server for region {}: the operator must list its upstreams in the [[regions]] entry. (NO_ELEMENTS_IN_CONFIG)", printable(region)),
             ),
             Self::UpstreamUnreachable => (
                 StatusCode::BAD_GATEWAY,
@@ -102,7 +112,9 @@ impl GatewayError {
         match self {
             Self::AuthenticationFailed { .. } | Self::AmbiguousAuthentication => "authentication",
             Self::AmbiguousTeam | Self::DatabaseNotInScope(_) => "team",
-            Self::NoUpstreamUser | Self::NoUpstream => "configuration",
+            Self::TeamWithoutUpstreamUser(_) | Self::TeamsNotConfigured | Self::NoUpstream(_) => {
+                "configuration"
+            }
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::TooManyQueries(_) => "concurrency",
@@ -111,9 +123,24 @@ impl GatewayError {
         }
     }
 
+    /// Logs a refusal once, with its reason (never a password). Upstream failures are
+    /// logged where they happen, with the node.
+    pub fn log(&self, client: std::net::IpAddr) {
+        match self {
+            Self::AuthenticationFailed { user, reason } => {
+                tracing::info!(user = %user.escape_debug(), %client, reason, "gateway authentication refused");
+            }
+            Self::TeamWithoutUpstreamUser(_) | Self::TeamsNotConfigured | Self::NoUpstream(_) => {
+                tracing::error!(%client, gap = %self, "gateway refused a request: the configuration is incomplete");
+            }
+            Self::UpstreamUnreachable | Self::UpstreamTimeout => {}
+            _ => tracing::info!(%client, reason = %self, "gateway refused a request"),
+        }
+    }
+
     pub fn into_response(self) -> Response<Body> {
         let (status, code, message) = self.parts();
-        let kind = if code == 516 || code == 291 || code == 81 {
+        let kind = if matches!(code, 516 | 291 | 81 | NO_ELEMENTS_IN_CONFIG) {
             "DB::Exception"
         } else {
             "DB::NetException"

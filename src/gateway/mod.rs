@@ -21,7 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::GatewaySettings;
 use crate::crypto::CredentialHasher;
@@ -32,6 +32,7 @@ use crate::net::http::{ReplayableBody, strip_hop_by_hop};
 
 pub mod auth;
 pub mod directory;
+pub mod doctor;
 pub mod error;
 pub mod limits;
 mod metering;
@@ -50,6 +51,25 @@ const REPLAYABLE_BODY_LIMIT: u64 = 1024 * 1024;
 
 /// HTTP client to the upstream nodes: `http://` and `https://` alike.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// The client of the upstream nodes: their connect timeout, the system's CAs and
+/// `gateway.upstream_ca_file` for `https://` ones.
+pub fn upstream_client(settings: &GatewaySettings) -> anyhow::Result<UpstreamClient> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(settings.upstream_connect_timeout));
+    connector.set_nodelay(true);
+    connector.enforce_http(false);
+    let tls = crate::net::client_tls_config(settings.upstream_ca_file.as_deref())
+        .map_err(|e| e.context("gateway.upstream_ca_file"))?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector))
+}
 
 pub struct Gateway {
     directory: Arc<CredentialDirectory>,
@@ -70,20 +90,7 @@ impl Gateway {
         topology: Arc<Topology>,
         passwords: CredentialHasher,
     ) -> anyhow::Result<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.upstream_connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(false);
-        let tls = crate::net::client_tls_config(settings.upstream_ca_file.as_deref())
-            .map_err(|e| e.context("gateway.upstream_ca_file"))?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let client = upstream_client(settings)?;
         Ok(Self {
             pools: Arc::new(UpstreamPools::new(&topology)),
             directory,
@@ -118,11 +125,11 @@ impl Gateway {
         client: IpAddr,
     ) -> Result<Arc<IssuedCredential>, GatewayError> {
         let refuse = |reason: &'static str| {
-            tracing::info!(user = %presented.user.escape_debug(), %client, reason, "gateway authentication refused");
             metrics::counter!("switchboard_gateway_auth_refusals_total", "reason" => reason)
                 .increment(1);
             GatewayError::AuthenticationFailed {
                 user: presented.user.clone(),
+                reason,
             }
         };
         let Some(credential) = self.directory.lookup(&presented.user) else {
@@ -150,6 +157,24 @@ impl Gateway {
         Ok(credential)
     }
 
+    /// The ClickHouse user a request logs in upstream as: the organisation's while no
+    /// teams are configured, else the team's that serves it.
+    fn upstream_user<'a>(
+        &'a self,
+        credential: &IssuedCredential,
+        database: Option<&str>,
+    ) -> Result<(&'a str, Option<&'a SecretString>), GatewayError> {
+        if let Some(organisation) = self.topology.organisation_user() {
+            return Ok((&organisation.user, organisation.password.as_ref()));
+        }
+        let team = self.team_for(credential, database)?;
+        let user = team
+            .upstream_user
+            .as_deref()
+            .ok_or(GatewayError::TeamWithoutUpstreamUser(team.id))?;
+        Ok((user, team.upstream_password.as_ref()))
+    }
+
     fn team_for<'a>(
         &'a self,
         credential: &IssuedCredential,
@@ -164,7 +189,7 @@ impl Gateway {
         };
         match (teams.as_slice(), database) {
             ([only], _) => Ok(only),
-            ([], _) => Err(GatewayError::NoUpstreamUser),
+            ([], _) => Err(GatewayError::TeamsNotConfigured),
             (_, None) => Err(GatewayError::AmbiguousTeam),
             (_, Some(db)) => teams
                 .into_iter()
@@ -226,11 +251,13 @@ async fn handle(
     {
         return ok_response();
     }
-    match forward(&gateway, peer, request, &path, query.as_deref()).await {
+    let client_ip = auth::client_ip(peer.ip(), request.headers(), &gateway.trusted_proxies);
+    match forward(&gateway, client_ip, request, &path, query.as_deref()).await {
         Ok(response) => response,
         Err(e) => {
             metrics::counter!("switchboard_gateway_refusals_total", "reason" => e.reason())
                 .increment(1);
+            e.log(client_ip);
             e.into_response()
         }
     }
@@ -238,13 +265,12 @@ async fn handle(
 
 async fn forward(
     gateway: &Gateway,
-    peer: SocketAddr,
+    client_ip: IpAddr,
     request: Request,
     path: &str,
     query: Option<&str>,
 ) -> Result<Response<Body>, GatewayError> {
     let presented = auth::presented_credentials(request.headers(), query)?;
-    let client_ip = auth::client_ip(peer.ip(), request.headers(), &gateway.trusted_proxies);
     let credential = gateway.authenticate(&presented, client_ip)?;
     drop(presented);
 
@@ -255,20 +281,17 @@ async fn forward(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     });
-    let team = gateway.team_for(&credential, database.as_deref())?;
-    let (Some(upstream_user), Some(upstream_password)) =
-        (&team.upstream_user, &team.upstream_password)
-    else {
-        return Err(GatewayError::NoUpstreamUser);
-    };
+    let (upstream_user, upstream_password) =
+        gateway.upstream_user(&credential, database.as_deref())?;
+    let no_upstream = || GatewayError::NoUpstream(credential.region_id.clone());
     let pool = gateway
         .pools
         .region(&credential.region_id)
-        .ok_or(GatewayError::NoUpstream)?;
+        .ok_or_else(no_upstream)?;
     let session_id = query_param(query, "session_id");
     let candidates = pool.candidates(session_id.as_deref());
     if candidates.is_empty() {
-        return Err(GatewayError::NoUpstream);
+        return Err(no_upstream());
     }
     let admission = gateway.limits.admit(credential.connection_id)?;
     let connection_label = credential.connection_id.to_string();
@@ -294,14 +317,16 @@ async fn forward(
     }
     parts.headers.remove(USER_HEADER);
     parts.headers.remove(KEY_HEADER);
-    parts.headers.insert(
-        USER_HEADER,
-        HeaderValue::from_str(upstream_user).map_err(|_| GatewayError::NoUpstreamUser)?,
-    );
-    let mut key = HeaderValue::from_str(upstream_password.expose_secret())
-        .map_err(|_| GatewayError::NoUpstreamUser)?;
-    key.set_sensitive(true);
-    parts.headers.insert(KEY_HEADER, key);
+    // Validated as header text at start-up (config), so these cannot fail.
+    if let Ok(user) = HeaderValue::from_str(upstream_user) {
+        parts.headers.insert(USER_HEADER, user);
+    }
+    if let Some(password) = upstream_password
+        && let Ok(mut key) = HeaderValue::from_str(password.expose_secret())
+    {
+        key.set_sensitive(true);
+        parts.headers.insert(KEY_HEADER, key);
+    }
 
     let mut body = ReplayableBody::read(body, REPLAYABLE_BODY_LIMIT)
         .await
@@ -313,7 +338,7 @@ async fn forward(
         };
         let uri: Uri = format!("{}{}", node.base, path_and_query)
             .parse()
-            .map_err(|_| GatewayError::NoUpstream)?;
+            .map_err(|_| no_upstream())?;
         let mut upstream_request = axum::http::Request::new(outgoing);
         *upstream_request.method_mut() = parts.method.clone();
         *upstream_request.uri_mut() = uri;
@@ -343,8 +368,8 @@ async fn forward(
         let (mut response_parts, response_body) = response.into_parts();
         strip_hop_by_hop(&mut response_parts.headers);
         if response_parts.status == StatusCode::UNAUTHORIZED {
-            // The upstream refused the team's own user: an operator error, not the client's.
-            tracing::error!(team = team.id, upstream = %node.base, "upstream rejected the team's upstream user");
+            // The upstream refused the gateway's own user: an operator error, not the client's.
+            tracing::error!(user = upstream_user, upstream = %node.base, "upstream rejected the gateway's upstream user");
         }
         let metered =
             metering::MeteredBody::new(response_body, admission, connection_label, started);

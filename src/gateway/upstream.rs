@@ -28,7 +28,7 @@ impl Node {
             if healthy {
                 tracing::info!(upstream = %self.base, "upstream is healthy again");
             } else {
-                tracing::warn!(upstream = %self.base, "upstream marked unhealthy");
+                tracing::warn!(upstream = %self.base, "upstream marked unhealthy: it does not answer /ping, so its region's queries go to its other nodes, or get 502 until it answers (is ClickHouse running there? the address is the region's upstreams, or upstream.url without [[regions]])");
             }
         }
         metrics::gauge!("switchboard_gateway_upstream_healthy", "upstream" => self.base.clone())

@@ -7,6 +7,8 @@
 mod common;
 
 mod data_connections;
+mod doctor;
+mod first_hour;
 mod gateway;
 mod oauth;
 mod operations;

@@ -107,7 +107,22 @@ impl IntoResponse for ApiError {
 impl From<DataConnectionError> for ApiError {
     fn from(e: DataConnectionError) -> Self {
         match e {
-            DataConnectionError::Invalid { field, message } => Self::invalid(field, message),
+            DataConnectionError::Invalid(errors) => {
+                let mut fields = Vec::new();
+                for e in &errors {
+                    if !fields.contains(&e.field) {
+                        fields.push(e.field);
+                    }
+                }
+                Self::Invalid {
+                    message: errors
+                        .into_iter()
+                        .map(|e| e.message)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    fields,
+                }
+            }
             DataConnectionError::NotFound => Self::NotFound,
             DataConnectionError::Store(e) => e.into(),
         }

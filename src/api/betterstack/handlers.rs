@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ConnectionId, GlobalToken, JsonObject};
-use super::parse::{DEFAULT_PER_PAGE, parse_create, parse_list_query};
+use super::parse::{DEFAULT_PER_PAGE, parse_create_checked, parse_list_query};
 use super::wire::{
     ConnectionEnvelope, ConnectionList, CreateConnectionBody, ListParams, Pagination, View,
     resource,
@@ -76,12 +76,16 @@ pub(super) async fn create_connection(
     GlobalToken(caller): GlobalToken,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<ConnectionEnvelope>), ApiError> {
-    let request = parse_create(&body)?;
-    let created = state
-        .services
-        .data_connections
-        .create(&caller, request)
-        .await?;
+    let service = &state.services.data_connections;
+    let request = parse_create_checked(&body, |draft| {
+        service.check_fields(
+            draft.data_region.as_deref(),
+            &draft.teams,
+            draft.valid_until,
+            draft.note.as_deref(),
+        )
+    })?;
+    let created = service.create(&caller, request).await?;
     let data = resource(&state, created.connection, View::Created(&created.password));
     Ok((StatusCode::CREATED, Json(ConnectionEnvelope { data })))
 }

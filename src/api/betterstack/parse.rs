@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use crate::domain::allowlist::{AllowEntry, IpAllowlist};
-use crate::domain::data_connection::{ClientType, CreateDataConnection, TeamSelector};
+use crate::domain::data_connection::{ClientType, CreateDataConnection, FieldError, TeamSelector};
 use crate::domain::pagination::PageRequest;
 use crate::domain::time::Timestamp;
 
@@ -112,7 +112,41 @@ fn string_array(
     parsed
 }
 
-pub fn parse_create(body: &Map<String, Value>) -> Result<CreateDataConnection, ApiError> {
+/// A create request as far as it parses; `client_type` is `None` only beside an error.
+pub struct CreateDraft {
+    client_type: Option<ClientType>,
+    pub teams: TeamSelector,
+    pub data_region: Option<String>,
+    ip_allowlist: IpAllowlist,
+    pub valid_until: Option<Timestamp>,
+    pub note: Option<String>,
+}
+
+/// Parses a create body; when a field does not parse, `check` (the domain's rules) still
+/// looks at the fields that did, so one 422 names every invalid field.
+pub fn parse_create_checked(
+    body: &Map<String, Value>,
+    check: impl FnOnce(&CreateDraft) -> Vec<FieldError>,
+) -> Result<CreateDataConnection, ApiError> {
+    let (draft, mut errors) = parse_draft(body);
+    if !errors.messages.is_empty() {
+        for e in check(&draft) {
+            errors.add(e.field, e.message);
+        }
+    }
+    errors.into_result(|| CreateDataConnection {
+        client_type: draft
+            .client_type
+            .expect("checked: no errors means client_type parsed"),
+        teams: draft.teams,
+        data_region: draft.data_region,
+        ip_allowlist: draft.ip_allowlist,
+        valid_until: draft.valid_until,
+        note: draft.note,
+    })
+}
+
+fn parse_draft(body: &Map<String, Value>) -> (CreateDraft, FieldErrors) {
     let mut errors = FieldErrors::default();
 
     let client_type = match field(body, "client_type") {
@@ -184,20 +218,26 @@ pub fn parse_create(body: &Map<String, Value>) -> Result<CreateDataConnection, A
 
     let note = string_field(body, "note", &mut errors);
 
-    errors.into_result(|| CreateDataConnection {
-        client_type: client_type.expect("checked: no errors means client_type parsed"),
+    let draft = CreateDraft {
+        client_type,
         teams,
         data_region,
         ip_allowlist: IpAllowlist::new(allow_entries),
         valid_until,
         note,
-    })
+    };
+    (draft, errors)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The parse alone, no domain rules.
+    fn parse_create(body: &Map<String, Value>) -> Result<CreateDataConnection, ApiError> {
+        parse_create_checked(body, |_| Vec::new())
+    }
 
     fn body(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()

@@ -19,6 +19,32 @@ pub struct ClickHouse {
     pub url: String,
     dir: tempfile::TempDir,
     client: reqwest::Client,
+    /// The `default` user's password (`None`: none, as a stock install has it).
+    admin_password: Option<String>,
+    /// Users and profiles beside `default`, as users.xml elements.
+    users: String,
+    profiles: String,
+}
+
+/// A user element for users.xml: its password, profile, and the databases it may see
+/// (`None`: every database).
+pub fn user_xml(name: &str, password: &str, profile: &str, databases: Option<&[&str]>) -> String {
+    let allow = databases.map_or(String::new(), |dbs| {
+        let dbs: String = dbs
+            .iter()
+            .map(|d| format!("<database>{d}</database>"))
+            .collect();
+        format!("<allow_databases>{dbs}</allow_databases>")
+    });
+    format!(
+        r#"<{name}>
+            <password>{password}</password>
+            <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+            <profile>{profile}</profile>
+            <quota>default</quota>
+            {allow}
+        </{name}>"#
+    )
 }
 
 fn server_binary() -> &'static str {
@@ -39,7 +65,20 @@ fn free_port() -> u16 {
 }
 
 impl ClickHouse {
+    /// Two teams' users with the `readonly` profile (read-only mode 2), each seeing only
+    /// its own database; `default` with a password.
     pub async fn start() -> Self {
+        let users = format!(
+            "{}{}",
+            user_xml("team_a", TEAM_A_PASSWORD, "readonly", Some(&["team_a"])),
+            user_xml("team_b", TEAM_B_PASSWORD, "readonly", Some(&["team_b"]))
+        );
+        Self::start_with_users(&users, Some(ADMIN_PASSWORD)).await
+    }
+
+    /// With these users beside `default` (profiles: `default`; `readonly`, mode 2; and
+    /// `readonly1`, mode 1), and `default`'s password.
+    pub async fn start_with_users(users: &str, admin_password: Option<&str>) -> Self {
         // The port is chosen before ClickHouse binds it; on the rare collision, try again.
         let mut failed = None;
         for _ in 0..5 {
@@ -50,6 +89,11 @@ impl ClickHouse {
                 url: format!("http://127.0.0.1:{port}"),
                 dir: tempfile::tempdir().unwrap(),
                 client: reqwest::Client::new(),
+                admin_password: admin_password.map(str::to_owned),
+                users: users.to_owned(),
+                profiles: "<readonly><readonly>2</readonly><max_memory_usage>4000000000</max_memory_usage></readonly>\
+                           <readonly1><readonly>1</readonly></readonly1>"
+                    .to_owned(),
             };
             server.write_config();
             if server.spawn().await {
@@ -83,39 +127,28 @@ impl ClickHouse {
 "#,
             port = self.port
         );
-        let team = |name: &str, password: &str| {
-            format!(
-                r#"<{name}>
-            <password>{password}</password>
-            <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
-            <profile>readonly</profile>
-            <quota>default</quota>
-            <allow_databases><database>{name}</database></allow_databases>
-        </{name}>"#
-            )
-        };
         let users = format!(
             r#"<?xml version="1.0"?>
 <yandex>
     <profiles>
         <default><max_memory_usage>4000000000</max_memory_usage></default>
-        <readonly><readonly>2</readonly><max_memory_usage>4000000000</max_memory_usage></readonly>
+        {profiles}
     </profiles>
     <users>
         <default>
-            <password>{ADMIN_PASSWORD}</password>
+            <password>{admin}</password>
             <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
             <profile>default</profile>
             <quota>default</quota>
         </default>
-        {a}
-        {b}
+        {users}
     </users>
     <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
 </yandex>
 "#,
-            a = team("team_a", TEAM_A_PASSWORD),
-            b = team("team_b", TEAM_B_PASSWORD),
+            profiles = self.profiles,
+            admin = self.admin_password.as_deref().unwrap_or(""),
+            users = self.users,
         );
         std::fs::write(self.dir.path().join("config.xml"), config).unwrap();
         std::fs::write(self.dir.path().join("users.xml"), users).unwrap();
@@ -168,7 +201,7 @@ impl ClickHouse {
         let resp = self
             .client
             .post(&self.url)
-            .basic_auth("default", Some(ADMIN_PASSWORD))
+            .basic_auth("default", self.admin_password.as_deref())
             .body(sql.to_owned())
             .send()
             .await

@@ -58,7 +58,8 @@ pub struct TestServer {
     /// `http://` address of the ClickHouse gateway listener.
     pub gateway: String,
     pub client: reqwest::Client,
-    config: String,
+    /// The configuration file's text; `None`: started without `--config`.
+    config: Option<String>,
     extra_env: Vec<(String, String)>,
     extra_args: Vec<String>,
     /// The PostgreSQL database this server uses, when the suite runs on PostgreSQL.
@@ -74,6 +75,16 @@ pub fn binary() -> &'static str {
 impl TestServer {
     pub async fn start(config: &str) -> Self {
         Self::start_with(config, &[], &[]).await
+    }
+
+    /// With no configuration file at all (as a new user first runs it), the embedded store
+    /// and `env` added; only the listen addresses (port 0) and the bootstrap secrets are
+    /// set besides.
+    pub async fn start_unconfigured(env: &[(&str, &str)]) -> Self {
+        let mut server = Self::prepare("", env, &[], None);
+        server.config = None;
+        server.spawn().await;
+        server
     }
 
     /// Always on the embedded SQLite store, for what only it does (generating its key).
@@ -115,15 +126,26 @@ impl TestServer {
         args: &[&str],
         database_url: Option<String>,
     ) -> Self {
+        let mut server = Self::prepare(config, env, args, database_url);
+        server.spawn().await;
+        server
+    }
+
+    fn prepare(
+        config: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+        database_url: Option<String>,
+    ) -> Self {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().to_path_buf();
-        let mut server = Self {
+        Self {
             child: None,
             dir,
             base: String::new(),
             gateway: String::new(),
             client: reqwest::Client::new(),
-            config: config.to_owned(),
+            config: Some(config.to_owned()),
             extra_env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -132,9 +154,7 @@ impl TestServer {
             database_url,
             _tmp: Some(tmp),
             run: 0,
-        };
-        server.spawn().await;
-        server
+        }
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -151,9 +171,10 @@ impl TestServer {
             .env("SWITCHBOARD_BOOTSTRAP_TOKEN", TOKEN)
             .env("SWITCHBOARD_BOOTSTRAP_TEST_SECRET", TEST_SECRET)
             .env("SWITCHBOARD_BOOTSTRAP_LIVE_SECRET", LIVE_SECRET)
-            .env("SWITCHBOARD_LOG_LEVEL", "debug")
-            .arg("--config")
-            .arg(self.config_path());
+            .env("SWITCHBOARD_LOG_LEVEL", "debug");
+        if self.config.is_some() {
+            cmd.arg("--config").arg(self.config_path());
+        }
         if let Some(url) = &self.database_url {
             // Replicas share one key; the test's directory keeps it.
             let key = self.dir.join("shared-master.key");
@@ -170,12 +191,18 @@ impl TestServer {
         cmd
     }
 
+    /// Where the server keeps its data: `data` beside the config file, or the default.
+    pub fn data_dir(&self) -> PathBuf {
+        match self.config {
+            Some(_) => self.dir.join("data"),
+            None => self.dir.join("switchboard-data"),
+        }
+    }
+
     async fn spawn(&mut self) {
-        std::fs::write(
-            self.config_path(),
-            format!("data_dir = \"data\"\n{}", self.config),
-        )
-        .unwrap();
+        if let Some(config) = &self.config {
+            std::fs::write(self.config_path(), format!("data_dir = \"data\"\n{config}")).unwrap();
+        }
         self.run += 1;
         let stdout =
             std::fs::File::create(self.dir.join(format!("stdout.{}.log", self.run))).unwrap();
@@ -190,11 +217,8 @@ impl TestServer {
             .spawn()
             .expect("spawn switchboard");
         self.child = Some(child);
-        let listening = wait_for_listening(
-            &self.dir.join("data"),
-            self.child.as_mut().unwrap(),
-            &stderr_path,
-        );
+        let listening =
+            wait_for_listening(&self.data_dir(), self.child.as_mut().unwrap(), &stderr_path);
         self.base = listening.api;
         self.gateway = listening.gateway;
     }
@@ -221,7 +245,7 @@ impl TestServer {
 
     /// Takes effect at the next (re)start.
     pub fn set_config(&mut self, config: &str) {
-        self.config = config.to_owned();
+        self.config = Some(config.to_owned());
     }
 
     /// Takes effect at the next (re)start and for [`Self::command`].
@@ -235,7 +259,7 @@ impl TestServer {
         if self.database_url.is_some() {
             self.dir.join("shared-master.key")
         } else {
-            self.dir.join("data/master.key")
+            self.data_dir().join("master.key")
         }
     }
 
@@ -281,7 +305,7 @@ impl TestServer {
             return postgres::Postgres::shared().dump(url);
         }
         let mut all = Vec::new();
-        for entry in std::fs::read_dir(self.dir.join("data")).unwrap() {
+        for entry in std::fs::read_dir(self.data_dir()).unwrap() {
             let path = entry.unwrap().path();
             if path
                 .file_name()
