@@ -324,3 +324,69 @@ async fn a_port_in_use_stops_a_fresh_install_before_it_prints_a_token() {
     let _ = child.wait();
     drop(taken);
 }
+
+#[tokio::test]
+async fn with_the_example_configuration_flags_move_everything_they_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/switchboard.toml");
+    let elsewhere = dir.path().join("elsewhere");
+    let mut child = Command::new(binary())
+        .current_dir(dir.path())
+        .env("SWITCHBOARD_BOOTSTRAP_TOKEN", TOKEN)
+        .args(["--config", example, "--data-dir"])
+        .arg(&elsewhere)
+        .args([
+            "--api-listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "serve",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let listening =
+        crate::common::wait_for_listening(&elsewhere, &mut child, &dir.path().join("none"));
+    // The database and the key moved with --data-dir; nothing was made where it ran.
+    assert!(elsewhere.join("switchboard.db").exists());
+    assert!(elsewhere.join("master.key").exists());
+    assert!(!dir.path().join("switchboard-data").exists());
+    // Links and the address handed out follow the addresses actually bound.
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(format!("{}/api/v1/connections", listening.api))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(json!({"client_type": "clickhouse"}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let attrs = &created["data"]["attributes"];
+    assert_eq!(
+        format!(
+            "http://{}:{}",
+            attrs["host"].as_str().unwrap(),
+            attrs["port"]
+        ),
+        listening.gateway
+    );
+    let list: Value = client
+        .get(format!("{}/api/v1/connections", listening.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["pagination"]["first"],
+        format!("{}/api/v1/connections?page=1", listening.api)
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
