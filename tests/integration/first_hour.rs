@@ -4,7 +4,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::common::clickhouse::{ADMIN_PASSWORD, ClickHouse, TEAM_A_PASSWORD, TEAM_B_PASSWORD};
+use crate::common::clickhouse::{ADMIN_PASSWORD, ClickHouse};
 use crate::common::{TOKEN, TestServer, binary};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -85,44 +85,21 @@ async fn with_no_configuration_file_the_sample_query_answers_as_printed() {
     assert!(rows.contains(version.trim()), "{rows}");
 }
 
+/// A region without host and port, the two seeded teams, and a team without a user.
 fn topology(ch: &ClickHouse) -> String {
-    std::fs::write(ch.path().join("team_a.secret"), TEAM_A_PASSWORD).unwrap();
-    std::fs::write(ch.path().join("team_b.secret"), TEAM_B_PASSWORD).unwrap();
-    let dir = ch.path().display();
     format!(
         r#"
 [[regions]]
 name = "local"
 id = "local-1"
 upstreams = ["{url}"]
-
-[[teams]]
-id = 1
-name = "Team A"
-upstream_user = "team_a"
-upstream_password_file = "{dir}/team_a.secret"
-
-[[teams.sources]]
-id = 11
-name = "Events A"
-tables = ["team_a.events"]
-
-[[teams]]
-id = 2
-name = "Team B"
-upstream_user = "team_b"
-upstream_password_file = "{dir}/team_b.secret"
-
-[[teams.sources]]
-id = 22
-name = "Events B"
-tables = ["team_b.events"]
-
+{teams}
 [[teams]]
 id = 3
 name = "Team without a user"
 "#,
-        url = ch.url
+        url = ch.url,
+        teams = ch.teams_toml()
     )
 }
 

@@ -4,20 +4,13 @@
 use std::time::Duration;
 
 use crate::common::TestServer;
-use crate::common::clickhouse::{ClickHouse, TEAM_A_PASSWORD, TEAM_A_ROWS, TEAM_B_PASSWORD};
+use crate::common::clickhouse::{ClickHouse, TEAM_A_PASSWORD, TEAM_A_ROWS};
 use reqwest::StatusCode;
 use serde_json::json;
 
 const AUTH_FAILED_SUFFIX: &str = ": Authentication failed: password is incorrect, or there is no user with such name. (AUTHENTICATION_FAILED)";
 
 fn config(ch: &ClickHouse, trusted_proxies: &str) -> String {
-    let secrets = ch.path();
-    std::fs::write(
-        secrets.join("team_a.secret"),
-        format!("{TEAM_A_PASSWORD}\n"),
-    )
-    .unwrap();
-    std::fs::write(secrets.join("team_b.secret"), TEAM_B_PASSWORD).unwrap();
     format!(
         r#"
 [gateway]
@@ -31,31 +24,9 @@ id = "local-1"
 host = "127.0.0.1"
 port = 8124
 upstreams = ["{url}"]
-
-[[teams]]
-id = 1
-name = "Team A"
-upstream_user = "team_a"
-upstream_password_file = "{dir}/team_a.secret"
-
-[[teams.sources]]
-id = 11
-name = "A events"
-tables = ["team_a.events"]
-
-[[teams]]
-id = 2
-name = "Team B"
-upstream_user = "team_b"
-upstream_password_file = "{dir}/team_b.secret"
-
-[[teams.sources]]
-id = 21
-name = "B events"
-tables = ["team_b.events"]
-"#,
+{teams}"#,
         url = ch.url,
-        dir = secrets.display()
+        teams = ch.teams_toml()
     )
 }
 

@@ -234,6 +234,44 @@ impl ClickHouse {
     pub fn path(&self) -> &std::path::Path {
         self.dir.path()
     }
+
+    /// `[[teams]]` for the two seeded teams (ids 1 and 2, users `team_a` and `team_b`
+    /// with their password files written beside the server, one source each).
+    pub fn teams_toml(&self) -> String {
+        let secrets = self.path();
+        std::fs::write(
+            secrets.join("team_a.secret"),
+            format!("{TEAM_A_PASSWORD}\n"),
+        )
+        .unwrap();
+        std::fs::write(secrets.join("team_b.secret"), TEAM_B_PASSWORD).unwrap();
+        format!(
+            r#"
+[[teams]]
+id = 1
+name = "Team A"
+upstream_user = "team_a"
+upstream_password_file = "{dir}/team_a.secret"
+
+[[teams.sources]]
+id = 11
+name = "A events"
+tables = ["team_a.events"]
+
+[[teams]]
+id = 2
+name = "Team B"
+upstream_user = "team_b"
+upstream_password_file = "{dir}/team_b.secret"
+
+[[teams.sources]]
+id = 21
+name = "B events"
+tables = ["team_b.events"]
+"#,
+            dir = secrets.display()
+        )
+    }
 }
 
 fn panic_with_log(server: &ClickHouse) -> ! {
