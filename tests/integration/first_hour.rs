@@ -367,3 +367,20 @@ async fn with_the_example_configuration_flags_move_everything_they_name() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn addresses_on_this_machine_that_miss_the_listeners_are_warned_about() {
+    let server = TestServer::start(
+        "public_url = \"http://127.0.0.1:1\"\n\n[[regions]]\nname = \"local\"\nid = \"local-1\"\nhost = \"localhost\"\nport = 1\nupstreams = [\"http://127.0.0.1:9\"]\n",
+    )
+    .await;
+    let logs = server.logs();
+    assert!(
+        logs.contains("public_url points at this machine but not at the API's port"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("this region hands out an address on this machine that is not the gateway's"),
+        "{logs}"
+    );
+}
