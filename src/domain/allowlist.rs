@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 
+use super::echo::echo;
+
 /// One allowlist entry. A single address is kept as such so it reads back as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AllowEntry {
@@ -29,12 +31,10 @@ impl FromStr for AllowEntry {
         if let Ok(addr) = s.parse::<IpAddr>() {
             return Ok(Self::Address(canonical(addr)));
         }
-        let net: IpNet = s
-            .parse()
-            .map_err(|_| AllowEntryError::Invalid(s.to_owned()))?;
+        let net: IpNet = s.parse().map_err(|_| AllowEntryError::Invalid(echo(s)))?;
         if net.trunc() != net {
             return Err(AllowEntryError::HostBitsSet {
-                given: s.to_owned(),
+                given: echo(s),
                 network: net.trunc(),
             });
         }
@@ -66,21 +66,75 @@ impl AllowEntry {
     }
 }
 
-/// An empty list allows every address.
+/// The most entries one allowlist holds.
+pub const MAX_ENTRIES: usize = 1000;
+
+/// An empty list allows every address. Besides the entries as written, the list keeps
+/// them as sorted, merged address intervals, so a check is a binary search: its cost does
+/// not grow with the list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct IpAllowlist(Vec<AllowEntry>);
+pub struct IpAllowlist {
+    entries: Vec<AllowEntry>,
+    v4: Vec<(u32, u32)>,
+    v6: Vec<(u128, u128)>,
+}
+
+/// Sorts inclusive intervals and merges the ones that overlap or touch (`next` is the
+/// value after one, `None` at the top).
+fn merged<T: Copy + Ord>(mut spans: Vec<(T, T)>, next: fn(T) -> Option<T>) -> Vec<(T, T)> {
+    spans.sort_unstable();
+    let mut out: Vec<(T, T)> = Vec::with_capacity(spans.len());
+    for (start, end) in spans {
+        match out.last_mut() {
+            Some(last) if next(last.1).is_none_or(|after| start <= after) => {
+                last.1 = last.1.max(end)
+            }
+            _ => out.push((start, end)),
+        }
+    }
+    out
+}
+
+/// Whether `x` is in one of the sorted, disjoint inclusive `spans`.
+fn within<T: Copy + Ord>(spans: &[(T, T)], x: T) -> bool {
+    let after = spans.partition_point(|(start, _)| *start <= x);
+    after > 0 && x <= spans[after - 1].1
+}
 
 impl IpAllowlist {
     pub fn new(entries: Vec<AllowEntry>) -> Self {
-        Self(entries)
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for entry in &entries {
+            match *entry {
+                AllowEntry::Address(IpAddr::V4(a)) => v4.push((u32::from(a), u32::from(a))),
+                AllowEntry::Address(IpAddr::V6(a)) => v6.push((u128::from(a), u128::from(a))),
+                AllowEntry::Range(IpNet::V4(n)) => {
+                    v4.push((u32::from(n.network()), u32::from(n.broadcast())))
+                }
+                AllowEntry::Range(IpNet::V6(n)) => {
+                    v6.push((u128::from(n.network()), u128::from(n.broadcast())))
+                }
+            }
+        }
+        Self {
+            entries,
+            v4: merged(v4, |x| x.checked_add(1)),
+            v6: merged(v6, |x| x.checked_add(1)),
+        }
     }
 
     pub fn allows(&self, client: IpAddr) -> bool {
-        self.0.is_empty() || self.0.iter().any(|e| e.contains(client))
+        if self.entries.is_empty() {
+            return true;
+        }
+        match canonical(client) {
+            IpAddr::V4(a) => within(&self.v4, u32::from(a)),
+            IpAddr::V6(a) => within(&self.v6, u128::from(a)),
+        }
     }
 
     pub fn to_strings(&self) -> Vec<String> {
-        self.0.iter().map(ToString::to_string).collect()
+        self.entries.iter().map(ToString::to_string).collect()
     }
 }
 
@@ -128,6 +182,18 @@ mod tests {
         assert_eq!(mapped.to_string(), "10.0.0.1");
     }
 
+    fn v4_mask(len: u8) -> u32 {
+        if len == 0 { 0 } else { u32::MAX << (32 - len) }
+    }
+
+    fn v6_mask(len: u8) -> u128 {
+        if len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - len)
+        }
+    }
+
     #[test]
     fn empty_list_allows_everyone() {
         assert!(IpAllowlist::default().allows("8.8.8.8".parse().unwrap()));
@@ -155,6 +221,37 @@ mod tests {
             // Mapped addresses are compared as IPv4, so skip them here.
             prop_assume!(probe_addr.to_ipv4_mapped().is_none());
             prop_assert_eq!(entry.contains(IpAddr::V6(probe_addr)), probe & mask == base);
+        }
+
+        #[test]
+        fn the_interval_check_agrees_with_every_entry(
+            v4 in proptest::collection::vec((any::<u32>(), 0u8..=32), 0..20),
+            v6 in proptest::collection::vec((any::<u128>(), 0u8..=128), 0..20),
+            singles in proptest::collection::vec(any::<u32>(), 0..5),
+            probes in proptest::collection::vec(any::<u32>(), 1..20),
+            probes6 in proptest::collection::vec(any::<u128>(), 1..20),
+        ) {
+            let mut entries: Vec<AllowEntry> = v4
+                .iter()
+                .map(|(net, len)| format!("{}/{}", Ipv4Addr::from(net & v4_mask(*len)), len).parse().unwrap())
+                .collect();
+            entries.extend(v6.iter().map(|(net, len)| {
+                format!("{}/{}", Ipv6Addr::from(net & v6_mask(*len)), len).parse::<AllowEntry>().unwrap()
+            }));
+            entries.extend(singles.iter().map(|a| AllowEntry::Address(IpAddr::V4(Ipv4Addr::from(*a)))));
+            let list = IpAllowlist::new(entries.clone());
+            // Probes inside the entries too, not only random ones.
+            let near = v4.iter().map(|(net, len)| net & v4_mask(*len)).chain(singles.iter().copied());
+            for probe in probes.iter().copied().chain(near) {
+                let ip = IpAddr::V4(Ipv4Addr::from(probe));
+                let linear = entries.is_empty() || entries.iter().any(|e| e.contains(ip));
+                prop_assert_eq!(list.allows(ip), linear, "{}", ip);
+            }
+            for probe in probes6.iter().copied().chain(v6.iter().map(|(net, len)| net & v6_mask(*len))) {
+                let ip = IpAddr::V6(Ipv6Addr::from(probe));
+                let linear = entries.is_empty() || entries.iter().any(|e| e.contains(ip));
+                prop_assert_eq!(list.allows(ip), linear, "{}", ip);
+            }
         }
 
         #[test]

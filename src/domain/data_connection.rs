@@ -6,6 +6,7 @@ use std::sync::Arc;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::allowlist::IpAllowlist;
+use super::echo::{echo, echo_names};
 use super::pagination::PageRequest;
 use super::ports::{ChangeSync, DataConnectionStore, StoreError};
 use super::time::Timestamp;
@@ -228,7 +229,8 @@ impl DataConnections {
                 "data_region",
                 format!(
                     "data_region '{name}' is not a configured region (configured: {}); to offer it, add a [[regions]] entry with name = \"{name}\" to the configuration",
-                    listed(self.topology.regions().iter().map(|r| r.name.as_str()))
+                    listed(self.topology.regions().iter().map(|r| r.name.as_str())),
+                    name = echo(name),
                 ),
             )
         })
@@ -294,51 +296,50 @@ impl DataConnections {
         }
     }
 
-    /// The teams a request names, every unknown one reported.
+    /// The teams a request names; the unknown ones reported together.
     fn resolve_teams(&self, selector: &TeamSelector) -> Result<TeamScope, Vec<FieldError>> {
-        let configured = || listed(self.topology.teams().iter().map(|t| t.name.as_str()));
-        let hint = "to add one, give it a [[teams]] entry in the configuration";
-        let mut errors = Vec::new();
-        let mut ids: Vec<i64> = match selector {
+        let (field, found, unknown): (&'static str, Vec<i64>, Vec<String>) = match selector {
             TeamSelector::Unspecified => return Ok(TeamScope::All),
             TeamSelector::Names(names) if names.is_empty() => return Ok(TeamScope::All),
             TeamSelector::Ids(ids) if ids.is_empty() => return Ok(TeamScope::All),
-            TeamSelector::Names(names) => names
-                .iter()
-                .filter_map(|n| match self.topology.team_by_name(n) {
-                    Some(team) => Some(team.id),
-                    None => {
-                        errors.push(field_error(
-                            "team_names",
-                            format!(
-                                "team_names: no team is named '{n}' (configured teams: {}); {hint}",
-                                configured()
-                            ),
-                        ));
-                        None
-                    }
-                })
-                .collect(),
-            TeamSelector::Ids(ids) => ids
-                .iter()
-                .filter_map(|&id| match self.topology.team(id) {
-                    Some(team) => Some(team.id),
-                    None => {
-                        errors.push(field_error(
-                            "team_ids",
-                            format!(
-                                "team_ids: no team has id {id} (configured teams: {}); {hint}",
-                                configured()
-                            ),
-                        ));
-                        None
-                    }
-                })
-                .collect(),
+            TeamSelector::Names(names) => {
+                let (known, unknown): (Vec<_>, Vec<_>) = names
+                    .iter()
+                    .map(|n| (n, self.topology.team_by_name(n)))
+                    .partition(|(_, team)| team.is_some());
+                (
+                    "team_names",
+                    known.iter().filter_map(|(_, t)| t.map(|t| t.id)).collect(),
+                    unknown.into_iter().map(|(n, _)| format!("'{n}'")).collect(),
+                )
+            }
+            TeamSelector::Ids(ids) => {
+                let (known, unknown): (Vec<i64>, Vec<i64>) = ids
+                    .iter()
+                    .partition(|id| self.topology.team(**id).is_some());
+                (
+                    "team_ids",
+                    known,
+                    unknown.iter().map(i64::to_string).collect(),
+                )
+            }
         };
-        if !errors.is_empty() {
-            return Err(errors);
+        if !unknown.is_empty() {
+            let what = if field == "team_names" {
+                "no team is named"
+            } else {
+                "no team has id"
+            };
+            return Err(vec![field_error(
+                field,
+                format!(
+                    "{field}: {what} {} (configured teams: {}); to add one, give it a [[teams]] entry in the configuration",
+                    echo_names(&unknown),
+                    listed(self.topology.teams().iter().map(|t| t.name.as_str()))
+                ),
+            )]);
         }
+        let mut ids = found;
         ids.sort_unstable();
         ids.dedup();
         Ok(TeamScope::Teams(ids))

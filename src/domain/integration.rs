@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use super::call_state::{StateWriter, state_after_call};
 use super::catalog::{Catalog, Platform};
+use super::echo::{ECHO_NAMES, echo, echo_names};
 use super::oauth::{OAuthRefresher, OAuthSettings, RefreshError, TokenEndpoint, parse_expires_at};
 use super::ports::{
     ChangeSync, IntegrationStore, RefreshStore, SealedIntegration, StoreError, VaultSecretStore,
@@ -306,13 +307,19 @@ fn check_credentials(
         parts.push(format!("missing {}", missing.join(", ")));
     }
     if !extra.is_empty() {
-        parts.push(format!("unexpected {}", extra.join(", ")));
+        parts.push(format!("unexpected {}", echo_names(&extra)));
     }
     Err(IntegrationError::Invalid {
+        // The unexpected ones are the client's names: as many as the message shows.
         fields: missing
             .iter()
-            .chain(&extra)
             .map(|f| format!("credentials.{f}"))
+            .chain(
+                extra
+                    .iter()
+                    .take(ECHO_NAMES)
+                    .map(|f| format!("credentials.{}", echo(f))),
+            )
             .collect(),
         message: format!(
             "credentials for {} ({} auth) take {}: {}",
@@ -588,7 +595,7 @@ impl Integrations {
                 "platform",
                 format!(
                     "platform '{}' is not in the connector catalog",
-                    request.platform
+                    echo(&request.platform)
                 ),
             )
         })?;

@@ -18,7 +18,6 @@ use http_body_util::BodyExt;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::auth::{KEY_HEADER, USER_HEADER};
-use super::error::EXCEPTION_CODE_HEADER;
 use super::{UpstreamClient, upstream_client};
 use crate::config::Settings;
 use crate::domain::topology::{Team, Topology};
@@ -180,25 +179,14 @@ async fn ask(who: Asker<'_>, sql: &str, database: Option<&str>) -> Result<Answer
         .map_err(|_| format!("{node} did not answer within {PROBE_TIMEOUT:?}"))?
         .map_err(|e| format!("{node} is unreachable: {e}"))?;
     let status = response.status();
-    let header_code = response
-        .headers()
-        .get(EXCEPTION_CODE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
+    let headers = response.headers().clone();
     let body = http_body_util::Limited::new(response.into_body(), ANSWER_LIMIT)
         .collect()
         .await
-        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .map(|b| b.to_bytes())
         .unwrap_or_default();
-    // Older servers (18.x) send the code only in the body: `Code: 164, e.displayText() = ...`.
-    let code = header_code.or_else(|| {
-        body.trim_start()
-            .strip_prefix("Code: ")?
-            .split(|c: char| !c.is_ascii_digit())
-            .next()?
-            .parse()
-            .ok()
-    });
+    let code = super::error::exception_code(&headers, &body);
+    let body = String::from_utf8_lossy(&body).into_owned();
     Ok(Answer { status, code, body })
 }
 

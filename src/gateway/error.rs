@@ -157,6 +157,25 @@ impl GatewayError {
     }
 }
 
+/// A ClickHouse error's code: the `X-ClickHouse-Exception-Code` header, or (18.x sends
+/// none) the `Code: N` the body starts with.
+pub fn exception_code(headers: &axum::http::HeaderMap, body: &[u8]) -> Option<u32> {
+    headers
+        .get(EXCEPTION_CODE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .or_else(|| {
+            std::str::from_utf8(body.get(..body.len().min(64))?)
+                .ok()?
+                .trim_start()
+                .strip_prefix("Code: ")?
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+}
+
 /// Client-supplied text echoed in an error: no control characters, bounded length.
 fn printable(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(128).collect()

@@ -7,25 +7,19 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use super::limits::Admission;
 
-pub struct MeteredBody {
-    inner: Incoming,
+pub struct MeteredBody<B> {
+    inner: B,
     admission: Option<Admission>,
     connection_id: String,
     started: Instant,
     bytes: u64,
 }
 
-impl MeteredBody {
-    pub fn new(
-        inner: Incoming,
-        admission: Admission,
-        connection_id: String,
-        started: Instant,
-    ) -> Self {
+impl<B> MeteredBody<B> {
+    pub fn new(inner: B, admission: Admission, connection_id: String, started: Instant) -> Self {
         Self {
             inner,
             admission: Some(admission),
@@ -46,14 +40,14 @@ impl MeteredBody {
     }
 }
 
-impl Body for MeteredBody {
+impl<B: Body<Data = Bytes> + Unpin> Body for MeteredBody<B> {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
@@ -77,7 +71,7 @@ impl Body for MeteredBody {
     }
 }
 
-impl Drop for MeteredBody {
+impl<B> Drop for MeteredBody<B> {
     fn drop(&mut self) {
         self.finish();
     }

@@ -48,6 +48,10 @@ use upstream::UpstreamPools;
 /// refuses the connection can be skipped for the next one. Larger bodies (big inserts)
 /// stream straight to one node.
 const REPLAYABLE_BODY_LIMIT: u64 = 1024 * 1024;
+/// A refused request's body is read and dropped up to this size, within this time.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+const QUOTA_HEADER: &str = "x-clickhouse-quota";
 
 /// HTTP client to the upstream nodes: `http://` and `https://` alike.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
@@ -218,7 +222,8 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// The query string without the client's credentials; other parameters stay byte for byte.
+/// The query string without the client's credentials (and its quota key, which goes as a
+/// header); other parameters stay byte for byte.
 fn upstream_query(query: Option<&str>) -> String {
     query
         .unwrap_or("")
@@ -230,7 +235,8 @@ fn upstream_query(query: Option<&str>) -> String {
                 .next()
                 .map(|(k, _)| k.into_owned())
                 .unwrap_or_default();
-            key != "user" && key != "password"
+            // quota_key goes as the X-ClickHouse-Quota header instead (see `forward`).
+            key != "user" && key != "password" && key != "quota_key"
         })
         .collect::<Vec<_>>()
         .join("&")
@@ -252,31 +258,78 @@ async fn handle(
         return ok_response();
     }
     let client_ip = auth::client_ip(peer.ip(), request.headers(), &gateway.trusted_proxies);
-    match forward(&gateway, client_ip, request, &path, query.as_deref()).await {
-        Ok(response) => response,
+    let (parts, body) = request.into_parts();
+    let refused = |e: GatewayError| {
+        metrics::counter!("switchboard_gateway_refusals_total", "reason" => e.reason())
+            .increment(1);
+        e.log(client_ip);
+        e.into_response()
+    };
+    // Everything that can refuse a request is decided before its body is touched.
+    let admitted = match admit(&gateway, client_ip, &parts, query.as_deref()) {
+        Ok(admitted) => admitted,
         Err(e) => {
-            metrics::counter!("switchboard_gateway_refusals_total", "reason" => e.reason())
-                .increment(1);
-            e.log(client_ip);
-            e.into_response()
+            let keep_alive = drain(&parts.headers, body).await;
+            let mut response = refused(e);
+            if !keep_alive {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return response;
         }
+    };
+    match forward(&gateway, admitted, parts, body, &path, query.as_deref()).await {
+        Ok(response) => response,
+        Err(e) => refused(e),
     }
 }
 
-async fn forward(
-    gateway: &Gateway,
+/// A refused request's body, read and dropped (as ClickHouse does) so the client can send
+/// its next request on the same connection: true when that worked. A body too large to
+/// drain, one that is slow, and one the client waits to be asked for (`Expect:
+/// 100-continue`) are not read; the answer then says `Connection: close`.
+async fn drain(headers: &axum::http::HeaderMap, body: Body) -> bool {
+    use http_body::Body as _;
+    if headers.contains_key(header::EXPECT) {
+        return false;
+    }
+    let declared = body.size_hint().upper();
+    if declared == Some(0) {
+        return true;
+    }
+    if declared.is_some_and(|n| n > DRAIN_LIMIT as u64) {
+        return false;
+    }
+    let read = http_body_util::Limited::new(body, DRAIN_LIMIT);
+    matches!(
+        tokio::time::timeout(DRAIN_TIME, http_body_util::BodyExt::collect(read)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// What was decided about a request before its body: who it is, and as whom it goes on.
+struct Admitted<'a> {
+    credential: Arc<IssuedCredential>,
+    upstream_user: &'a str,
+    upstream_password: Option<&'a SecretString>,
+    candidates: Vec<Arc<upstream::Node>>,
+    admission: limits::Admission,
+}
+
+fn admit<'a>(
+    gateway: &'a Gateway,
     client_ip: IpAddr,
-    request: Request,
-    path: &str,
+    parts: &axum::http::request::Parts,
     query: Option<&str>,
-) -> Result<Response<Body>, GatewayError> {
-    let presented = auth::presented_credentials(request.headers(), query)?;
+) -> Result<Admitted<'a>, GatewayError> {
+    let presented = auth::presented_credentials(&parts.headers, query)?;
     let credential = gateway.authenticate(&presented, client_ip)?;
     drop(presented);
 
     let database = query_param(query, "database").or_else(|| {
-        request
-            .headers()
+        parts
+            .headers
             .get("x-clickhouse-database")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
@@ -294,6 +347,35 @@ async fn forward(
         return Err(no_upstream());
     }
     let admission = gateway.limits.admit(credential.connection_id)?;
+    Ok(Admitted {
+        credential,
+        upstream_user,
+        upstream_password,
+        candidates,
+        admission,
+    })
+}
+
+/// ClickHouse's codes for a login it refused: the gateway's own upstream user is wrong.
+const UPSTREAM_LOGIN_REFUSED: &[u32] = &[192, 193, 516];
+/// The most of an upstream 401's body read to tell why.
+const REFUSAL_BODY_LIMIT: usize = 64 * 1024;
+
+async fn forward(
+    gateway: &Gateway,
+    admitted: Admitted<'_>,
+    mut parts: axum::http::request::Parts,
+    body: Body,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Response<Body>, GatewayError> {
+    let Admitted {
+        credential,
+        upstream_user,
+        upstream_password,
+        candidates,
+        admission,
+    } = admitted;
     let connection_label = credential.connection_id.to_string();
     metrics::counter!("switchboard_gateway_queries_total", "connection_id" => connection_label.clone()).increment(1);
     let started = std::time::Instant::now();
@@ -305,7 +387,6 @@ async fn forward(
         format!("{path}?{upstream_query}")
     };
 
-    let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     // The client's credentials and address claims never reach the upstream.
     for name in [
@@ -327,7 +408,17 @@ async fn forward(
         key.set_sensitive(true);
         parts.headers.insert(KEY_HEADER, key);
     }
+    // A quota key in the URL counts as an authentication method beside the X-ClickHouse
+    // headers the gateway logs in with (ClickHouse refuses the two together, code 194);
+    // as the X-ClickHouse-Quota header it means the same and is accepted.
+    if let Some(key) = query_param(query, "quota_key")
+        && !parts.headers.contains_key(QUOTA_HEADER)
+        && let Ok(value) = HeaderValue::from_str(&key)
+    {
+        parts.headers.insert(QUOTA_HEADER, value);
+    }
 
+    let no_upstream = || GatewayError::NoUpstream(credential.region_id.clone());
     let mut body = ReplayableBody::read(body, REPLAYABLE_BODY_LIMIT)
         .await
         .map_err(|_| GatewayError::ClientBody)?;
@@ -368,8 +459,27 @@ async fn forward(
         let (mut response_parts, response_body) = response.into_parts();
         strip_hop_by_hop(&mut response_parts.headers);
         if response_parts.status == StatusCode::UNAUTHORIZED {
-            // The upstream refused the gateway's own user: an operator error, not the client's.
-            tracing::error!(user = upstream_user, upstream = %node.base, "upstream rejected the gateway's upstream user");
+            // Small, and read to tell whose mistake it is before it goes on.
+            let bytes = http_body_util::BodyExt::collect(http_body_util::Limited::new(
+                response_body,
+                REFUSAL_BODY_LIMIT,
+            ))
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+            let code = error::exception_code(&response_parts.headers, &bytes);
+            if code.is_some_and(|c| UPSTREAM_LOGIN_REFUSED.contains(&c)) {
+                tracing::error!(user = upstream_user, upstream = %node.base, code, "upstream rejected the gateway's upstream user: check its password file");
+            } else {
+                tracing::info!(upstream = %node.base, code, "upstream refused the request's own authentication parameters");
+            }
+            let metered = metering::MeteredBody::new(
+                http_body_util::Full::new(bytes),
+                admission,
+                connection_label,
+                started,
+            );
+            return Ok(Response::from_parts(response_parts, Body::new(metered)));
         }
         let metered =
             metering::MeteredBody::new(response_body, admission, connection_label, started);

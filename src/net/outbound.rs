@@ -4,7 +4,7 @@
 //! runs on the resolved addresses, so a name that points (or is rebound) inside the network
 //! is refused too.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -28,27 +28,73 @@ pub enum OutboundError {
     Timeout,
 }
 
-/// Addresses a call may not reach unless the caller allows private networks.
+/// Addresses a call may not reach unless the caller allows private networks. An IPv6
+/// address that carries an IPv4 one (mapped, compatible, translated, NAT64, 6to4) is as
+/// private as the address it carries.
 pub fn is_private(ip: IpAddr) -> bool {
     match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || (v4.octets()[0] == 100 && v4.octets()[1] & 0xc0 == 64) // 100.64.0.0/10
-        }
+        IpAddr::V4(v4) => is_private_v4(v4),
         IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let low32 = Ipv4Addr::from(u128::from(v6) as u32);
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
-                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link local
+                || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (s[0] & 0xffc0) == 0xfe80 // link local fe80::/10
+                || (s[0] & 0xffc0) == 0xfec0 // site local fec0::/10 (deprecated, still routed inside)
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation 2001:db8::/32
+                || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 0x0001) // local-use NAT64 64:ff9b:1::/48
+                // IPv4-compatible ::a.b.c.d and IPv4-translated ::ffff:0:a.b.c.d
+                || (s[..5] == [0; 5] && (s[5] == 0 || (s[4] == 0 && s[5] == 0xffff)) && is_private_v4(low32))
+                || (s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0 && is_private_v4(low32))
+                // NAT64 64:ff9b::/96: the IPv4 address at the end is the destination
+                || (s[0] == 0x0064 && s[1] == 0xff9b && s[2..6] == [0; 4] && is_private_v4(low32))
+                // 6to4 2002:AABB:CCDD::/48 carries AA.BB.CC.DD
+                || (s[0] == 0x2002
+                    && is_private_v4(Ipv4Addr::from(((u32::from(s[1])) << 16) | u32::from(s[2]))))
         }
     }
+}
+
+fn is_private_v4(v4: Ipv4Addr) -> bool {
+    v4.is_private()
+        || v4.is_loopback()
+        || v4.is_link_local()
+        || v4.is_unspecified()
+        || v4.is_broadcast()
+        || v4.is_multicast()
+        || v4.is_documentation()
+        || (v4.octets()[0] == 100 && v4.octets()[1] & 0xc0 == 64) // 100.64.0.0/10
+        || v4.octets()[0] == 0 // "this network" 0.0.0.0/8
+}
+
+/// Whether a URL's host is inside without asking a resolver: a private address written
+/// out, or a `localhost` name (RFC 6761: always loopback, trailing dot or not).
+fn names_inside(host: &str) -> bool {
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(is_private)
+}
+
+/// Whether an outbound failure is the private-address guard's refusal (somewhere down the
+/// error's causes: the resolver's answer reaches us through the connector's error).
+fn refused_as_private(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 type Guarded = Client<HttpsConnector<HttpConnector<PublicResolver>>, Body>;
@@ -135,14 +181,7 @@ impl OutboundClient {
         url: &Url,
         outgoing: Request<Body>,
     ) -> Result<Response<Body>, OutboundError> {
-        if !allow_private
-            && let Some(host) = url.host_str()
-            && let Ok(ip) = host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<IpAddr>()
-            && is_private(ip)
-        {
+        if !allow_private && url.host_str().is_some_and(names_inside) {
             return Err(OutboundError::PrivateAddress);
         }
         let sent = if allow_private {
@@ -153,9 +192,7 @@ impl OutboundClient {
         let response = match sent {
             Err(_) => return Err(OutboundError::Timeout),
             Ok(Err(e)) => {
-                let blocked = std::error::Error::source(&e)
-                    .and_then(|s| s.downcast_ref::<std::io::Error>())
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied);
+                let blocked = refused_as_private(&e);
                 tracing::warn!(host = url.host_str().unwrap_or(""), error = %e, "outbound call failed");
                 return Err(if blocked {
                     OutboundError::PrivateAddress
@@ -192,7 +229,40 @@ mod tests {
         ] {
             assert!(is_private(private.parse().unwrap()), "{private}");
         }
-        for public in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
+        // IPv6 forms that carry a private IPv4 address, and IPv6's own private ranges.
+        for private in [
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:10.1.2.3",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::192.168.0.1",
+            "64:ff9b:1::1",
+            "2002:7f00:1::1",
+            "2002:c0a8:101::1",
+            "fec0::1",
+            "2001:db8::1",
+        ] {
+            assert!(is_private(private.parse().unwrap()), "{private}");
+        }
+        for inside in [
+            "localhost",
+            "LOCALHOST.",
+            "api.localhost",
+            "[::1]",
+            "127.0.0.2",
+        ] {
+            assert!(names_inside(inside), "{inside}");
+        }
+        assert!(!names_inside("localhost.example.com"));
+        for public in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "64:ff9b::8.8.8.8",
+            "2002:808:808::1",
+            "::ffff:0:8.8.8.8",
+        ] {
             assert!(!is_private(public.parse().unwrap()), "{public}");
         }
     }

@@ -184,13 +184,15 @@ impl Passthrough {
             .parse()
             .map_err(|_| PassthroughError::OutsidePlatform)?;
         parts.version = axum::http::Version::HTTP_11;
-        Ok(self
+        let mut response = self
             .outbound
             .send(
                 platform.allow_private_network,
                 &url,
                 Request::from_parts(parts, body),
             )
-            .await?)
+            .await?;
+        inject::scrub_echoed(response.headers_mut(), credentials);
+        Ok(response)
     }
 }

@@ -5,30 +5,32 @@ use url::Url;
 
 use super::PassthroughError;
 
-/// The platform's base URL with `path` appended segment by segment, so nothing in the
-/// path (`..`, `//host`, `@host`) can change the scheme, host or port.
+/// The platform's base URL with `path` (the caller's, as it came on the wire: still
+/// percent-encoded) appended segment by segment, so nothing in it (`..`, `//host`,
+/// `@host`, a backslash) can leave the base URL. Each segment reaches the platform exactly
+/// as the caller encoded it: it is decoded only to refuse `.` and `..`.
 pub fn target_url(base: &Url, path: &str, query: Option<&str>) -> Result<Url, PassthroughError> {
-    let mut url = base.clone();
-    {
-        let mut segments = url
-            .path_segments_mut()
-            .map_err(|_| PassthroughError::OutsidePlatform)?;
-        segments.pop_if_empty();
-        for segment in path.split('/').filter(|s| !s.is_empty()) {
-            let decoded = percent_decode(segment);
-            if decoded == "." || decoded == ".." {
-                return Err(PassthroughError::OutsidePlatform);
-            }
-            segments.push(&decoded);
+    let mut joined = base.path().trim_end_matches('/').to_owned();
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        let decoded = percent_decode(segment);
+        if decoded == "." || decoded == ".." {
+            return Err(PassthroughError::OutsidePlatform);
         }
-        if path.ends_with('/') {
-            segments.push("");
-        }
+        joined.push('/');
+        // A backslash would be read as a separator; as %5C it stays inside the segment.
+        joined.push_str(&segment.replace('\\', "%5C"));
     }
+    if path.ends_with('/') || joined.is_empty() {
+        joined.push('/');
+    }
+    let mut url = base.clone();
+    url.set_path(&joined);
     url.set_query(query.filter(|q| !q.is_empty()));
+    let prefix = base.path().trim_end_matches('/');
     if url.host() != base.host()
         || url.port_or_known_default() != base.port_or_known_default()
         || url.scheme() != base.scheme()
+        || !url.path().starts_with(prefix)
     {
         return Err(PassthroughError::OutsidePlatform);
     }
@@ -64,9 +66,24 @@ mod tests {
             "//evil.com/x",
             "http://evil.com/x",
             "a%2F..%2Fb",
+            "..\\admin",
+            "a\\..\\..\\b",
         ] {
             let url = target_url(&base, tricky, None).unwrap();
             assert_eq!(url.host_str(), Some("api.example.com"), "{tricky} -> {url}");
+            assert!(url.path().starts_with("/v1/"), "{tricky} -> {url}");
         }
+        // Segments go on as the caller encoded them, decoded nowhere.
+        assert_eq!(
+            target_url(&base, "a%2541/b%252F/c%2Fd", None)
+                .unwrap()
+                .path(),
+            "/v1/a%2541/b%252F/c%2Fd"
+        );
+        assert_eq!(
+            target_url(&base, "sp ace/\u{e9}", None).unwrap().path(),
+            "/v1/sp%20ace/%C3%A9",
+            "what is not URL text is encoded once"
+        );
     }
 }

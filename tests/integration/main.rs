@@ -10,6 +10,7 @@ mod data_connections;
 mod doctor;
 mod first_hour;
 mod gateway;
+mod hardening;
 mod oauth;
 mod operations;
 mod passthrough;

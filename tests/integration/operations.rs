@@ -351,12 +351,12 @@ async fn every_answer_under_a_dialect_is_in_its_shape() {
             404,
             true,
         ),
-        // A passthrough path that is not text once decoded.
+        // A passthrough path is the platform's, undecoded: this one names no connection.
         (
             c.get(server.url("/v1/passthrough/%ff"))
                 .header("x-pica-secret", crate::common::TEST_SECRET)
                 .header("x-pica-connection-key", "k"),
-            400,
+            404,
             true,
         ),
         // Bodies over the limit, declared.

@@ -56,7 +56,20 @@ pub async fn platform() -> String {
         );
         Body::from_stream(stream)
     }
+    /// Redirects to the very URL it was called with (query included), plus a slash.
+    async fn self_redirect(request: Request) -> impl IntoResponse {
+        let host = request.headers()["host"].to_str().unwrap().to_owned();
+        let uri = request.uri();
+        let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        let here = format!("http://{host}{}/{query}", uri.path());
+        (
+            AxumStatus::MOVED_PERMANENTLY,
+            [("location", here.clone()), ("content-location", here)],
+            "",
+        )
+    }
     let app = Router::new()
+        .route("/self-redirect", any(self_redirect))
         .route("/unauthorized", any(unauthorized))
         .route("/slow", any(slow))
         .route("/redirect", any(redirect))

@@ -4,8 +4,9 @@
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use crate::domain::allowlist::{AllowEntry, IpAllowlist};
+use crate::domain::allowlist::{AllowEntry, IpAllowlist, MAX_ENTRIES as MAX_ALLOWLIST};
 use crate::domain::data_connection::{ClientType, CreateDataConnection, FieldError, TeamSelector};
+use crate::domain::echo::echo;
 use crate::domain::pagination::PageRequest;
 use crate::domain::time::Timestamp;
 
@@ -26,7 +27,7 @@ pub fn parse_list_query(query: Option<&str>) -> Result<PageRequest, ApiError> {
                     .ok_or_else(|| {
                         ApiError::invalid(
                             "page",
-                            format!("page must be a positive integer, got '{value}'"),
+                            format!("page must be a positive integer, got '{}'", echo(value)),
                         )
                     })?;
             }
@@ -38,7 +39,10 @@ pub fn parse_list_query(query: Option<&str>) -> Result<PageRequest, ApiError> {
                     .ok_or_else(|| {
                         ApiError::invalid(
                             "per_page",
-                            format!("per_page must be an integer from 1 to {MAX_PER_PAGE}, got '{value}'"),
+                            format!(
+                                "per_page must be an integer from 1 to {MAX_PER_PAGE}, got '{}'",
+                                echo(value)
+                            ),
                         )
                     })?
                     .min(MAX_PER_PAGE);
@@ -49,30 +53,53 @@ pub fn parse_list_query(query: Option<&str>) -> Result<PageRequest, ApiError> {
     Ok(PageRequest { number, size })
 }
 
-/// Collects every field error of a body, so one response lists them all.
+/// At most this many messages about one field; the rest are counted.
+const MESSAGES_PER_FIELD: usize = 5;
+/// The most teams one connection names.
+pub const MAX_TEAMS: usize = 100;
+
+/// Collects every field error of a body, so one response lists them all (a few messages
+/// per field, and how many more).
 #[derive(Default)]
 struct FieldErrors {
     messages: Vec<String>,
     fields: Vec<&'static str>,
+    /// Per field: messages seen, and how many were left out.
+    counts: Vec<(&'static str, usize)>,
 }
 
 impl FieldErrors {
     fn add(&mut self, field: &'static str, message: impl Into<String>) {
-        self.messages.push(message.into());
         if !self.fields.contains(&field) {
             self.fields.push(field);
         }
+        let count = match self.counts.iter_mut().find(|(f, _)| *f == field) {
+            Some((_, n)) => n,
+            None => {
+                self.counts.push((field, 0));
+                &mut self.counts.last_mut().expect("just pushed").1
+            }
+        };
+        *count += 1;
+        if *count <= MESSAGES_PER_FIELD {
+            self.messages.push(message.into());
+        }
     }
 
-    fn into_result<T>(self, value: impl FnOnce() -> T) -> Result<T, ApiError> {
+    fn into_result<T>(mut self, value: impl FnOnce() -> T) -> Result<T, ApiError> {
         if self.messages.is_empty() {
-            Ok(value())
-        } else {
-            Err(ApiError::Invalid {
-                message: self.messages.join("; "),
-                fields: self.fields,
-            })
+            return Ok(value());
         }
+        for (field, n) in &self.counts {
+            if *n > MESSAGES_PER_FIELD {
+                self.messages
+                    .push(format!("{field}: {} more problems", n - MESSAGES_PER_FIELD));
+            }
+        }
+        Err(ApiError::Invalid {
+            message: self.messages.join("; "),
+            fields: self.fields,
+        })
     }
 }
 
@@ -159,7 +186,10 @@ fn parse_draft(body: &Map<String, Value>) -> (CreateDraft, FieldErrors) {
             if parsed.is_none() {
                 errors.add(
                     "client_type",
-                    format!("client_type '{s}' is not supported; the only supported value is \"clickhouse\""),
+                    format!(
+                        "client_type '{}' is not supported; the only supported value is \"clickhouse\"",
+                        echo(s)
+                    ),
                 );
             }
             parsed
@@ -180,6 +210,22 @@ fn parse_draft(body: &Map<String, Value>) -> (CreateDraft, FieldErrors) {
         }
         parsed
     });
+    let mut too_many = |name: &'static str, count: Option<usize>| {
+        let over = count.is_some_and(|n| n > MAX_TEAMS);
+        if over {
+            errors.add(
+                name,
+                format!(
+                    "{name} names at most {MAX_TEAMS} teams, got {}",
+                    count.unwrap_or(0)
+                ),
+            );
+        }
+        over
+    };
+    // A list over the limit is not looked at further.
+    let team_names = team_names.filter(|l| !too_many("team_names", Some(l.len())));
+    let team_ids = team_ids.filter(|l| !too_many("team_ids", Some(l.len())));
     let teams = match (team_names, team_ids) {
         (Some(_), Some(_)) => {
             errors
@@ -196,7 +242,17 @@ fn parse_draft(body: &Map<String, Value>) -> (CreateDraft, FieldErrors) {
     let data_region = string_field(body, "data_region", &mut errors);
 
     let mut allow_entries = Vec::new();
-    for entry in string_array(body, "ip_allowlist", &mut errors).unwrap_or_default() {
+    let allowlist = string_array(body, "ip_allowlist", &mut errors).unwrap_or_default();
+    if allowlist.len() > MAX_ALLOWLIST {
+        errors.add(
+            "ip_allowlist",
+            format!(
+                "ip_allowlist holds at most {MAX_ALLOWLIST} entries, got {}",
+                allowlist.len()
+            ),
+        );
+    }
+    for entry in allowlist.iter().take(MAX_ALLOWLIST) {
         match entry.parse::<AllowEntry>() {
             Ok(e) => allow_entries.push(e),
             Err(e) => errors.add("ip_allowlist", format!("ip_allowlist: {e}")),
@@ -209,7 +265,8 @@ fn parse_draft(body: &Map<String, Value>) -> (CreateDraft, FieldErrors) {
             errors.add(
                 "valid_until",
                 format!(
-                    "valid_until: '{s}' is not an ISO 8601 timestamp like 2025-12-02T00:00:00Z"
+                    "valid_until: '{}' is not an ISO 8601 timestamp like 2025-12-02T00:00:00Z",
+                    echo(&s)
                 ),
             );
         }

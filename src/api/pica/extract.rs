@@ -75,16 +75,18 @@ impl<S: Send + Sync> FromRequestParts<S> for ConnectionId {
     }
 }
 
-/// The platform path of a passthrough call.
+/// The platform path of a passthrough call as it came on the wire, still percent-encoded
+/// (decoded once, by the platform).
 pub struct PlatformPath(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for PlatformPath {
     type Rejection = PicaError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, PicaError> {
-        Path::<String>::from_request_parts(parts, state)
-            .await
-            .map(|Path(path)| Self(path))
-            .map_err(|_| PicaError::invalid("path", "the path is not valid UTF-8 once decoded"))
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, PicaError> {
+        let raw = parts.uri.path();
+        let rest = raw
+            .strip_prefix(super::PASSTHROUGH_PREFIX)
+            .ok_or_else(|| PicaError::invalid("path", "the path names no platform path"))?;
+        Ok(Self(rest.to_owned()))
     }
 }

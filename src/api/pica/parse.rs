@@ -6,11 +6,28 @@ use secrecy::SecretString;
 use serde_json::{Map, Value};
 
 use super::error::PicaError;
+use crate::domain::echo::echo;
 use crate::domain::integration::{
     CreateIntegration, IdentityType, ListFilter, MAX_LIST_LIMIT, Patch,
 };
 
 const DEFAULT_LIMIT: i64 = 20;
+
+/// The list call's parameters; others are ignored.
+const FILTERS: &[&str] = &[
+    "key",
+    "keys",
+    "platformVersion",
+    "name",
+    "identityType",
+    "identity",
+    "platform",
+    "tags",
+    "active",
+    "limit",
+    "page",
+    "skip",
+];
 
 fn comma_list(value: &str) -> Vec<String> {
     value
@@ -34,7 +51,10 @@ pub fn parse_list(query: Option<&str>) -> Result<(ListFilter, i64, i64, u64), Pi
         v.parse::<i64>().ok().filter(|n| *n >= min).ok_or_else(|| {
             PicaError::invalid(
                 name,
-                format!("{name} must be an integer of at least {min}, got '{v}'"),
+                format!(
+                    "{name} must be an integer of at least {min}, got '{}'",
+                    echo(v)
+                ),
             )
         })
     };
@@ -42,6 +62,15 @@ pub fn parse_list(query: Option<&str>) -> Result<(ListFilter, i64, i64, u64), Pi
         let v = v.trim();
         if v.is_empty() {
             continue;
+        }
+        // No stored value holds a NUL (PostgreSQL's text cannot), so none can match one.
+        if let Some(name) = FILTERS.iter().find(|f| **f == k.as_ref())
+            && v.contains('\0')
+        {
+            return Err(PicaError::invalid(
+                name,
+                format!("{name} must not contain NUL characters"),
+            ));
         }
         match k.as_ref() {
             "key" | "keys" => filter.keys.extend(comma_list(v)),
@@ -52,7 +81,8 @@ pub fn parse_list(query: Option<&str>) -> Result<(ListFilter, i64, i64, u64), Pi
                     PicaError::invalid(
                         "identityType",
                         format!(
-                            "identityType must be user, team, organization or project, got '{v}'"
+                            "identityType must be user, team, organization or project, got '{}'",
+                            echo(v)
                         ),
                     )
                 })?)
@@ -67,7 +97,7 @@ pub fn parse_list(query: Option<&str>) -> Result<(ListFilter, i64, i64, u64), Pi
                     _ => {
                         return Err(PicaError::invalid(
                             "active",
-                            format!("active must be true or false, got '{v}'"),
+                            format!("active must be true or false, got '{}'", echo(v)),
                         ));
                     }
                 }
@@ -100,8 +130,8 @@ fn credential_map(map: &Map<String, Value>) -> Result<BTreeMap<String, SecretStr
             Value::String(s) => Ok((k.clone(), SecretString::from(s.clone()))),
             Value::Number(n) => Ok((k.clone(), SecretString::from(n.to_string()))),
             _ => Err(PicaError::invalid(
-                &format!("credentials.{k}"),
-                format!("credentials.{k} must be a string"),
+                &format!("credentials.{}", echo(k)),
+                format!("credentials.{} must be a string", echo(k)),
             )),
         })
         .collect()
@@ -187,9 +217,10 @@ pub fn parse_patch(body: &Map<String, Value>) -> Result<Patch, PicaError> {
                 return Err(PicaError::invalid(k, format!("{k} has the wrong type")));
             }
             _ => {
+                let k = echo(k);
                 return Err(PicaError::invalid(
-                    k,
-                    format!("{k} cannot be changed; use tags, name or active"),
+                    &k,
+                    format!("{k} cannot be changed; use tags, name, active or credentials"),
                 ));
             }
         }
