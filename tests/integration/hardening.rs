@@ -583,3 +583,38 @@ async fn no_request_to_either_dialect_is_a_5xx_and_every_error_has_its_shape() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_upstream_refusing_the_gateways_own_user_is_an_operator_error_in_the_log() {
+    let ch = ClickHouse::start().await;
+    std::fs::write(ch.path().join("wrong.secret"), "not-team-a's-password").unwrap();
+    let server = TestServer::start(&format!(
+        "[[regions]]\nname = \"local\"\nid = \"local-1\"\nupstreams = [\"{}\"]\n\n[[teams]]\nid = 1\nname = \"A\"\nupstream_user = \"team_a\"\nupstream_password_file = \"{}/wrong.secret\"\n",
+        ch.url,
+        ch.path().display()
+    ))
+    .await;
+    let (_, user, password) = server
+        .create_connection(json!({"client_type": "clickhouse"}))
+        .await;
+    let resp = server
+        .client
+        .post(&server.gateway)
+        .basic_auth(&user, Some(&password))
+        .body("SELECT 1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let body = resp.text().await.unwrap();
+    assert!(
+        body.starts_with("Code: 193"),
+        "ClickHouse's answer comes through: {body}"
+    );
+    let logs = server.logs();
+    assert!(
+        logs.contains("upstream rejected the gateway's upstream user"),
+        "{logs}"
+    );
+    assert!(!logs.contains("not-team-a's-password"));
+}
