@@ -39,13 +39,13 @@ pub struct Application {
     router: axum::Router,
     gateway_listener: TcpListener,
     gateway_addr: SocketAddr,
-    gateway_router: axum::Router,
     services: Arc<AppServices>,
     store: Arc<SqlStore>,
     feed: Arc<ChangeFeed>,
     topology: Arc<crate::domain::topology::Topology>,
     upstream_client: crate::gateway::UpstreamClient,
     gateway: Arc<Gateway>,
+    gateway_workers: usize,
     api_tls: Option<Arc<ReloadableTls>>,
     gateway_tls: Option<Arc<ReloadableTls>>,
 }
@@ -154,13 +154,13 @@ impl Application {
             router,
             gateway_listener,
             gateway_addr,
-            gateway_router: gateway.clone().router(),
             services,
             store: core.store.clone(),
             feed,
             upstream_client: crate::gateway::upstream_client(&settings.gateway)?,
             topology,
             gateway,
+            gateway_workers: settings.gateway.workers,
             api_tls,
             gateway_tls,
         })
@@ -212,9 +212,11 @@ impl Application {
             self.api_tls,
             stop_rx.clone(),
         );
-        let gateway = crate::net::serve(
+        let gateway = self.gateway.clone();
+        let gateway = crate::net::serve_on_workers(
             self.gateway_listener,
-            self.gateway_router,
+            self.gateway_workers,
+            Arc::new(move || gateway.clone().router()),
             self.gateway_tls,
             stop_rx,
         );

@@ -121,6 +121,8 @@ pub struct GatewaySettings {
     pub max_concurrent_queries_per_connection: usize,
     /// 0: unlimited.
     pub max_requests_per_minute_per_connection: u32,
+    /// Threads serving the gateway's connections (each with its own event loop).
+    pub workers: usize,
 }
 
 /// Validated configuration.

@@ -206,6 +206,10 @@ pub(super) fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
             max_requests_per_minute_per_connection: raw
                 .gateway
                 .max_requests_per_minute_per_connection,
+            workers: match raw.gateway.workers {
+                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                n => n.min(1024),
+            },
         },
         database,
         auto_migrate: raw.database.auto_migrate.unwrap_or(true),

@@ -23,20 +23,12 @@ pub struct Presented {
 /// HTTP Basic, or the `user`/`password` URL parameters.
 pub fn presented_credentials(
     headers: &HeaderMap,
-    query: Option<&str>,
+    param_user: Option<String>,
+    param_password: Option<String>,
 ) -> Result<Presented, GatewayError> {
     let header_user = header_text(headers, USER_HEADER);
     let header_key = header_text(headers, KEY_HEADER);
     let authorization = header_text(headers, header::AUTHORIZATION.as_str());
-    let mut param_user = None;
-    let mut param_password = None;
-    for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        match key.as_ref() {
-            "user" => param_user = Some(value.into_owned()),
-            "password" => param_password = Some(value.into_owned()),
-            _ => {}
-        }
-    }
     let uses_headers = header_user.is_some() || header_key.is_some();
     let uses_basic = authorization.is_some();
     let uses_params = param_user.is_some() || param_password.is_some();
@@ -127,39 +119,44 @@ mod tests {
         h
     }
 
+    /// The credentials of a request with these headers and this query string.
+    fn presented(headers: &HeaderMap, query: Option<&str>) -> Result<Presented, GatewayError> {
+        let params = super::super::query::QueryParams::parse(query);
+        presented_credentials(headers, params.user, params.password)
+    }
+
     #[test]
     fn each_method_alone_and_two_together_is_an_error() {
-        let p = presented_credentials(&headers(&[(USER_HEADER, "u1"), (KEY_HEADER, "k")]), None)
-            .unwrap();
+        let p = presented(&headers(&[(USER_HEADER, "u1"), (KEY_HEADER, "k")]), None).unwrap();
         assert_eq!((p.user.as_str(), p.password.expose_secret()), ("u1", "k"));
         let basic = format!("Basic {}", BASE64.encode("u2:p:with:colons"));
-        let p = presented_credentials(&headers(&[("authorization", &basic)]), None).unwrap();
+        let p = presented(&headers(&[("authorization", &basic)]), None).unwrap();
         assert_eq!(
             (p.user.as_str(), p.password.expose_secret()),
             ("u2", "p:with:colons")
         );
-        let p = presented_credentials(
+        let p = presented(
             &HeaderMap::new(),
             Some("user=u3&password=p%263&query=SELECT+1"),
         )
         .unwrap();
         assert_eq!((p.user.as_str(), p.password.expose_secret()), ("u3", "p&3"));
-        let p = presented_credentials(&HeaderMap::new(), Some("query=SELECT+1")).unwrap();
+        let p = presented(&HeaderMap::new(), Some("query=SELECT+1")).unwrap();
         assert_eq!(p.user, "default");
 
         assert!(matches!(
-            presented_credentials(
+            presented(
                 &headers(&[(USER_HEADER, "u"), ("authorization", &basic)]),
                 None
             ),
             Err(GatewayError::AmbiguousAuthentication)
         ));
         assert!(matches!(
-            presented_credentials(&headers(&[("authorization", &basic)]), Some("user=x")),
+            presented(&headers(&[("authorization", &basic)]), Some("user=x")),
             Err(GatewayError::AmbiguousAuthentication)
         ));
         assert!(matches!(
-            presented_credentials(&headers(&[(KEY_HEADER, "k")]), Some("password=x")),
+            presented(&headers(&[(KEY_HEADER, "k")]), Some("password=x")),
             Err(GatewayError::AmbiguousAuthentication)
         ));
     }

@@ -1,9 +1,9 @@
 //! Per-connection limits: queries running at once, and requests per minute.
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use dashmap::DashMap;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -14,7 +14,8 @@ const PRUNE_ABOVE: usize = 10_000;
 
 pub struct ConnectionLimits {
     max_concurrent: Option<usize>,
-    running: Mutex<HashMap<i64, Arc<Semaphore>>>,
+    /// Sharded, so requests of different connections do not wait on one lock.
+    running: DashMap<i64, Arc<Semaphore>>,
     rate: Option<DefaultKeyedRateLimiter<i64>>,
 }
 
@@ -28,7 +29,7 @@ impl ConnectionLimits {
     pub fn new(max_concurrent: usize, per_minute: u32) -> Self {
         Self {
             max_concurrent: (max_concurrent > 0).then_some(max_concurrent),
-            running: Mutex::default(),
+            running: DashMap::new(),
             rate: NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
         }
     }
@@ -42,18 +43,21 @@ impl ConnectionLimits {
         let Some(max) = self.max_concurrent else {
             return Ok(Admission { _permit: None });
         };
-        let semaphore = {
-            let mut running = self.running.lock().expect("not poisoned");
-            if running.len() > PRUNE_ABOVE {
-                running.retain(|_, s| s.available_permits() < max);
-                if let Some(rate) = &self.rate {
-                    rate.retain_recent();
+        let existing = self.running.get(&connection_id).map(|s| s.clone());
+        let semaphore = match existing {
+            Some(semaphore) => semaphore,
+            None => {
+                if self.running.len() > PRUNE_ABOVE {
+                    self.running.retain(|_, s| s.available_permits() < max);
+                    if let Some(rate) = &self.rate {
+                        rate.retain_recent();
+                    }
                 }
+                self.running
+                    .entry(connection_id)
+                    .or_insert_with(|| Arc::new(Semaphore::new(max)))
+                    .clone()
             }
-            running
-                .entry(connection_id)
-                .or_insert_with(|| Arc::new(Semaphore::new(max)))
-                .clone()
         };
         let permit = semaphore
             .try_acquire_owned()

@@ -10,20 +10,40 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::limits::Admission;
 
+/// The gateway's totals, registered once: a lookup per request would cost more than the
+/// increment. Totals only, never per connection: a series per connection is unbounded
+/// cardinality for Prometheus.
+#[derive(Clone)]
+pub struct Meters {
+    pub queries: metrics::Counter,
+    response_bytes: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl Meters {
+    pub fn register() -> Self {
+        Self {
+            queries: metrics::counter!("switchboard_gateway_queries_total"),
+            response_bytes: metrics::counter!("switchboard_gateway_response_bytes_total"),
+            duration: metrics::histogram!("switchboard_gateway_query_duration_seconds"),
+        }
+    }
+}
+
 pub struct MeteredBody<B> {
     inner: B,
     admission: Option<Admission>,
-    connection_id: String,
+    meters: Meters,
     started: Instant,
     bytes: u64,
 }
 
 impl<B> MeteredBody<B> {
-    pub fn new(inner: B, admission: Admission, connection_id: String, started: Instant) -> Self {
+    pub fn new(inner: B, admission: Admission, meters: Meters, started: Instant) -> Self {
         Self {
             inner,
             admission: Some(admission),
-            connection_id,
+            meters,
             started,
             bytes: 0,
         }
@@ -32,9 +52,9 @@ impl<B> MeteredBody<B> {
     fn finish(&mut self) {
         // Once: the end of the stream and the drop that follows both land here.
         if self.admission.take().is_some() {
-            metrics::counter!("switchboard_gateway_response_bytes_total", "connection_id" => self.connection_id.clone())
-                .increment(self.bytes);
-            metrics::histogram!("switchboard_gateway_query_duration_seconds", "connection_id" => self.connection_id.clone())
+            self.meters.response_bytes.increment(self.bytes);
+            self.meters
+                .duration
                 .record(self.started.elapsed().as_secs_f64());
         }
     }

@@ -8,6 +8,7 @@
 //! request's `database` URL parameter (or `X-ClickHouse-Database` header); without one it
 //! is refused with a message that says to name it.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,13 +16,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, Response, StatusCode, Uri, header};
+use axum::http::uri::PathAndQuery;
+use axum::http::{HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 use crate::config::GatewaySettings;
 use crate::crypto::CredentialHasher;
@@ -36,13 +38,15 @@ pub mod doctor;
 pub mod error;
 pub mod limits;
 mod metering;
+mod query;
 pub mod upstream;
 
 use auth::{KEY_HEADER, USER_HEADER};
 use directory::CredentialDirectory;
 pub use error::GatewayError;
 use limits::ConnectionLimits;
-use upstream::UpstreamPools;
+use query::QueryParams;
+use upstream::{UpstreamIdentity, UpstreamPools};
 
 /// Request bodies up to this size are read before forwarding, so that a node that
 /// refuses the connection can be skipped for the next one. Larger bodies (big inserts)
@@ -54,25 +58,41 @@ const DRAIN_TIME: Duration = Duration::from_secs(10);
 const QUOTA_HEADER: &str = "x-clickhouse-quota";
 
 /// HTTP client to the upstream nodes: `http://` and `https://` alike.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+pub type UpstreamClient = Client<UpstreamConnector, Body>;
+pub type UpstreamConnector = HttpsConnector<HttpConnector>;
 
-/// The client of the upstream nodes: their connect timeout, the system's CAs and
+/// How the gateway reaches the upstream nodes: their connect timeout, the system's CAs and
 /// `gateway.upstream_ca_file` for `https://` ones.
-pub fn upstream_client(settings: &GatewaySettings) -> anyhow::Result<UpstreamClient> {
+pub fn upstream_connector(settings: &GatewaySettings) -> anyhow::Result<UpstreamConnector> {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(settings.upstream_connect_timeout));
     connector.set_nodelay(true);
     connector.enforce_http(false);
     let tls = crate::net::client_tls_config(settings.upstream_ca_file.as_deref())
         .map_err(|e| e.context("gateway.upstream_ca_file"))?;
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(connector);
-    Ok(Client::builder(TokioExecutor::new())
+        .wrap_connector(connector))
+}
+
+/// A client with a connection pool of its own.
+fn client_with(connector: UpstreamConnector) -> UpstreamClient {
+    Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector))
+        .build(connector)
+}
+
+pub fn upstream_client(settings: &GatewaySettings) -> anyhow::Result<UpstreamClient> {
+    upstream_connector(settings).map(client_with)
+}
+
+/// What one serving thread of the gateway holds: the shared gateway, and a client whose
+/// upstream connections stay on that thread.
+pub struct Worker {
+    gateway: Arc<Gateway>,
+    client: UpstreamClient,
 }
 
 pub struct Gateway {
@@ -80,11 +100,18 @@ pub struct Gateway {
     topology: Arc<Topology>,
     passwords: CredentialHasher,
     trusted_proxies: Vec<IpNet>,
+    connector: UpstreamConnector,
+    /// For health checks; requests use their worker's.
     client: UpstreamClient,
     response_timeout: Duration,
     health_check_interval: Duration,
     pools: Arc<UpstreamPools>,
     limits: ConnectionLimits,
+    /// The organisation's login while no teams are configured.
+    organisation: Option<UpstreamIdentity>,
+    /// Each team's login, for the teams that have one.
+    team_logins: HashMap<i64, UpstreamIdentity>,
+    meters: metering::Meters,
 }
 
 impl Gateway {
@@ -94,25 +121,49 @@ impl Gateway {
         topology: Arc<Topology>,
         passwords: CredentialHasher,
     ) -> anyhow::Result<Self> {
-        let client = upstream_client(settings)?;
+        let connector = upstream_connector(settings)?;
+        let organisation = topology
+            .organisation_user()
+            .map(UpstreamIdentity::of)
+            .transpose()?;
+        let team_logins = topology
+            .teams()
+            .iter()
+            .filter_map(|team| {
+                let user = team.upstream_user.as_deref()?;
+                Some(
+                    UpstreamIdentity::new(user, team.upstream_password.as_ref())
+                        .map(|login| (team.id, login)),
+                )
+            })
+            .collect::<anyhow::Result<_>>()?;
         Ok(Self {
-            pools: Arc::new(UpstreamPools::new(&topology)),
+            pools: Arc::new(UpstreamPools::new(&topology)?),
             directory,
             topology,
             passwords,
             trusted_proxies: settings.trusted_proxies.clone(),
-            client,
+            client: client_with(connector.clone()),
+            connector,
             response_timeout: settings.upstream_response_timeout,
             health_check_interval: settings.health_check_interval,
             limits: ConnectionLimits::new(
                 settings.max_concurrent_queries_per_connection,
                 settings.max_requests_per_minute_per_connection,
             ),
+            organisation,
+            team_logins,
+            meters: metering::Meters::register(),
         })
     }
 
+    /// The gateway's routes for one serving thread (see [`crate::net::serve_on_workers`]).
     pub fn router(self: Arc<Self>) -> Router {
-        Router::new().fallback(handle).with_state(self)
+        let client = client_with(self.connector.clone());
+        Router::new().fallback(handle).with_state(Arc::new(Worker {
+            gateway: self,
+            client,
+        }))
     }
 
     /// Pings every upstream node periodically; runs until dropped.
@@ -161,22 +212,20 @@ impl Gateway {
         Ok(credential)
     }
 
-    /// The ClickHouse user a request logs in upstream as: the organisation's while no
-    /// teams are configured, else the team's that serves it.
-    fn upstream_user<'a>(
-        &'a self,
+    /// The ClickHouse login a request goes upstream with: the organisation's while no
+    /// teams are configured, else that of the team that serves it.
+    fn upstream_login(
+        &self,
         credential: &IssuedCredential,
         database: Option<&str>,
-    ) -> Result<(&'a str, Option<&'a SecretString>), GatewayError> {
-        if let Some(organisation) = self.topology.organisation_user() {
-            return Ok((&organisation.user, organisation.password.as_ref()));
+    ) -> Result<&UpstreamIdentity, GatewayError> {
+        if let Some(organisation) = &self.organisation {
+            return Ok(organisation);
         }
         let team = self.team_for(credential, database)?;
-        let user = team
-            .upstream_user
-            .as_deref()
-            .ok_or(GatewayError::TeamWithoutUpstreamUser(team.id))?;
-        Ok((user, team.upstream_password.as_ref()))
+        self.team_logins
+            .get(&team.id)
+            .ok_or(GatewayError::TeamWithoutUpstreamUser(team.id))
     }
 
     fn team_for<'a>(
@@ -184,19 +233,18 @@ impl Gateway {
         credential: &IssuedCredential,
         database: Option<&str>,
     ) -> Result<&'a Team, GatewayError> {
-        let teams: Vec<&Team> = match &credential.teams {
-            TeamScope::All => self.topology.teams().iter().collect(),
-            TeamScope::Teams(ids) => ids
-                .iter()
-                .filter_map(|id| self.topology.team(*id))
-                .collect(),
+        let in_scope = |team: &&Team| match &credential.teams {
+            TeamScope::All => true,
+            TeamScope::Teams(ids) => ids.contains(&team.id),
         };
-        match (teams.as_slice(), database) {
-            ([only], _) => Ok(only),
-            ([], _) => Err(GatewayError::TeamsNotConfigured),
-            (_, None) => Err(GatewayError::AmbiguousTeam),
-            (_, Some(db)) => teams
+        let mut teams = self.topology.teams().iter().filter(in_scope);
+        match (teams.next(), teams.next(), database) {
+            (None, _, _) => Err(GatewayError::TeamsNotConfigured),
+            (Some(only), None, _) => Ok(only),
+            (Some(_), Some(_), None) => Err(GatewayError::AmbiguousTeam),
+            (Some(first), Some(second), Some(db)) => [first, second]
                 .into_iter()
+                .chain(teams)
                 .find(|t| t.databases.iter().any(|d| d == db))
                 .ok_or_else(|| GatewayError::DatabaseNotInScope(db.to_owned())),
         }
@@ -212,51 +260,18 @@ fn ok_response() -> Response<Body> {
     response
 }
 
-fn has_query_param(query: Option<&str>, name: &str) -> bool {
-    url::form_urlencoded::parse(query.unwrap_or("").as_bytes()).any(|(k, _)| k == name)
-}
-
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-/// The query string without the client's credentials (and its quota key, which goes as a
-/// header); other parameters stay byte for byte.
-fn upstream_query(query: Option<&str>) -> String {
-    query
-        .unwrap_or("")
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| {
-            let key = pair.split('=').next().unwrap_or("");
-            let key = url::form_urlencoded::parse(key.as_bytes())
-                .next()
-                .map(|(k, _)| k.into_owned())
-                .unwrap_or_default();
-            // quota_key goes as the X-ClickHouse-Quota header instead (see `forward`).
-            key != "user" && key != "password" && key != "quota_key"
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
 async fn handle(
-    State(gateway): State<Arc<Gateway>>,
+    State(worker): State<Arc<Worker>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response<Body> {
-    let query = request.uri().query().map(str::to_owned);
-    let path = request.uri().path().to_owned();
+    let mut params = QueryParams::parse(request.uri().query());
     // Liveness answers need no credentials, as in ClickHouse.
-    if path == "/ping"
-        || (path == "/"
-            && request.method() == Method::GET
-            && !has_query_param(query.as_deref(), "query"))
-    {
+    let path = request.uri().path();
+    if path == "/ping" || (path == "/" && request.method() == Method::GET && !params.has_query) {
         return ok_response();
     }
+    let gateway = &worker.gateway;
     let client_ip = auth::client_ip(peer.ip(), request.headers(), &gateway.trusted_proxies);
     let (parts, body) = request.into_parts();
     let refused = |e: GatewayError| {
@@ -266,7 +281,7 @@ async fn handle(
         e.into_response()
     };
     // Everything that can refuse a request is decided before its body is touched.
-    let admitted = match admit(&gateway, client_ip, &parts, query.as_deref()) {
+    let admitted = match admit(gateway, client_ip, &parts, &mut params) {
         Ok(admitted) => admitted,
         Err(e) => {
             let keep_alive = drain(&parts.headers, body).await;
@@ -279,7 +294,7 @@ async fn handle(
             return response;
         }
     };
-    match forward(&gateway, admitted, parts, body, &path, query.as_deref()).await {
+    match forward(&worker, admitted, parts, body, params).await {
         Ok(response) => response,
         Err(e) => refused(e),
     }
@@ -311,8 +326,7 @@ async fn drain(headers: &axum::http::HeaderMap, body: Body) -> bool {
 /// What was decided about a request before its body: who it is, and as whom it goes on.
 struct Admitted<'a> {
     credential: Arc<IssuedCredential>,
-    upstream_user: &'a str,
-    upstream_password: Option<&'a SecretString>,
+    login: &'a UpstreamIdentity,
     candidates: Vec<Arc<upstream::Node>>,
     admission: limits::Admission,
 }
@@ -321,36 +335,33 @@ fn admit<'a>(
     gateway: &'a Gateway,
     client_ip: IpAddr,
     parts: &axum::http::request::Parts,
-    query: Option<&str>,
+    params: &mut QueryParams,
 ) -> Result<Admitted<'a>, GatewayError> {
-    let presented = auth::presented_credentials(&parts.headers, query)?;
+    let presented =
+        auth::presented_credentials(&parts.headers, params.user.take(), params.password.take())?;
     let credential = gateway.authenticate(&presented, client_ip)?;
     drop(presented);
 
-    let database = query_param(query, "database").or_else(|| {
+    let database = params.database.as_deref().or_else(|| {
         parts
             .headers
             .get("x-clickhouse-database")
             .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
     });
-    let (upstream_user, upstream_password) =
-        gateway.upstream_user(&credential, database.as_deref())?;
+    let login = gateway.upstream_login(&credential, database)?;
     let no_upstream = || GatewayError::NoUpstream(credential.region_id.clone());
     let pool = gateway
         .pools
         .region(&credential.region_id)
         .ok_or_else(no_upstream)?;
-    let session_id = query_param(query, "session_id");
-    let candidates = pool.candidates(session_id.as_deref());
+    let candidates = pool.candidates(params.session_id.as_deref());
     if candidates.is_empty() {
         return Err(no_upstream());
     }
     let admission = gateway.limits.admit(credential.connection_id)?;
     Ok(Admitted {
         credential,
-        upstream_user,
-        upstream_password,
+        login,
         candidates,
         admission,
     })
@@ -362,30 +373,30 @@ const UPSTREAM_LOGIN_REFUSED: &[u32] = &[192, 193, 516];
 const REFUSAL_BODY_LIMIT: usize = 64 * 1024;
 
 async fn forward(
-    gateway: &Gateway,
+    worker: &Worker,
     admitted: Admitted<'_>,
     mut parts: axum::http::request::Parts,
     body: Body,
-    path: &str,
-    query: Option<&str>,
+    params: QueryParams,
 ) -> Result<Response<Body>, GatewayError> {
     let Admitted {
         credential,
-        upstream_user,
-        upstream_password,
+        login,
         candidates,
         admission,
     } = admitted;
-    let connection_label = credential.connection_id.to_string();
-    metrics::counter!("switchboard_gateway_queries_total", "connection_id" => connection_label.clone()).increment(1);
+    let gateway = &worker.gateway;
+    gateway.meters.queries.increment(1);
     let started = std::time::Instant::now();
 
-    let upstream_query = upstream_query(query);
-    let path_and_query = if upstream_query.is_empty() {
-        path.to_owned()
+    let path = parts.uri.path();
+    let path_and_query = if params.upstream.is_empty() {
+        PathAndQuery::try_from(path)
     } else {
-        format!("{path}?{upstream_query}")
-    };
+        PathAndQuery::try_from(format!("{path}?{}", params.upstream))
+    }
+    // From a URI that parsed, less some of its parameters: cannot fail.
+    .map_err(|_| GatewayError::NoUpstream(credential.region_id.clone()))?;
 
     strip_hop_by_hop(&mut parts.headers);
     // The client's credentials and address claims never reach the upstream.
@@ -398,45 +409,41 @@ async fn forward(
     }
     parts.headers.remove(USER_HEADER);
     parts.headers.remove(KEY_HEADER);
-    // Validated as header text at start-up (config), so these cannot fail.
-    if let Ok(user) = HeaderValue::from_str(upstream_user) {
-        parts.headers.insert(USER_HEADER, user);
-    }
-    if let Some(password) = upstream_password
-        && let Ok(mut key) = HeaderValue::from_str(password.expose_secret())
-    {
-        key.set_sensitive(true);
-        parts.headers.insert(KEY_HEADER, key);
+    parts.headers.insert(USER_HEADER, login.user.clone());
+    if let Some(key) = &login.key {
+        parts.headers.insert(KEY_HEADER, key.clone());
     }
     // A quota key in the URL counts as an authentication method beside the X-ClickHouse
     // headers the gateway logs in with (ClickHouse refuses the two together, code 194);
     // as the X-ClickHouse-Quota header it means the same and is accepted.
-    if let Some(key) = query_param(query, "quota_key")
+    if let Some(key) = &params.quota_key
         && !parts.headers.contains_key(QUOTA_HEADER)
-        && let Ok(value) = HeaderValue::from_str(&key)
+        && let Ok(value) = HeaderValue::from_str(key)
     {
         parts.headers.insert(QUOTA_HEADER, value);
     }
 
-    let no_upstream = || GatewayError::NoUpstream(credential.region_id.clone());
     let mut body = ReplayableBody::read(body, REPLAYABLE_BODY_LIMIT)
         .await
         .map_err(|_| GatewayError::ClientBody)?;
     let mut last_error = GatewayError::UpstreamUnreachable;
-    for node in candidates {
+    let mut candidates = candidates.into_iter().peekable();
+    while let Some(node) = candidates.next() {
         let Some(outgoing) = body.take_body() else {
             break;
         };
-        let uri: Uri = format!("{}{}", node.base, path_and_query)
-            .parse()
-            .map_err(|_| no_upstream())?;
         let mut upstream_request = axum::http::Request::new(outgoing);
         *upstream_request.method_mut() = parts.method.clone();
-        *upstream_request.uri_mut() = uri;
-        *upstream_request.headers_mut() = parts.headers.clone();
+        *upstream_request.uri_mut() = node.uri(path_and_query.clone());
+        // The last node to try takes the headers; earlier ones need a copy.
+        *upstream_request.headers_mut() = if candidates.peek().is_some() {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
         let attempt = tokio::time::timeout(
             gateway.response_timeout,
-            gateway.client.request(upstream_request),
+            worker.client.request(upstream_request),
         )
         .await;
         let response = match attempt {
@@ -469,42 +476,21 @@ async fn forward(
             .unwrap_or_default();
             let code = error::exception_code(&response_parts.headers, &bytes);
             if code.is_some_and(|c| UPSTREAM_LOGIN_REFUSED.contains(&c)) {
-                tracing::error!(user = upstream_user, upstream = %node.base, code, "upstream rejected the gateway's upstream user: check its password file");
+                tracing::error!(user = login.user_name(), upstream = %node.base, code, "upstream rejected the gateway's upstream user: check its password file");
             } else {
                 tracing::info!(upstream = %node.base, code, "upstream refused the request's own authentication parameters");
             }
             let metered = metering::MeteredBody::new(
                 http_body_util::Full::new(bytes),
                 admission,
-                connection_label,
+                gateway.meters.clone(),
                 started,
             );
             return Ok(Response::from_parts(response_parts, Body::new(metered)));
         }
         let metered =
-            metering::MeteredBody::new(response_body, admission, connection_label, started);
+            metering::MeteredBody::new(response_body, admission, gateway.meters.clone(), started);
         return Ok(Response::from_parts(response_parts, Body::new(metered)));
     }
     Err(last_error)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_are_removed_from_the_query_and_the_rest_kept_verbatim() {
-        assert_eq!(
-            upstream_query(Some(
-                "user=u&query=SELECT%201&password=p&database=db&default_format=JSONEachRow"
-            )),
-            "query=SELECT%201&database=db&default_format=JSONEachRow"
-        );
-        assert_eq!(
-            upstream_query(Some("us%65r=u&x=1")),
-            "x=1",
-            "encoded names are decoded first"
-        );
-        assert_eq!(upstream_query(None), "");
-    }
 }

@@ -5,19 +5,83 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use axum::http::uri::{Authority, PathAndQuery, Scheme};
+use axum::http::{HeaderValue, Uri};
+use secrecy::ExposeSecret;
 use url::Url;
 
 use super::UpstreamClient;
 
-use crate::domain::topology::Topology;
+use crate::domain::topology::{Topology, UpstreamUser};
+
+/// A ClickHouse login as the header values that carry it, built once at start-up rather
+/// than per request. The key's value is marked sensitive, so `Debug` never prints it.
+pub struct UpstreamIdentity {
+    pub user: HeaderValue,
+    pub key: Option<HeaderValue>,
+}
+
+impl UpstreamIdentity {
+    pub fn new(user: &str, password: Option<&secrecy::SecretString>) -> anyhow::Result<Self> {
+        let user = HeaderValue::from_str(user)
+            .map_err(|_| anyhow::anyhow!("upstream user {user:?} is not valid header text"))?;
+        let key = password
+            .map(|p| {
+                HeaderValue::from_str(p.expose_secret()).map(|mut key| {
+                    key.set_sensitive(true);
+                    key
+                })
+            })
+            .transpose()
+            .map_err(|_| {
+                anyhow::anyhow!("the password of upstream user {user:?} is not valid header text")
+            })?;
+        Ok(Self { user, key })
+    }
+
+    pub fn of(user: &UpstreamUser) -> anyhow::Result<Self> {
+        Self::new(&user.user, user.password.as_ref())
+    }
+
+    /// For logs: the user's name (never the key).
+    pub fn user_name(&self) -> &str {
+        self.user.to_str().unwrap_or("?")
+    }
+}
 
 pub struct Node {
     /// Scheme, host and port, without a trailing slash.
     pub base: String,
+    scheme: Scheme,
+    authority: Authority,
     healthy: AtomicBool,
 }
 
 impl Node {
+    fn new(url: &Url) -> anyhow::Result<Self> {
+        let base = url.as_str().trim_end_matches('/').to_owned();
+        let parts = base.parse::<Uri>()?.into_parts();
+        let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
+            anyhow::bail!("upstream {base} has no scheme and host");
+        };
+        Ok(Self {
+            base,
+            scheme,
+            authority,
+            // Optimistic until the first check: a fresh server serves at once.
+            healthy: AtomicBool::new(true),
+        })
+    }
+
+    /// This node's URL for a request's path and query.
+    pub fn uri(&self, path_and_query: PathAndQuery) -> Uri {
+        let mut parts = axum::http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts).expect("scheme, authority and path make a URI")
+    }
+
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
@@ -42,20 +106,14 @@ pub struct RegionPool {
 }
 
 impl RegionPool {
-    fn new(upstreams: &[Url]) -> Self {
-        Self {
+    fn new(upstreams: &[Url]) -> anyhow::Result<Self> {
+        Ok(Self {
             nodes: upstreams
                 .iter()
-                .map(|u| {
-                    Arc::new(Node {
-                        base: u.as_str().trim_end_matches('/').to_owned(),
-                        // Optimistic until the first check: a fresh server serves at once.
-                        healthy: AtomicBool::new(true),
-                    })
-                })
-                .collect(),
+                .map(|u| Node::new(u).map(Arc::new))
+                .collect::<anyhow::Result<_>>()?,
             next: AtomicUsize::new(0),
-        }
+        })
     }
 
     /// The nodes to try, in order. A ClickHouse session lives on one node, so a request
@@ -70,9 +128,19 @@ impl RegionPool {
             return vec![self.nodes[index].clone()];
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let rotated = (0..self.nodes.len()).map(|i| &self.nodes[(start + i) % self.nodes.len()]);
-        let (healthy, unhealthy): (Vec<_>, Vec<_>) = rotated.cloned().partition(|n| n.is_healthy());
-        healthy.into_iter().chain(unhealthy).collect()
+        let mut order = Vec::with_capacity(self.nodes.len());
+        let mut unhealthy = 0;
+        for i in 0..self.nodes.len() {
+            let node = &self.nodes[(start + i) % self.nodes.len()];
+            // Each node's health is read once: it may change meanwhile.
+            if node.is_healthy() {
+                order.insert(order.len() - unhealthy, node.clone());
+            } else {
+                order.push(node.clone());
+                unhealthy += 1;
+            }
+        }
+        order
     }
 }
 
@@ -88,14 +156,14 @@ pub struct UpstreamPools {
 }
 
 impl UpstreamPools {
-    pub fn new(topology: &Topology) -> Self {
-        Self {
+    pub fn new(topology: &Topology) -> anyhow::Result<Self> {
+        Ok(Self {
             by_region: topology
                 .regions()
                 .iter()
-                .map(|r| (r.id.clone(), Arc::new(RegionPool::new(&r.upstreams))))
-                .collect(),
-        }
+                .map(|r| Ok((r.id.clone(), Arc::new(RegionPool::new(&r.upstreams)?))))
+                .collect::<anyhow::Result<_>>()?,
+        })
     }
 
     pub fn region(&self, id: &str) -> Option<&RegionPool> {
@@ -138,7 +206,7 @@ mod tests {
         let urls: Vec<Url> = (0..n)
             .map(|i| Url::parse(&format!("http://127.0.0.1:{}", 9000 + i)).unwrap())
             .collect();
-        RegionPool::new(&urls)
+        RegionPool::new(&urls).unwrap()
     }
 
     #[test]
