@@ -18,8 +18,7 @@ use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::{OnResponse, TraceLayer};
 use url::Url;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -200,6 +199,33 @@ fn guarded<E: DialectError>(
         }))
 }
 
+/// Marks a response as the data plane's (a platform's answer through the passthrough):
+/// logged at debug level, as the gateway logs its queries, so a busy data plane does not
+/// write a log line per call. Every control-plane answer, and every passthrough refusal,
+/// is logged at info.
+#[derive(Clone, Copy)]
+pub struct DataPlaneAnswer;
+
+#[derive(Clone, Copy)]
+struct AccessLog;
+
+impl<B> OnResponse<B> for AccessLog {
+    fn on_response(
+        self,
+        response: &axum::http::Response<B>,
+        latency: std::time::Duration,
+        _span: &tracing::Span,
+    ) {
+        let status = response.status().as_u16();
+        let latency_ms = latency.as_secs_f64() * 1000.0;
+        if response.extensions().get::<DataPlaneAnswer>().is_some() {
+            tracing::debug!(status, latency_ms, "finished processing request");
+        } else {
+            tracing::info!(status, latency_ms, "finished processing request");
+        }
+    }
+}
+
 /// The complete API router with its middleware.
 pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
     use betterstack::ApiError;
@@ -240,7 +266,7 @@ pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
                     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
                 })
                 .on_request(())
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .on_response(AccessLog),
         )
         .layer(PropagateRequestIdLayer::x_request_id());
 

@@ -47,6 +47,10 @@ pub(super) async fn passthrough(
         .passthrough
         .forward(&secret, &key, &path, query.as_deref(), request)
         .await
+        .map(|mut answer| {
+            answer.extensions_mut().insert(crate::api::DataPlaneAnswer);
+            answer
+        })
         .map_err(|e| match e {
             ForwardError::Unauthorized => PicaError::Unauthorized,
             ForwardError::Connection(e) => e.into(),

@@ -65,14 +65,18 @@ impl Postgres {
 
     /// Stops the server at once (as a crash would); its files go with it.
     pub fn stop(&self) {
-        let status = as_server_user(&format!(
-            "{}/pg_ctl -D {}/data -m immediate stop > /dev/null 2>&1",
+        let out = as_server_user(&format!(
+            "{}/pg_ctl -D {}/data -m immediate stop 2>&1",
             self.bin.display(),
             self.dir.display()
         ))
-        .status()
+        .output()
         .unwrap();
-        assert!(status.success(), "pg_ctl stop failed");
+        assert!(
+            out.status.success(),
+            "pg_ctl stop failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 
     fn start() -> Self {
