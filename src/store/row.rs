@@ -79,11 +79,14 @@ pub fn data_connection(json: &str) -> Result<DataConnection, StoreError> {
 }
 
 /// A page of data connections from a JSON array of their objects.
+/// A page as a JSON array, in id order.
 pub fn data_connections(json: &str) -> Result<Vec<DataConnection>, StoreError> {
-    parse_json::<Vec<ConnectionRow>>(json)?
+    let mut page = parse_json::<Vec<ConnectionRow>>(json)?
         .into_iter()
         .map(ConnectionRow::into_domain)
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    page.sort_unstable_by_key(|c| c.id);
+    Ok(page)
 }
 
 /// A row of (connection JSON, password hash).

@@ -41,6 +41,7 @@ pub async fn open(url: &str, acquire_timeout: Duration) -> Result<SqlStore, Stor
     }
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
+        .test_before_acquire(false)
         .acquire_timeout(acquire_timeout)
         .connect_with(options.clone())
         .await
@@ -51,6 +52,9 @@ pub async fn open(url: &str, acquire_timeout: Duration) -> Result<SqlStore, Stor
     services.migrate().await?;
     let reader = SqlitePoolOptions::new()
         .max_connections(4)
+        // A connection to a file in this process does not go stale; checking it on every
+        // acquire is one more round trip to its worker thread per query.
+        .test_before_acquire(false)
         .acquire_timeout(acquire_timeout)
         .connect_with(options.read_only(true))
         .await
