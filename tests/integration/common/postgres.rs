@@ -63,7 +63,7 @@ impl Postgres {
         Self::start()
     }
 
-    /// Stops the server at once (as a crash would); its files go with it.
+    /// Stops the server at once (as a crash would); its files stay until the tests end.
     pub fn stop(&self) {
         let out = as_server_user(&format!(
             "{}/pg_ctl -D {}/data -m immediate stop 2>&1",
@@ -114,11 +114,12 @@ impl Postgres {
             .local_addr()
             .unwrap()
             .port();
-        // The watchdog ends the server, and removes its files, once this process is gone.
+        // The watchdog ends the server, and removes its files, once this process is gone;
+        // only then, so that a test's own `pg_ctl stop` never races the removal.
         let script = format!(
             "{b}/postgres -D {d}/data -p {port} -k {d} -c listen_addresses=127.0.0.1 -c max_connections=400 \
                -c shared_buffers=64MB > {d}/server.log 2>&1 & pg=$!; \
-             while [ -d /proc/{parent} ] && kill -0 $pg 2>/dev/null; do sleep 0.5; done; \
+             while [ -d /proc/{parent} ]; do sleep 0.5; done; \
              kill -INT $pg 2>/dev/null; wait $pg; rm -rf {d}",
             parent = std::process::id()
         );
