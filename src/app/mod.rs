@@ -117,6 +117,7 @@ impl Application {
                 topology.clone(),
                 core.password_hasher.clone(),
                 feed.clone(),
+                directory.clone(),
             ),
             vault_secrets: core.vault_secrets(feed.clone()),
             integrations: integrations.clone(),

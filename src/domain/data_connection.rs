@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::allowlist::IpAllowlist;
 use super::echo::{echo, echo_names};
 use super::pagination::PageRequest;
-use super::ports::{ChangeSync, DataConnectionStore, StoreError};
+use super::ports::{ChangeSync, DataConnectionStore, IdRanks, PageStart, StoreError};
 use super::time::Timestamp;
 use super::token::{Principal, User};
 use super::topology::{Region, Team, Topology};
@@ -178,6 +178,7 @@ pub struct DataConnections {
     /// A create or delete returns once the gateway's snapshot holds it, so the very next
     /// gateway request sees the change.
     snapshots: Arc<dyn ChangeSync>,
+    ranks: Arc<dyn IdRanks>,
 }
 
 impl DataConnections {
@@ -186,12 +187,14 @@ impl DataConnections {
         topology: Arc<Topology>,
         passwords: CredentialHasher,
         snapshots: Arc<dyn ChangeSync>,
+        ranks: Arc<dyn IdRanks>,
     ) -> Self {
         Self {
             store,
             topology,
             passwords,
             snapshots,
+            ranks,
         }
     }
 
@@ -353,9 +356,17 @@ impl DataConnections {
             // Beyond any representable offset: certainly past the end.
             return Ok((Vec::new(), self.store.count_data_connections().await?));
         };
+        // The page's first id from memory, so the database seeks to it rather than reading
+        // every row before it. Until a change reaches this process's index (milliseconds,
+        // and never after this process's own writes return) a boundary may sit a row off
+        // the exact offset; past the index's end the database counts the offset itself.
+        let start = u64::try_from(offset)
+            .ok()
+            .and_then(|o| self.ranks.id_at(o))
+            .map_or(PageStart::Offset(offset), PageStart::FromId);
         Ok(self
             .store
-            .list_data_connections(offset, page.limit())
+            .list_data_connections(start, page.limit())
             .await?)
     }
 

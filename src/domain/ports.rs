@@ -118,6 +118,22 @@ pub trait TokenStore: Send + Sync {
     async fn find_api_token(&self, hash: &CredentialHash) -> Result<Option<Principal>, StoreError>;
 }
 
+/// Where a page of data connections starts, in id order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageStart {
+    /// After skipping this many (the database reads every row it skips).
+    Offset(i64),
+    /// At the first connection whose id is at least this (an index seek).
+    FromId(i64),
+}
+
+/// The ids of all data connections in order, held in memory and kept by the change feed,
+/// so that a page's first id is found without the database skipping rows.
+pub trait IdRanks: Send + Sync {
+    /// The id `offset` places after the first, when there are that many.
+    fn id_at(&self, offset: u64) -> Option<i64>;
+}
+
 #[async_trait]
 pub trait DataConnectionStore: Send + Sync {
     async fn insert_data_connection(
@@ -127,7 +143,7 @@ pub trait DataConnectionStore: Send + Sync {
     /// A page in id order, and the total number of connections (the same state).
     async fn list_data_connections(
         &self,
-        offset: i64,
+        start: PageStart,
         limit: i64,
     ) -> Result<(Vec<DataConnection>, u64), StoreError>;
     async fn count_data_connections(&self) -> Result<u64, StoreError>;

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use imbl::HashMap;
+use imbl::{HashMap, Vector};
 
 use crate::domain::data_connection::IssuedCredential;
-use crate::domain::ports::{Change, DataConnectionStore, Entity, StoreError};
+use crate::domain::ports::{Change, DataConnectionStore, Entity, IdRanks, StoreError};
 use crate::feed::{Follower, SnapshotCell};
 
 /// Persistent maps: a change copies a path of the tree, not every entry, so issuing a
@@ -17,17 +17,20 @@ use crate::feed::{Follower, SnapshotCell};
 struct Snapshot {
     by_username: HashMap<String, Arc<IssuedCredential>>,
     username_by_id: HashMap<i64, String>,
+    /// Every id, ascending: the control plane's page boundaries ([`IdRanks`]).
+    ids: Vector<i64>,
 }
 
 impl Snapshot {
     fn insert(&mut self, credential: IssuedCredential) {
-        // A connection's username never changes, but a stale entry must not linger.
-        if let Some(old) = self
-            .username_by_id
-            .insert(credential.connection_id, credential.username.clone())
-            && old != credential.username
-        {
-            self.by_username.remove(&old);
+        let id = credential.connection_id;
+        match self.username_by_id.insert(id, credential.username.clone()) {
+            // A connection's username never changes, but a stale entry must not linger.
+            Some(old) if old != credential.username => {
+                self.by_username.remove(&old);
+            }
+            Some(_) => {}
+            None => self.ids.insert_ord(id),
         }
         self.by_username
             .insert(credential.username.clone(), Arc::new(credential));
@@ -36,6 +39,9 @@ impl Snapshot {
     fn remove(&mut self, connection_id: i64) {
         if let Some(username) = self.username_by_id.remove(&connection_id) {
             self.by_username.remove(&username);
+            if let Ok(at) = self.ids.binary_search(&connection_id) {
+                self.ids.remove(at);
+            }
         }
     }
 }
@@ -67,11 +73,28 @@ impl CredentialDirectory {
     }
 
     pub fn replace_all(&self, credentials: Vec<IssuedCredential>) {
-        let mut snapshot = Snapshot::default();
+        let mut ids: Vec<i64> = credentials.iter().map(|c| c.connection_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut snapshot = Snapshot {
+            ids: ids.into_iter().collect(),
+            ..Snapshot::default()
+        };
         for c in credentials {
-            snapshot.insert(c);
+            // The ids are in already: only the maps are filled.
+            snapshot
+                .username_by_id
+                .insert(c.connection_id, c.username.clone());
+            snapshot.by_username.insert(c.username.clone(), Arc::new(c));
         }
         self.current.replace(snapshot);
+    }
+}
+
+impl IdRanks for CredentialDirectory {
+    fn id_at(&self, offset: u64) -> Option<i64> {
+        let at = usize::try_from(offset).ok()?;
+        self.current.load().ids.get(at).copied()
     }
 }
 
@@ -131,6 +154,31 @@ mod tests {
             ip_allowlist: IpAllowlist::default(),
             teams: TeamScope::All,
             region_id: "r".into(),
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the order of upserts and removals, the ranks are the ids in order.
+        #[test]
+        fn ranks_follow_every_change(
+            ops in proptest::collection::vec((proptest::bool::ANY, 0i64..64), 0..200),
+            preload in proptest::collection::vec(0i64..64, 0..20),
+        ) {
+            let dir = CredentialDirectory::default();
+            dir.replace_all(preload.iter().map(|&id| credential(id)).collect());
+            let mut model: std::collections::BTreeSet<i64> = preload.into_iter().collect();
+            for (upsert, id) in ops {
+                if upsert {
+                    dir.upsert(credential(id));
+                    model.insert(id);
+                } else {
+                    dir.remove(id);
+                    model.remove(&id);
+                }
+            }
+            let ranked: Vec<i64> = (0..).map_while(|k| dir.id_at(k)).collect();
+            proptest::prop_assert_eq!(ranked, model.iter().copied().collect::<Vec<_>>());
+            proptest::prop_assert_eq!(dir.len(), model.len());
         }
     }
 

@@ -14,7 +14,7 @@ use crate::domain::integration::{ConnectionState, Environment, IntegrationConnec
 pub use crate::domain::ports::StoreError;
 use crate::domain::ports::{
     Change, ChangeLog, ChangeSeq, ChangeSignal, DataConnectionStore, Entity, Health,
-    IntegrationStore, MetaStore, RefreshFailure, RefreshStore, SealedIntegration, Store,
+    IntegrationStore, MetaStore, PageStart, RefreshFailure, RefreshStore, SealedIntegration, Store,
     TokenStore, VaultSecret, VaultSecretStore,
 };
 use crate::domain::time::Timestamp;
@@ -321,15 +321,14 @@ impl DataConnectionStore for SqlStore {
 
     async fn list_data_connections(
         &self,
-        offset: i64,
+        start: PageStart,
         limit: i64,
     ) -> Result<(Vec<DataConnection>, u64), StoreError> {
-        let mut row = self
+        let rows = self
             .reader
-            .fetch_one(&self.connections.page(offset, limit))
+            .fetch(&self.connections.page(start, limit))
             .await?;
-        let page = row::data_connections(&row.text(0)?)?;
-        Ok((page, row.opt_int(1)?.unwrap_or(0) as u64))
+        row::data_connection_page(self.connections.shape, rows)
     }
 
     async fn count_data_connections(&self) -> Result<u64, StoreError> {

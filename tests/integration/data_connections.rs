@@ -662,6 +662,34 @@ async fn pagination_arithmetic() {
         let field = q.split('=').next().unwrap();
         assert_eq!(body["invalid_attributes"], json!([field]), "{q}");
     }
+
+    // After deletes (the first, two in the middle, the last) and new connections, every
+    // page is still exactly its slice of the ids in order.
+    for id in [ids[0], ids[2], ids[3], ids[6]] {
+        let resp = server
+            .delete(&format!("/api/v1/connections/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.status());
+    }
+    let mut left: Vec<i64> = [ids[1], ids[4], ids[5]].into();
+    for _ in 0..4 {
+        let c = create(&server, json!({"client_type": "clickhouse"})).await;
+        left.push(c["data"]["attributes"]["id"].as_i64().unwrap());
+    }
+    for per_page in 1..=4 {
+        for number in 1..=8 {
+            let (_, body) = page(&format!("page={number}&per_page={per_page}")).await;
+            let from = ((number - 1) * per_page).min(left.len());
+            let to = (from + per_page).min(left.len());
+            assert_eq!(
+                listed_ids(&body),
+                left[from..to],
+                "page {number} of {per_page}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard::domain::allowlist::IpAllowlist;
-use switchboard::domain::data_connection::{ClientType, NewDataConnection, TeamScope};
+use switchboard::domain::data_connection::{
+    ClientType, DataConnection, NewDataConnection, TeamScope,
+};
 use switchboard::domain::integration::{
     ConnectionState, Environment, Health as ConnectionHealth, IdentityType, IntegrationConnection,
     ListFilter,
@@ -190,7 +192,10 @@ pub async fn first_token_under_concurrency(store: Arc<SqlStore>) {
 
 pub async fn data_connections(store: Arc<SqlStore>) {
     assert_eq!(store.count_data_connections().await.unwrap(), 0);
-    let (page, total) = store.list_data_connections(0, 50).await.unwrap();
+    let (page, total) = store
+        .list_data_connections(PageStart::Offset(0), 50)
+        .await
+        .unwrap();
     assert!(page.is_empty());
     assert_eq!(total, 0);
 
@@ -226,14 +231,38 @@ pub async fn data_connections(store: Arc<SqlStore>) {
     // Pages in id order, with the total beside each.
     let all: Vec<i64> = made.iter().map(|c| c.id).collect();
     assert!(all.windows(2).all(|w| w[0] < w[1]));
-    let (first, total) = store.list_data_connections(0, 3).await.unwrap();
+    let ids = |page: &[DataConnection]| page.iter().map(|c| c.id).collect::<Vec<_>>();
+    let (first, total) = store
+        .list_data_connections(PageStart::Offset(0), 3)
+        .await
+        .unwrap();
     assert_eq!(total, 7);
-    assert_eq!(first.iter().map(|c| c.id).collect::<Vec<_>>(), all[..3]);
-    let (last, _) = store.list_data_connections(6, 3).await.unwrap();
-    assert_eq!(last.iter().map(|c| c.id).collect::<Vec<_>>(), all[6..]);
-    let (beyond, total) = store.list_data_connections(50, 3).await.unwrap();
+    assert_eq!(ids(&first), all[..3]);
+    let (last, _) = store
+        .list_data_connections(PageStart::Offset(6), 3)
+        .await
+        .unwrap();
+    assert_eq!(ids(&last), all[6..]);
+    let (beyond, total) = store
+        .list_data_connections(PageStart::Offset(50), 3)
+        .await
+        .unwrap();
     assert!(beyond.is_empty());
     assert_eq!(total, 7);
+    // From an id: the same pages as by offset, found by seeking.
+    for (at, id) in all.iter().enumerate() {
+        let (by_id, total) = store
+            .list_data_connections(PageStart::FromId(*id), 3)
+            .await
+            .unwrap();
+        assert_eq!(total, 7);
+        assert_eq!(ids(&by_id), all[at..(at + 3).min(all.len())]);
+    }
+    let (past, _) = store
+        .list_data_connections(PageStart::FromId(all[6] + 1), 3)
+        .await
+        .unwrap();
+    assert!(past.is_empty());
 
     // What is read back is what was written.
     let got = store
@@ -286,7 +315,10 @@ pub async fn data_connections(store: Arc<SqlStore>) {
             .is_none()
     );
     assert_eq!(store.count_data_connections().await.unwrap(), 6);
-    let (_, total) = store.list_data_connections(0, 1).await.unwrap();
+    let (_, total) = store
+        .list_data_connections(PageStart::Offset(0), 1)
+        .await
+        .unwrap();
     assert_eq!(total, 6);
     let recorded = changes(&store).await;
     assert_eq!(recorded.len(), 8, "7 creates and 1 delete: {recorded:?}");
