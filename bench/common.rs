@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// `--name VALUE` from the command line, or `default`.
@@ -179,4 +180,81 @@ where
         elapsed: start.elapsed(),
         latency,
     }
+}
+
+/// nginx as the reference proxy: one worker, keep-alive to `upstream_port`, buffering off;
+/// `extra` is added to its `location` (say, a header it sets). Returns it and its URL.
+pub fn nginx_proxy(upstream_port: u16, extra: &str) -> (Process, String) {
+    start_nginx(
+        &format!("upstream origin {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}"),
+        &format!(
+            "proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_buffering off;
+            proxy_request_buffering off;
+            {extra}"
+        ),
+    )
+}
+
+/// nginx answering every request `200 {"ok":true}` itself: a platform that costs next to
+/// nothing, so a proxy's own cost shows.
+pub fn nginx_platform() -> (Process, String) {
+    start_nginx(
+        "",
+        "default_type application/json; return 200 '{\"ok\":true}';",
+    )
+}
+
+fn start_nginx(http_extra: &str, location: &str) -> (Process, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let root = dir.path().display();
+    let config = format!(
+        r#"
+worker_processes 1;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    {http_extra}
+    server {{
+        listen 127.0.0.1:{port};
+        keepalive_requests 100000;
+        location / {{
+            {location}
+        }}
+    }}
+}}
+"#
+    );
+    std::fs::write(dir.path().join("nginx.conf"), config).unwrap();
+    let child = Command::new("nginx")
+        .args(["-c", &format!("{root}/nginx.conf"), "-p", &root.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx is installed (scripts/bench.sh installs it)");
+    let url = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nginx did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (Process { child, dir }, url)
 }

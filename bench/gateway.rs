@@ -10,11 +10,10 @@
 mod clickhouse;
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clickhouse::{ClickHouse, TEAM_A_PASSWORD};
-use common::{Figures, Process, Switchboard, TOKEN, arg, drive, start_switchboard};
+use common::{Figures, Switchboard, TOKEN, arg, drive, nginx_proxy, start_switchboard};
 
 fn start_gateway(ch: &ClickHouse) -> Switchboard {
     let config = format!(
@@ -39,61 +38,6 @@ upstream_password_file = "team_a.secret"
         ch.url
     );
     start_switchboard(&config, &[("team_a.secret", TEAM_A_PASSWORD)], &[])
-}
-
-fn start_nginx(upstream_port: u16) -> (Process, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let root = dir.path().display();
-    let config = format!(
-        r#"
-worker_processes 1;
-daemon off;
-pid {root}/nginx.pid;
-error_log {root}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {root}/body;
-    proxy_temp_path {root}/proxy;
-    fastcgi_temp_path {root}/fastcgi;
-    uwsgi_temp_path {root}/uwsgi;
-    scgi_temp_path {root}/scgi;
-    upstream clickhouse {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://clickhouse;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-            proxy_request_buffering off;
-        }}
-    }}
-}}
-"#
-    );
-    std::fs::write(dir.path().join("nginx.conf"), config).unwrap();
-    let child = Command::new("nginx")
-        .args(["-c", &format!("{root}/nginx.conf"), "-p", &root.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx is installed (scripts/bench.sh installs it)");
-    let url = format!("http://127.0.0.1:{port}");
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "nginx did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (Process { child, dir }, url)
 }
 
 #[derive(Clone)]
@@ -191,7 +135,7 @@ fn main() {
         let ch = ClickHouse::start().await;
         let switchboard = start_gateway(&ch);
         let (api, gateway_url) = (switchboard.api.clone(), switchboard.gateway.clone());
-        let (_nginx, nginx_url) = start_nginx(ch.port);
+        let (_nginx, nginx_url) = nginx_proxy(ch.port, "");
         let client = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
         let created: serde_json::Value = client
             .post(format!("{api}/api/v1/connections"))

@@ -1,26 +1,20 @@
 //! Vault benchmark: lists with two filters over many stored integration connections, and
-//! the passthrough's overhead against calling the (local) platform directly.
+//! the passthrough's overhead against calling the (local) platform directly, beside nginx
+//! proxying to the same platform. The platform is nginx answering `{"ok":true}` itself.
 //!
 //! Run: `cargo bench --bench vault` (options: `-- --connections N --seconds S`).
-//! Client, server and the fake platform share this machine's cores.
+//! Client, server and the fake platform share this machine's cores. Needs nginx
+//! (scripts/bench.sh installs it).
 
 mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Switchboard, arg, drive, start_switchboard};
+use common::{Switchboard, arg, drive, nginx_platform, nginx_proxy, start_switchboard};
 use reqwest::StatusCode;
 
 const SECRET: &str = "sk_test_bench0123456789abcdefghij";
-
-async fn fake_platform() -> String {
-    let app = axum::Router::new().fallback(|| async { "{\"ok\":true}" });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
-}
 
 fn start_server(platform: &str) -> Switchboard {
     let config = format!(
@@ -50,7 +44,13 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let platform = fake_platform().await;
+        let (_platform, platform) = nginx_platform();
+        let platform_port: u16 = platform.rsplit(':').next().unwrap().parse().unwrap();
+        // The reference: nginx doing what the passthrough does (forward, set a credential).
+        let (_nginx, nginx) = nginx_proxy(
+            platform_port,
+            "proxy_set_header Authorization \"Bearer re_bench\";",
+        );
         let server = start_server(&platform);
         let api = Arc::new(server.api.clone());
         let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
@@ -114,10 +114,16 @@ fn main() {
             .unwrap();
         let key = Arc::new(key["rows"][0]["key"].as_str().unwrap().to_owned());
         println!();
-        for concurrency in [1usize, 16] {
+        let mut ratios = Vec::new();
+        for concurrency in [1usize, 64] {
             let (c, p) = (client.clone(), Arc::new(platform.clone()));
             let direct = drive("direct", concurrency, None, seconds, move |_| {
                 fetch(c.get(format!("{p}/v1/ping")), StatusCode::OK)
+            })
+            .await;
+            let (c, n) = (client.clone(), Arc::new(nginx.clone()));
+            let reference = drive("nginx", concurrency, None, seconds, move |_| {
+                fetch(c.get(format!("{n}/v1/ping")), StatusCode::OK)
             })
             .await;
             let (c, a, k) = (client.clone(), api.clone(), key.clone());
@@ -129,14 +135,20 @@ fn main() {
                 fetch(request, StatusCode::OK)
             })
             .await;
+            for figures in [&direct, &reference, &proxied] {
+                figures.print();
+            }
+            ratios.push((concurrency, direct, reference, proxied));
+        }
+        println!("\nratios (passthrough vs calling the platform directly; nginx proxying the same for reference)");
+        for (concurrency, direct, reference, proxied) in ratios {
             println!(
-                "platform call, {concurrency:>2} clients: direct {:>7.0} req/s p50 {:.3} ms | passthrough {:>7.0} req/s p50 {:.3} ms | {:.2}x req/s, +{:.3} ms p50",
-                direct.rps(),
-                direct.p50_ms(),
-                proxied.rps(),
-                proxied.p50_ms(),
+                "  conc {concurrency:>2}: added p50 {:+.3} ms (nginx {:+.3} ms); req/s {:.2}x (nginx {:.2}x); passthrough/nginx req/s {:.2}x",
+                proxied.p50_ms() - direct.p50_ms(),
+                reference.p50_ms() - direct.p50_ms(),
                 proxied.rps() / direct.rps(),
-                proxied.p50_ms() - direct.p50_ms()
+                reference.rps() / direct.rps(),
+                proxied.rps() / reference.rps(),
             );
         }
     });
