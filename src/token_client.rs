@@ -1,5 +1,6 @@
-//! The OAuth2 token endpoint client: refresh tokens are exchanged with a platform's
-//! token endpoint (RFC 6749 section 6), the client authenticating in the form body, through
+//! The OAuth2 token endpoint client: refresh tokens (RFC 6749 section 6) and authorization
+//! codes (section 4.1.3, with PKCE) are exchanged with a platform's token endpoint, the
+//! client authenticating in the form body or with HTTP Basic, through
 //! the guarded outbound client (timeouts, no private addresses unless the platform allows
 //! them). It implements the domain's [`TokenEndpoint`] port.
 
@@ -11,7 +12,10 @@ use axum::http::{Request, header};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use crate::domain::catalog::{AuthMethod, Platform};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use crate::domain::catalog::{AuthMethod, ClientAuth, Platform};
 use crate::domain::oauth::{TokenEndpoint, TokenError, TokenGrant};
 use crate::net::outbound::OutboundClient;
 
@@ -42,18 +46,19 @@ struct TokenFailure {
     error_description: Option<String>,
 }
 
-#[async_trait::async_trait]
-impl TokenEndpoint for TokenClient {
-    async fn refresh(
+/// The grant requests both flows send: `fields` and the client's authentication.
+impl TokenClient {
+    async fn request(
         &self,
         platform: &Platform,
-        refresh_token: &SecretString,
+        fields: &[(&str, &str)],
     ) -> Result<TokenGrant, TokenError> {
         let AuthMethod::OAuth2 {
             token_url,
             client_id,
             client_secret,
-            scopes,
+            client_auth,
+            ..
         } = &platform.auth
         else {
             return Err(TokenError::Failed(format!(
@@ -61,22 +66,42 @@ impl TokenEndpoint for TokenClient {
                 platform.key
             )));
         };
+        let mut request = Request::post(token_url.as_str())
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json");
         let form = {
             let mut form = url::form_urlencoded::Serializer::new(String::new());
-            form.append_pair("grant_type", "refresh_token")
-                .append_pair("refresh_token", refresh_token.expose_secret())
-                .append_pair("client_id", client_id);
-            if let Some(secret) = client_secret {
-                form.append_pair("client_secret", secret.expose_secret());
+            for (name, value) in fields {
+                form.append_pair(name, value);
             }
-            if !scopes.is_empty() {
-                form.append_pair("scope", &scopes.join(" "));
+            match (client_auth, client_secret) {
+                (ClientAuth::SecretBasic, Some(secret)) => {
+                    // RFC 6749 section 2.3.1: each part form-encoded, then Basic.
+                    let encode = |v: &str| {
+                        url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()
+                    };
+                    let pair = Zeroizing::new(format!(
+                        "{}:{}",
+                        encode(client_id),
+                        encode(secret.expose_secret())
+                    ));
+                    let value = Zeroizing::new(format!("Basic {}", BASE64.encode(pair.as_bytes())));
+                    let mut value = header::HeaderValue::from_str(&value).map_err(|_| {
+                        TokenError::Failed("the client secret is not header-safe".into())
+                    })?;
+                    value.set_sensitive(true);
+                    request = request.header(header::AUTHORIZATION, value);
+                }
+                (_, secret) => {
+                    form.append_pair("client_id", client_id);
+                    if let Some(secret) = secret {
+                        form.append_pair("client_secret", secret.expose_secret());
+                    }
+                }
             }
             Zeroizing::new(form.finish())
         };
-        let request = Request::post(token_url.as_str())
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(header::ACCEPT, "application/json")
+        let request = request
             .body(Body::from(form.as_bytes().to_vec()))
             .map_err(|_| TokenError::Failed("the token URL is not a valid URI".into()))?;
         let response = self
@@ -126,5 +151,50 @@ impl TokenEndpoint for TokenClient {
                 "token endpoint answered {status}"
             ))),
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenEndpoint for TokenClient {
+    async fn refresh(
+        &self,
+        platform: &Platform,
+        refresh_token: &SecretString,
+    ) -> Result<TokenGrant, TokenError> {
+        let scope = match &platform.auth {
+            AuthMethod::OAuth2 {
+                scopes,
+                scope_separator,
+                ..
+            } if !scopes.is_empty() => Some(scopes.join(scope_separator)),
+            _ => None,
+        };
+        let mut fields = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.expose_secret()),
+        ];
+        if let Some(scope) = &scope {
+            fields.push(("scope", scope));
+        }
+        self.request(platform, &fields).await
+    }
+
+    async fn exchange_code(
+        &self,
+        platform: &Platform,
+        code: &SecretString,
+        verifier: &SecretString,
+        redirect_uri: &str,
+    ) -> Result<TokenGrant, TokenError> {
+        self.request(
+            platform,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code.expose_secret()),
+                ("redirect_uri", redirect_uri),
+                ("code_verifier", verifier.expose_secret()),
+            ],
+        )
+        .await
     }
 }

@@ -24,6 +24,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::ApiSettings;
+use crate::domain::connect::ConnectSessions;
 use crate::domain::data_connection::DataConnections;
 use crate::domain::integration::{Integrations, VaultSecrets};
 use crate::domain::ports::{Health, StoreError};
@@ -32,6 +33,7 @@ use crate::passthrough::Passthrough;
 
 pub mod betterstack;
 mod body;
+pub mod connect;
 mod health;
 mod openapi;
 pub mod pica;
@@ -46,6 +48,7 @@ pub struct AppServices {
     pub vault_secrets: VaultSecrets,
     pub integrations: Arc<Integrations>,
     pub passthrough: Arc<Passthrough>,
+    pub connect: Arc<ConnectSessions>,
     /// Base of absolute links in responses, without a trailing slash.
     pub public_url: String,
 }
@@ -226,6 +229,21 @@ impl<B> OnResponse<B> for AccessLog {
     }
 }
 
+/// A request path as the access log shows it: a connect session's token (the link's
+/// secret) is replaced by `{token}`.
+fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    const SESSIONS: &str = "/v1/connect/sessions/";
+    for prefix in [connect::PREFIX, SESSIONS] {
+        if let Some(rest) = path.strip_prefix(prefix)
+            && !rest.is_empty()
+        {
+            let after = rest.find('/').map_or("", |i| &rest[i..]);
+            return format!("{prefix}{{token}}{after}").into();
+        }
+    }
+    path.into()
+}
+
 /// The complete API router with its middleware.
 pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
     use betterstack::ApiError;
@@ -243,6 +261,16 @@ pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
             false,
         ))
         .merge(guarded::<ApiError>(health::router(), settings, true))
+        .merge(guarded::<connect::PageError>(
+            connect::router(),
+            settings,
+            true,
+        ))
+        .merge(guarded::<connect::PageError>(
+            connect::callback_router(),
+            settings,
+            true,
+        ))
         .split_for_parts();
     state
         .openapi_json
@@ -262,8 +290,10 @@ pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
                         .get("x-request-id")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-");
-                    // The path only: query strings may carry credentials.
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
+                    // The path only (query strings may carry credentials), without a
+                    // connect session's token.
+                    let path = loggable_path(req.uri().path());
+                    tracing::info_span!("request", method = %req.method(), path = %path, request_id)
                 })
                 .on_request(())
                 .on_response(AccessLog),

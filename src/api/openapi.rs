@@ -15,6 +15,7 @@ use super::pica;
     tags(
         (name = "connections", description = "ClickHouse data connections (Better Stack dialect)"),
         (name = "vault", description = "Integration connections (Pica dialect)"),
+        (name = "connect", description = "Connect sessions: links end users follow to link an account"),
         (name = "operations", description = "Health and service documents"),
     )
 )]

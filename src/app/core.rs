@@ -27,6 +27,8 @@ pub struct Core {
     pub password_hasher: CredentialHasher,
     pub token_hasher: CredentialHasher,
     pub vault_secret_hasher: CredentialHasher,
+    /// Connect sessions' link tokens and OAuth2 states.
+    pub connect_hasher: CredentialHasher,
 }
 
 /// Refuses to go on unless the configured database is an existing install, so a command
@@ -110,6 +112,7 @@ impl Core {
             ),
             token_hasher: CredentialHasher::new(&hash_key, "switchboard/api-token/v1"),
             vault_secret_hasher: CredentialHasher::new(&hash_key, "switchboard/vault-secret/v1"),
+            connect_hasher: CredentialHasher::new(&hash_key, "switchboard/connect-session/v1"),
             sealer: Arc::new(sealer),
             store,
         })

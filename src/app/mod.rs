@@ -12,6 +12,7 @@ use url::Url;
 
 use crate::api::{self, AppServices};
 use crate::config::{Settings, TlsFiles};
+use crate::domain::connect::{ConnectSessions, ConnectSettings};
 use crate::domain::data_connection::DataConnections;
 use crate::domain::integration::Integrations;
 use crate::feed::ChangeFeed;
@@ -100,14 +101,28 @@ impl Application {
             settings.passthrough_timeouts.0,
             settings.passthrough_timeouts.1,
         ));
+        let token_client = Arc::new(TokenClient::new(outbound.clone()));
         let integrations = Arc::new(Integrations::new(
             core.store.clone(),
             core.store.clone(),
             feed.clone(),
             Arc::new(settings.catalog.clone()),
             core.sealer.clone(),
-            Arc::new(TokenClient::new(outbound.clone())),
+            token_client.clone(),
             settings.oauth.clone(),
+        ));
+        let connect = Arc::new(ConnectSessions::new(
+            core.store.clone(),
+            integrations.clone(),
+            token_client,
+            core.connect_hasher.clone(),
+            core.sealer.clone(),
+            ConnectSettings {
+                session_ttl: settings.connect.session_ttl,
+                allowed_return_origins: settings.connect.allowed_return_origins.clone(),
+                public_url: public_url.clone(),
+            },
+            settings.oauth.default_token_lifetime,
         ));
         let services = Arc::new(AppServices {
             health: core.store.clone(),
@@ -127,6 +142,7 @@ impl Application {
                 vault,
                 core.vault_secret_hasher.clone(),
             )),
+            connect,
             public_url: AppServices::public_base(&public_url),
         });
         let router = api::router(services.clone(), &settings.api);
@@ -185,7 +201,11 @@ impl Application {
             tokio::spawn(self.feed.clone().run(stop_rx.clone())),
             tokio::spawn(self.gateway.health_checks()),
             tokio::spawn(refresh_oauth_tokens(self.services.clone(), stop_rx.clone())),
-            tokio::spawn(maintain_store(self.store.clone(), stop_rx.clone())),
+            tokio::spawn(maintain_store(
+                self.store.clone(),
+                self.services.connect.clone(),
+                stop_rx.clone(),
+            )),
             tokio::spawn(check_upstream_users(
                 self.upstream_client.clone(),
                 self.topology.clone(),

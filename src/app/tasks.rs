@@ -62,6 +62,7 @@ pub(super) async fn refresh_oauth_tokens(
 /// leave list queries on a plan chosen for an empty table), and the change log short.
 pub(super) async fn maintain_store(
     store: Arc<SqlStore>,
+    connect: Arc<crate::domain::connect::ConnectSessions>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -76,6 +77,11 @@ pub(super) async fn maintain_store(
             chrono::Utc::now().timestamp_micros() - CHANGE_LOG_RETENTION.as_micros() as i64;
         if let Err(e) = store.prune_changes(before).await {
             tracing::warn!(error = %e, "pruning the change log failed");
+        }
+        match connect.clean_up().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(sessions = n, "forgot expired connect sessions"),
+            Err(e) => tracing::warn!(error = %e, "forgetting expired connect sessions failed"),
         }
     }
 }

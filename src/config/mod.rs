@@ -150,6 +150,14 @@ pub struct Settings {
     /// Outbound calls of the passthrough: connect, and wait for response headers.
     pub passthrough_timeouts: (Duration, Duration),
     pub oauth: OAuthSettings,
+    pub connect: ConnectConfig,
+}
+
+/// `[connect]`: connect sessions' lifetime and where they may send people back to.
+#[derive(Debug, Clone)]
+pub struct ConnectConfig {
+    pub session_ttl: Duration,
+    pub allowed_return_origins: Vec<url::Origin>,
 }
 
 impl Settings {

@@ -6,7 +6,7 @@ use url::Url;
 
 use super::raw::RawPlatform;
 use super::validate::read_secret_file;
-use crate::domain::catalog::{AuthMethod, Catalog, Platform, builtin_platforms};
+use crate::domain::catalog::{AuthMethod, Catalog, ClientAuth, Platform, builtin_platforms};
 
 pub fn validate_platforms(raw: Vec<RawPlatform>) -> anyhow::Result<Catalog> {
     let mut platforms = builtin_platforms();
@@ -32,6 +32,8 @@ pub fn validate_platforms(raw: Vec<RawPlatform>) -> anyhow::Result<Catalog> {
                 auth: AuthMethod::Bearer,
                 version: "1.0.0".into(),
                 allow_private_network: false,
+                category: "Other".into(),
+                image: None,
             },
             (None, None) => bail!("{at}: a new platform needs base_url (and auth)"),
         };
@@ -51,6 +53,12 @@ pub fn validate_platforms(raw: Vec<RawPlatform>) -> anyhow::Result<Catalog> {
         }
         if let Some(v) = r.version {
             p.version = v;
+        }
+        if let Some(category) = r.category {
+            p.category = category;
+        }
+        if let Some(image) = r.image {
+            p.image = Some(image);
         }
         if let Some(allow) = r.allow_private_network {
             p.allow_private_network = allow;
@@ -84,12 +92,69 @@ pub fn validate_platforms(raw: Vec<RawPlatform>) -> anyhow::Result<Catalog> {
                             .map(|f| read_secret_file(&format!("{at}: client_secret_file"), f))
                             .transpose()?,
                         scopes: r.scopes.clone(),
+                        authorize_url: r
+                            .authorize_url
+                            .as_deref()
+                            .map(|u| {
+                                let url = Url::parse(u).with_context(|| {
+                                    format!("{at}: authorize_url \"{u}\" is not a URL")
+                                })?;
+                                if !matches!(url.scheme(), "http" | "https") {
+                                    bail!("{at}: authorize_url must be http:// or https://");
+                                }
+                                Ok(url)
+                            })
+                            .transpose()?,
+                        extra_authorize_params: r
+                            .extra_authorize_params
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                        scope_separator: r.scope_separator.clone().unwrap_or_else(|| " ".into()),
+                        client_auth: match r.token_auth.as_deref() {
+                            None | Some("client_secret_post") => ClientAuth::SecretPost,
+                            Some("client_secret_basic") => ClientAuth::SecretBasic,
+                            Some(other) => bail!(
+                                "{at}: token_auth = \"{other}\" is not client_secret_post or client_secret_basic"
+                            ),
+                        },
                     }
                 }
                 other => bail!(
                     "{at}: auth = \"{other}\" is not one of bearer, header, query, basic, oauth2"
                 ),
             };
+        }
+        let oauth_only = [
+            ("authorize_url", r.authorize_url.is_some()),
+            (
+                "extra_authorize_params",
+                !r.extra_authorize_params.is_empty(),
+            ),
+            ("scope_separator", r.scope_separator.is_some()),
+            ("token_auth", r.token_auth.is_some()),
+        ];
+        if let Some((key, _)) = oauth_only.iter().find(|(_, set)| *set)
+            && !p.auth.is_oauth2()
+        {
+            bail!("{at}: {key} applies to auth = \"oauth2\" only");
+        }
+        // The flow's own parameters are not the operator's to set.
+        const FLOW_PARAMS: [&str; 7] = [
+            "response_type",
+            "client_id",
+            "redirect_uri",
+            "scope",
+            "state",
+            "code_challenge",
+            "code_challenge_method",
+        ];
+        if let Some(name) = r
+            .extra_authorize_params
+            .keys()
+            .find(|k| FLOW_PARAMS.contains(&k.as_str()))
+        {
+            bail!("{at}: extra_authorize_params may not set {name}; it is part of the flow");
         }
         match existing {
             Some(i) => platforms[i] = p,

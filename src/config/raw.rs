@@ -38,6 +38,26 @@ pub struct RawConfig {
     pub oauth: RawOAuth,
     #[serde(default)]
     pub upstream: RawUpstream,
+    #[serde(default)]
+    pub connect: RawConnect,
+}
+
+/// Connect sessions: the links end users follow to link an account.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConnect {
+    pub session_ttl_seconds: u64,
+    /// Origins (`https://app.example.com`) a session's `returnUrl` may point at.
+    pub allowed_return_origins: Vec<String>,
+}
+
+impl Default for RawConnect {
+    fn default() -> Self {
+        Self {
+            session_ttl_seconds: 30 * 60,
+            allowed_return_origins: Vec::new(),
+        }
+    }
 }
 
 /// The ClickHouse the implicit default region forwards to, and the organisation-wide user
@@ -113,6 +133,15 @@ pub struct RawPlatform {
     pub client_secret_file: Option<PathBuf>,
     #[serde(default)]
     pub scopes: Vec<String>,
+    pub authorize_url: Option<String>,
+    #[serde(default)]
+    pub extra_authorize_params: std::collections::BTreeMap<String, String>,
+    pub scope_separator: Option<String>,
+    /// `client_secret_post` (the default) or `client_secret_basic`.
+    pub token_auth: Option<String>,
+    pub category: Option<String>,
+    /// An image URL for the catalog's `image` (the connect page does not load it).
+    pub image: Option<String>,
 }
 
 pub fn default_data_dir() -> PathBuf {

@@ -11,9 +11,9 @@ use secrecy::SecretString;
 use url::Url;
 
 use super::platforms::validate_platforms;
-use super::raw::{RawConfig, RawOAuth};
+use super::raw::{RawConfig, RawConnect, RawOAuth};
 use super::topology::{validate_regions, validate_teams};
-use super::{ApiSettings, DatabaseUrl, GatewaySettings, LogFormat, Settings};
+use super::{ApiSettings, ConnectConfig, DatabaseUrl, GatewaySettings, LogFormat, Settings};
 use crate::domain::oauth::OAuthSettings;
 use crate::domain::topology::{Region, Topology, UpstreamUser};
 
@@ -231,6 +231,32 @@ pub(super) fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
             Duration::from_secs(raw.passthrough.response_timeout_seconds.max(1)),
         ),
         oauth: validate_oauth(raw.oauth)?,
+        connect: validate_connect(raw.connect)?,
+    })
+}
+
+fn validate_connect(raw: RawConnect) -> anyhow::Result<ConnectConfig> {
+    if !(1..=7 * 24 * 3600).contains(&raw.session_ttl_seconds) {
+        bail!("connect.session_ttl_seconds must be between 1 and 604800 (a week)");
+    }
+    let allowed_return_origins = raw
+        .allowed_return_origins
+        .iter()
+        .map(|o| {
+            let url = Url::parse(o).ok().filter(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.path() == "/"
+                    && u.query().is_none()
+            });
+            url.map(|u| u.origin()).with_context(|| {
+                format!("connect.allowed_return_origins: \"{o}\" is not an origin; write it like \"https://app.example.com\"")
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(ConnectConfig {
+        session_ttl: Duration::from_secs(raw.session_ttl_seconds),
+        allowed_return_origins,
     })
 }
 

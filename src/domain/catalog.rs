@@ -5,6 +5,8 @@ use secrecy::SecretString;
 use url::Url;
 
 /// How a platform's credential is presented on a call.
+// The catalog holds a few dozen of these, built once: the OAuth2 variant's size is nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum AuthMethod {
     /// `Authorization: Bearer <api_key>`
@@ -21,7 +23,26 @@ pub enum AuthMethod {
         client_id: String,
         client_secret: Option<SecretString>,
         scopes: Vec<String>,
+        /// Where an end user consents (RFC 6749 section 4.1); without it, connect sessions
+        /// cannot link this platform, and connections are made with tokens got elsewhere.
+        authorize_url: Option<Url>,
+        /// Added to the authorization request as they are (say, `access_type=offline`).
+        extra_authorize_params: Vec<(String, String)>,
+        /// Between scopes in the `scope` parameter: a space, unless the provider wants
+        /// otherwise.
+        scope_separator: String,
+        client_auth: ClientAuth,
     },
+}
+
+/// How the client authenticates to the token endpoint (RFC 6749 section 2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientAuth {
+    /// `client_id` and `client_secret` in the form body.
+    #[default]
+    SecretPost,
+    /// HTTP Basic with the form-encoded `client_id` and `client_secret`.
+    SecretBasic,
 }
 
 impl AuthMethod {
@@ -61,6 +82,9 @@ pub struct Platform {
     pub version: String,
     /// Lifts the passthrough's guard against private and loopback addresses.
     pub allow_private_network: bool,
+    pub category: String,
+    /// An image URL the operator configured, for the catalog's `image`.
+    pub image: Option<String>,
 }
 
 fn builtin(key: &str, name: &str, description: &str, base_url: &str, auth: AuthMethod) -> Platform {
@@ -72,6 +96,22 @@ fn builtin(key: &str, name: &str, description: &str, base_url: &str, auth: AuthM
         auth,
         version: "1.0.0".into(),
         allow_private_network: false,
+        category: category_of(key).into(),
+        image: None,
+    }
+}
+
+/// The built-in platforms' categories, as Pica's catalog groups them.
+fn category_of(key: &str) -> &'static str {
+    match key {
+        "stripe" => "Payments",
+        "resend" | "sendgrid" | "mailchimp" => "Email",
+        "github" | "linear" => "Developer Tools",
+        "slack" | "twilio" => "Communication",
+        "openai" | "anthropic" | "exa" => "AI",
+        "notion" | "airtable" => "Productivity",
+        "hubspot" => "CRM",
+        _ => "Other",
     }
 }
 
@@ -203,6 +243,57 @@ impl Catalog {
 
     pub fn get(&self, key: &str) -> Option<&Platform> {
         self.platforms.iter().find(|p| p.key == key)
+    }
+
+    /// The platforms `filter` keeps, in key order.
+    pub fn find<'a>(&'a self, filter: &'a CatalogFilter) -> impl Iterator<Item = &'a Platform> {
+        self.platforms.iter().filter(move |p| filter.keeps(p))
+    }
+}
+
+impl Platform {
+    /// The connector's key as Pica spells it: `api::stripe::v1`.
+    pub fn connector_key(&self) -> String {
+        format!("api::{}::v1", self.key)
+    }
+
+    /// Whether an end user can link it through a connect session: a form for a key, or
+    /// an OAuth2 sign-in the operator configured.
+    pub fn linkable(&self) -> bool {
+        match &self.auth {
+            AuthMethod::OAuth2 { authorize_url, .. } => authorize_url.is_some(),
+            _ => true,
+        }
+    }
+}
+
+/// The catalog's filters (`GET /v1/available-connectors`), parsed at the edge.
+#[derive(Debug, Default, Clone)]
+pub struct CatalogFilter {
+    pub platform: Option<String>,
+    /// `api::stripe::v1`.
+    pub key: Option<String>,
+    /// Part of the name, in any case.
+    pub name: Option<String>,
+    /// The category, in any case.
+    pub category: Option<String>,
+    /// Whether the platform can be linked through a connect session.
+    pub authkit: Option<bool>,
+}
+
+impl CatalogFilter {
+    fn keeps(&self, p: &Platform) -> bool {
+        self.platform.as_ref().is_none_or(|k| *k == p.key)
+            && self.key.as_ref().is_none_or(|k| *k == p.connector_key())
+            && self
+                .name
+                .as_ref()
+                .is_none_or(|n| p.name.to_lowercase().contains(&n.to_lowercase()))
+            && self
+                .category
+                .as_ref()
+                .is_none_or(|c| c.eq_ignore_ascii_case(&p.category))
+            && self.authkit.is_none_or(|a| a == p.linkable())
     }
 }
 

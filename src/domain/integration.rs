@@ -190,6 +190,9 @@ pub struct CreateIntegration {
     pub tags: Vec<String>,
     pub active: bool,
     pub credentials: BTreeMap<String, SecretString>,
+    /// `unknown` until a call shows otherwise; `operational` for tokens a provider has
+    /// just issued.
+    pub state: ConnectionState,
 }
 
 #[derive(Debug, Default)]
@@ -584,6 +587,56 @@ impl Integrations {
         self.catalog.get(key)
     }
 
+    /// Whether `credentials` are exactly what `platform` takes (see `create`).
+    pub fn check_credentials(
+        platform: &Platform,
+        credentials: &OpenCredentials,
+    ) -> Result<(), IntegrationError> {
+        check_credentials(platform, credentials).map(drop)
+    }
+
+    pub async fn by_key(
+        &self,
+        environment: Environment,
+        key: &str,
+    ) -> Result<Option<IntegrationConnection>, IntegrationError> {
+        self.states.flush().await;
+        Ok(self
+            .store
+            .sealed_integration_by_key(environment, key)
+            .await?
+            .map(|s| s.connection))
+    }
+
+    /// A new credential for an existing connection (same id and key, `version` bumped,
+    /// health started over in `state`): how a `failed` connection comes back.
+    pub async fn renew_credentials(
+        &self,
+        environment: Environment,
+        key: &str,
+        credentials: OpenCredentials,
+        state: ConnectionState,
+    ) -> Result<IntegrationConnection, IntegrationError> {
+        let connection = self
+            .by_key(environment, key)
+            .await?
+            .ok_or(IntegrationError::NotFound)?;
+        let patch = Patch {
+            credentials: Some(credentials),
+            ..Patch::default()
+        };
+        let mut renewed = self.patch(environment, &connection.id, patch).await?;
+        if state != renewed.state {
+            let change = self
+                .store
+                .set_integration_state(&renewed.id, state, None, Utc::now().timestamp_micros())
+                .await?;
+            self.snapshots.applied(change).await;
+            renewed.state = state;
+        }
+        Ok(renewed)
+    }
+
     #[tracing::instrument(skip_all, fields(environment = environment.as_str(), platform = %request.platform))]
     pub async fn create(
         &self,
@@ -628,7 +681,7 @@ impl Integrations {
             tags: request.tags,
             version: "1.0.0".into(),
             active: request.active,
-            state: ConnectionState::Unknown,
+            state: request.state,
             created_at: Utc::now().timestamp_micros(),
             credential_generation: 1,
             health: Health {

@@ -3,6 +3,7 @@
 pub mod allowlist;
 pub mod call_state;
 pub mod catalog;
+pub mod connect;
 pub mod data_connection;
 pub mod echo;
 pub mod integration;

@@ -95,6 +95,15 @@ pub trait TokenEndpoint: Send + Sync {
         platform: &Platform,
         refresh_token: &SecretString,
     ) -> Result<TokenGrant, TokenError>;
+    /// An authorization code for tokens (RFC 6749 section 4.1.3), with the PKCE verifier
+    /// (RFC 7636 section 4.5) and the redirect URI the code was issued for.
+    async fn exchange_code(
+        &self,
+        platform: &Platform,
+        code: &SecretString,
+        verifier: &SecretString,
+        redirect_uri: &str,
+    ) -> Result<TokenGrant, TokenError>;
 }
 
 /// Why a refresh gave no fresh token.
@@ -124,7 +133,7 @@ pub fn parse_expires_at(value: &str) -> Option<i64> {
         .map(|t| t.timestamp_micros())
 }
 
-fn micros(d: Duration) -> i64 {
+pub fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 

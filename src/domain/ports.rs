@@ -9,6 +9,7 @@
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+use super::connect::{ConnectSession, PendingConsent, StoredStatus};
 use super::data_connection::{DataConnection, NewDataConnection};
 use super::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
 use super::token::{Principal, TokenScope, User};
@@ -333,6 +334,49 @@ pub trait ChangeLog: Send + Sync {
     async fn subscribe(&self) -> Result<Option<mpsc::Receiver<ChangeSignal>>, StoreError>;
 }
 
+/// Connect sessions (see `domain::connect`).
+#[async_trait]
+pub trait ConnectSessionStore: Send + Sync {
+    async fn insert_connect_session(
+        &self,
+        session: &ConnectSession,
+        token_hash: &CredentialHash,
+    ) -> Result<(), StoreError>;
+    async fn connect_session_by_token(
+        &self,
+        token_hash: &CredentialHash,
+    ) -> Result<Option<ConnectSession>, StoreError>;
+    async fn connect_session(&self, id: &str) -> Result<Option<ConnectSession>, StoreError>;
+    /// Records a consent under way (replacing an earlier one) if the session is pending
+    /// and unexpired at `now`; false otherwise.
+    async fn begin_connect_consent(
+        &self,
+        id: &str,
+        consent: &PendingConsent,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Moves a pending, unexpired session to `completing`, so that one request alone
+    /// finishes it; with `state_hash`, only if it is the consent's, which is then
+    /// forgotten (a state works once). False if another request got there first.
+    async fn claim_connect_session(
+        &self,
+        id: &str,
+        state_hash: Option<&CredentialHash>,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Ends a pending or completing session; false if it had already ended.
+    async fn finish_connect_session(
+        &self,
+        id: &str,
+        status: StoredStatus,
+        connection_key: Option<&str>,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Forgets sessions that expired before `before`; returns how many.
+    async fn delete_connect_sessions_expired_before(&self, before: i64) -> Result<u64, StoreError>;
+}
+
 /// Every port at once: what a backend implements.
 pub trait Store:
     Health
@@ -343,6 +387,7 @@ pub trait Store:
     + IntegrationStore
     + RefreshStore
     + ChangeLog
+    + ConnectSessionStore
     + 'static
 {
 }

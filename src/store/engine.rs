@@ -148,6 +148,14 @@ impl Row {
             other => Err(mismatch(index, "bytes", &other)),
         }
     }
+
+    pub fn opt_bytes(&mut self, index: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.take(index) {
+            Value::Null => Ok(None),
+            Value::Bytes(v) => Ok(Some(v)),
+            other => Err(mismatch(index, "bytes", &other)),
+        }
+    }
 }
 
 /// SQL text, its values, and the kinds of the columns it returns (empty for a write).

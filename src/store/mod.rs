@@ -9,13 +9,14 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use crate::crypto::CredentialHash;
+use crate::domain::connect::{ConnectSession, PendingConsent, StoredStatus};
 use crate::domain::data_connection::{DataConnection, NewDataConnection, TeamScope};
 use crate::domain::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
 pub use crate::domain::ports::StoreError;
 use crate::domain::ports::{
-    Change, ChangeLog, ChangeSeq, ChangeSignal, DataConnectionStore, Entity, Health,
-    IntegrationStore, MetaStore, PageStart, RefreshFailure, RefreshStore, SealedIntegration, Store,
-    TokenStore, VaultSecret, VaultSecretStore,
+    Change, ChangeLog, ChangeSeq, ChangeSignal, ConnectSessionStore, DataConnectionStore, Entity,
+    Health, IntegrationStore, MetaStore, PageStart, RefreshFailure, RefreshStore,
+    SealedIntegration, Store, TokenStore, VaultSecret, VaultSecretStore,
 };
 use crate::domain::time::Timestamp;
 use crate::domain::token::{Principal, TokenScope, User};
@@ -673,6 +674,92 @@ impl RefreshStore for SqlStore {
             .into_iter()
             .map(|mut r| row::integration(&mut r))
             .collect()
+    }
+}
+
+#[async_trait]
+impl ConnectSessionStore for SqlStore {
+    async fn insert_connect_session(
+        &self,
+        session: &ConnectSession,
+        token_hash: &CredentialHash,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .execute(&sql::insert_connect_session(session, token_hash))
+            .await
+            .map(drop)
+    }
+
+    async fn connect_session_by_token(
+        &self,
+        token_hash: &CredentialHash,
+    ) -> Result<Option<ConnectSession>, StoreError> {
+        self.reader
+            .fetch_optional(&sql::connect_session_by_token(token_hash))
+            .await?
+            .map(row::connect_session)
+            .transpose()
+    }
+
+    async fn connect_session(&self, id: &str) -> Result<Option<ConnectSession>, StoreError> {
+        self.reader
+            .fetch_optional(&sql::connect_session(id))
+            .await?
+            .map(row::connect_session)
+            .transpose()
+    }
+
+    async fn begin_connect_consent(
+        &self,
+        id: &str,
+        consent: &PendingConsent,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .writer
+            .execute(&sql::begin_connect_consent(id, consent, now))
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn claim_connect_session(
+        &self,
+        id: &str,
+        state_hash: Option<&CredentialHash>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .writer
+            .execute(&sql::claim_connect_session(id, state_hash, now))
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn finish_connect_session(
+        &self,
+        id: &str,
+        status: StoredStatus,
+        connection_key: Option<&str>,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .writer
+            .execute(&sql::finish_connect_session(
+                id,
+                status,
+                connection_key,
+                error,
+                now,
+            ))
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn delete_connect_sessions_expired_before(&self, before: i64) -> Result<u64, StoreError> {
+        self.writer
+            .execute(&sql::delete_connect_sessions_expired_before(before))
+            .await
     }
 }
 

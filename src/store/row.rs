@@ -6,6 +6,7 @@ use super::engine::{Kind, Row};
 use super::sql::PageShape;
 use crate::crypto::CredentialHash;
 use crate::domain::allowlist::{AllowEntry, IpAllowlist};
+use crate::domain::connect::{ConnectSession, PendingConsent, StoredStatus};
 use crate::domain::data_connection::{ClientType, DataConnection, TeamScope};
 use crate::domain::integration::{
     ConnectionState, Environment, Health, IdentityType, IntegrationConnection,
@@ -245,4 +246,40 @@ pub fn change(mut row: Row) -> Result<(ChangeSeq, Option<Change>), StoreError> {
         seq,
         Entity::parse(&entity).map(|entity| Change { seq, entity, id }),
     ))
+}
+
+/// A connect session from a row of `sql::CONNECT_SESSION_KINDS`.
+pub fn connect_session(mut row: Row) -> Result<ConnectSession, StoreError> {
+    let id = row.text(0)?;
+    let bad = |what: &str| StoreError::Corrupt(format!("connect session {id}: {what}"));
+    let environment = row.text(1)?;
+    let identity_type = row.text(3)?;
+    let platforms = row.text(4)?;
+    let tags = row.text(5)?;
+    let status = row.text(9)?;
+    let consent = match (row.opt_text(14)?, row.opt_bytes(15)?, row.opt_bytes(16)?) {
+        (Some(platform), Some(hash), Some(sealed_verifier)) => Some(PendingConsent {
+            platform,
+            state_hash: hash.try_into().map_err(|_| bad("oauth_state_hash"))?,
+            sealed_verifier,
+        }),
+        _ => None,
+    };
+    Ok(ConnectSession {
+        environment: Environment::parse(&environment).ok_or_else(|| bad("environment"))?,
+        identity: row.text(2)?,
+        identity_type: IdentityType::parse(&identity_type).ok_or_else(|| bad("identity_type"))?,
+        platforms: serde_json::from_str(&platforms).map_err(|_| bad("platforms"))?,
+        tags: serde_json::from_str(&tags).map_err(|_| bad("tags"))?,
+        name: row.opt_text(6)?,
+        reconnect_key: row.opt_text(7)?,
+        return_url: row.opt_text(8)?,
+        status: StoredStatus::parse(&status).ok_or_else(|| bad("status"))?,
+        connection_key: row.opt_text(10)?,
+        error: row.opt_text(11)?,
+        created_at: row.int(12)?,
+        expires_at: row.int(13)?,
+        consent,
+        id,
+    })
 }

@@ -5,6 +5,7 @@
 use super::engine::{Bind, Kind, Statement};
 use super::row::{INTEGRATION_COLUMNS, INTEGRATION_KINDS, SEALED_INTEGRATION_KINDS};
 use crate::crypto::CredentialHash;
+use crate::domain::connect::{ConnectSession, PendingConsent, StoredStatus};
 use crate::domain::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
 use crate::domain::ports::{Entity, PageStart, RefreshFailure};
 
@@ -734,4 +735,129 @@ pub fn integration_list(
             .bind_all(filter_binds)
             .returns(&[Kind::Int]),
     }
+}
+
+// ----------------------------------------------------------------------------------------
+// Connect sessions.
+
+const CONNECT_SESSION_COLUMNS: &str = "id, environment, identity, identity_type, platforms, tags, name, \
+     reconnect_key, return_url, status, connection_key, error, created_at, expires_at, \
+     oauth_platform, oauth_state_hash, oauth_verifier";
+
+/// The columns of [`CONNECT_SESSION_COLUMNS`], as `row::connect_session` reads them.
+pub const CONNECT_SESSION_KINDS: &[Kind] = &[
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Int,
+    Kind::Int,
+    Kind::Text,
+    Kind::Bytes,
+    Kind::Bytes,
+];
+
+fn json_list(items: &[String]) -> String {
+    serde_json::to_string(items).expect("strings serialise")
+}
+
+pub fn insert_connect_session(s: &ConnectSession, token_hash: &CredentialHash) -> Statement {
+    Statement::new(
+        "INSERT INTO connect_sessions (id, token_hash, environment, identity, identity_type, \
+         platforms, tags, name, reconnect_key, return_url, status, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(s.id.as_str())
+    .bind(&token_hash[..])
+    .bind(s.environment.as_str())
+    .bind(s.identity.as_str())
+    .bind(s.identity_type.as_str())
+    .bind(json_list(&s.platforms))
+    .bind(json_list(&s.tags))
+    .bind(s.name.as_deref())
+    .bind(s.reconnect_key.as_deref())
+    .bind(s.return_url.as_deref())
+    .bind(s.status.as_str())
+    .bind(s.created_at)
+    .bind(s.expires_at)
+}
+
+pub fn connect_session_by_token(token_hash: &CredentialHash) -> Statement {
+    Statement::new(format!(
+        "SELECT {CONNECT_SESSION_COLUMNS} FROM connect_sessions WHERE token_hash = $1"
+    ))
+    .bind(&token_hash[..])
+    .returns(CONNECT_SESSION_KINDS)
+}
+
+pub fn connect_session(id: &str) -> Statement {
+    Statement::new(format!(
+        "SELECT {CONNECT_SESSION_COLUMNS} FROM connect_sessions WHERE id = $1"
+    ))
+    .bind(id)
+    .returns(CONNECT_SESSION_KINDS)
+}
+
+pub fn begin_connect_consent(id: &str, consent: &PendingConsent, now: i64) -> Statement {
+    Statement::new(
+        "UPDATE connect_sessions SET oauth_platform = $1, oauth_state_hash = $2, oauth_verifier = $3 \
+         WHERE id = $4 AND status = 'pending' AND expires_at > $5",
+    )
+    .bind(consent.platform.as_str())
+    .bind(&consent.state_hash[..])
+    .bind(&consent.sealed_verifier[..])
+    .bind(id)
+    .bind(now)
+}
+
+/// With a state hash, the consent is forgotten as it is claimed: a state works once.
+pub fn claim_connect_session(id: &str, state_hash: Option<&CredentialHash>, now: i64) -> Statement {
+    match state_hash {
+        None => Statement::new(
+            "UPDATE connect_sessions SET status = 'completing' \
+             WHERE id = $1 AND status = 'pending' AND expires_at > $2",
+        )
+        .bind(id)
+        .bind(now),
+        Some(hash) => Statement::new(
+            "UPDATE connect_sessions SET status = 'completing', oauth_state_hash = NULL, \
+             oauth_verifier = NULL WHERE id = $1 AND status = 'pending' AND expires_at > $2 \
+             AND oauth_state_hash = $3",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(&hash[..]),
+    }
+}
+
+/// The verifier goes with the session's end: it is of no use after.
+pub fn finish_connect_session(
+    id: &str,
+    status: StoredStatus,
+    connection_key: Option<&str>,
+    error: Option<&str>,
+    now: i64,
+) -> Statement {
+    Statement::new(
+        "UPDATE connect_sessions SET status = $1, connection_key = $2, error = $3, finished_at = $4, \
+         oauth_state_hash = NULL, oauth_verifier = NULL \
+         WHERE id = $5 AND status IN ('pending', 'completing')",
+    )
+    .bind(status.as_str())
+    .bind(connection_key)
+    .bind(error)
+    .bind(now)
+    .bind(id)
+}
+
+pub fn delete_connect_sessions_expired_before(before: i64) -> Statement {
+    Statement::new("DELETE FROM connect_sessions WHERE expires_at < $1").bind(before)
 }

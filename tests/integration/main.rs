@@ -6,6 +6,7 @@
 
 mod common;
 
+mod connect;
 mod data_connections;
 mod doctor;
 mod first_hour;

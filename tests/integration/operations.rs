@@ -46,7 +46,21 @@ const ROUTES: &[(&str, &str, &[u16])] = &[
         "/v1/vault/connections/{id}",
         &[200, 401, 404, 500, 503],
     ),
-    ("get", "/v1/available-connectors", &[200, 401, 500, 503]),
+    (
+        "get",
+        "/v1/available-connectors",
+        &[200, 400, 401, 500, 503],
+    ),
+    (
+        "post",
+        "/v1/connect/sessions",
+        &[201, 400, 401, 413, 415, 500, 503],
+    ),
+    (
+        "get",
+        "/v1/connect/sessions/{token}",
+        &[200, 401, 404, 500, 503],
+    ),
     (
         "get",
         "/v1/passthrough/{path}",
@@ -158,6 +172,26 @@ fn bad_configuration_is_refused_with_a_hint() {
         (
             "[[regions]]\nname = \"a\"\nid = \"a\"\nhost = \"h\"\nport = 1\nupstreams = [\"not a url\"]\n",
             "upstream",
+        ),
+        (
+            "[connect]\nallowed_return_origins = [\"app.example.com\"]\n",
+            "connect.allowed_return_origins",
+        ),
+        (
+            "[connect]\nsession_ttl_seconds = 0\n",
+            "connect.session_ttl_seconds",
+        ),
+        (
+            "[[platforms]]\nplatform = \"resend\"\nauthorize_url = \"https://x.example/auth\"\n",
+            "authorize_url applies to",
+        ),
+        (
+            "[[platforms]]\nplatform = \"p\"\nbase_url = \"https://p.example\"\nauth = \"oauth2\"\ntoken_url = \"https://p.example/t\"\nclient_id = \"c\"\nextra_authorize_params = { state = \"x\" }\n",
+            "may not set state",
+        ),
+        (
+            "[[platforms]]\nplatform = \"p\"\nbase_url = \"https://p.example\"\nauth = \"oauth2\"\ntoken_url = \"https://p.example/t\"\nclient_id = \"c\"\ntoken_auth = \"jwt\"\n",
+            "client_secret_basic",
         ),
     ];
     for (config, hint) in cases {

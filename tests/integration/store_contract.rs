@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard::domain::allowlist::IpAllowlist;
+use switchboard::domain::connect::{ConnectSession, PendingConsent, StoredStatus};
 use switchboard::domain::data_connection::{
     ClientType, DataConnection, NewDataConnection, TeamScope,
 };
@@ -879,6 +880,173 @@ pub async fn export_import(from: Arc<SqlStore>, into: Arc<SqlStore>) {
     assert!(next.id > c.id);
 }
 
+fn session(id: &str, created_at: i64, expires_at: i64) -> ConnectSession {
+    ConnectSession {
+        id: id.into(),
+        environment: Environment::Test,
+        identity: "user-1".into(),
+        identity_type: IdentityType::User,
+        platforms: vec!["acme".into(), "resend".into()],
+        tags: vec!["a".into(), "b, c".into()],
+        name: Some("Name".into()),
+        reconnect_key: Some("test::acme::default::k".into()),
+        return_url: Some("https://app.example.com/back".into()),
+        status: StoredStatus::Pending,
+        connection_key: None,
+        error: None,
+        created_at,
+        expires_at,
+        consent: None,
+    }
+}
+
+pub async fn connect_sessions(store: Arc<SqlStore>) {
+    let one = session("6f7d2b8e-0000-4000-8000-000000000001", 100, 1_000);
+    store.insert_connect_session(&one, &hash(1)).await.unwrap();
+    assert_eq!(
+        store.connect_session_by_token(&hash(1)).await.unwrap(),
+        Some(one.clone())
+    );
+    assert_eq!(
+        store.connect_session(&one.id).await.unwrap(),
+        Some(one.clone())
+    );
+    assert_eq!(
+        store.connect_session_by_token(&hash(2)).await.unwrap(),
+        None
+    );
+    assert!(matches!(
+        store
+            .insert_connect_session(&session("other", 1, 2), &hash(1))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // A consent starts only on a pending, unexpired session, and a later one replaces it.
+    let consent = |n: u8| PendingConsent {
+        platform: "acme".into(),
+        state_hash: hash(n),
+        sealed_verifier: vec![n; 40],
+    };
+    assert!(
+        !store
+            .begin_connect_consent(&one.id, &consent(7), 1_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .begin_connect_consent(&one.id, &consent(7), 999)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .begin_connect_consent(&one.id, &consent(8), 999)
+            .await
+            .unwrap()
+    );
+    let read = store.connect_session(&one.id).await.unwrap().unwrap();
+    assert_eq!(read.consent, Some(consent(8)));
+
+    // A claim with a stale or wrong state fails; the right one works once and forgets it.
+    assert!(
+        !store
+            .claim_connect_session(&one.id, Some(&hash(7)), 500)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_connect_session(&one.id, Some(&hash(8)), 1_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_connect_session(&one.id, Some(&hash(8)), 500)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_connect_session(&one.id, Some(&hash(8)), 500)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_connect_session(&one.id, None, 500)
+            .await
+            .unwrap()
+    );
+    let claimed = store.connect_session(&one.id).await.unwrap().unwrap();
+    assert_eq!(
+        (claimed.status, claimed.consent),
+        (StoredStatus::Completing, None)
+    );
+
+    assert!(
+        store
+            .finish_connect_session(&one.id, StoredStatus::Completed, Some("key-1"), None, 600)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_connect_session(&one.id, StoredStatus::Failed, None, Some("late"), 700)
+            .await
+            .unwrap()
+    );
+    let done = store.connect_session(&one.id).await.unwrap().unwrap();
+    assert_eq!(done.status, StoredStatus::Completed);
+    assert_eq!(done.connection_key.as_deref(), Some("key-1"));
+    assert_eq!(done.error, None);
+
+    // Without a consent: claimed once; a pending session fails straight from pending.
+    let two = session("6f7d2b8e-0000-4000-8000-000000000002", 100, 2_000);
+    let three = session("6f7d2b8e-0000-4000-8000-000000000003", 100, 3_000);
+    store.insert_connect_session(&two, &hash(2)).await.unwrap();
+    store
+        .insert_connect_session(&three, &hash(3))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_connect_session(&two.id, None, 1_500)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_connect_session(&two.id, None, 1_500)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .finish_connect_session(&three.id, StoredStatus::Failed, None, Some("why"), 900)
+            .await
+            .unwrap()
+    );
+    let failed = store.connect_session(&three.id).await.unwrap().unwrap();
+    assert_eq!(
+        (failed.status, failed.error.as_deref()),
+        (StoredStatus::Failed, Some("why"))
+    );
+
+    assert_eq!(
+        store
+            .delete_connect_sessions_expired_before(2_001)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.connect_session(&one.id).await.unwrap(), None);
+    assert_eq!(store.connect_session(&two.id).await.unwrap(), None);
+    assert!(store.connect_session(&three.id).await.unwrap().is_some());
+}
+
 macro_rules! contract {
     ($backend:ident, $open:path, $pushes:expr) => {
         mod $backend {
@@ -917,6 +1085,11 @@ macro_rules! contract {
             #[tokio::test]
             async fn refresh_leases() {
                 super::refresh_leases($open().await.store).await
+            }
+
+            #[tokio::test]
+            async fn connect_sessions() {
+                super::connect_sessions($open().await.store).await
             }
 
             #[tokio::test]

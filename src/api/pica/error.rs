@@ -26,6 +26,8 @@ pub enum PicaError {
     Unauthorized,
     #[error("not found")]
     NotFound,
+    #[error("connect session not found")]
+    SessionNotFound,
     #[error("{message}")]
     Invalid {
         message: String,
@@ -67,6 +69,11 @@ impl IntoResponse for PicaError {
                 vec![],
             ),
             Self::NotFound => (StatusCode::NOT_FOUND, "Connection not found".into(), vec![]),
+            Self::SessionNotFound => (
+                StatusCode::NOT_FOUND,
+                "Connect session not found".into(),
+                vec![],
+            ),
             Self::Invalid { message, fields } => (StatusCode::BAD_REQUEST, message, fields),
             Self::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 
 use super::error::{PicaError, PicaErrorBody};
 use super::extract::{ConnectionId, PicaJson, VaultCaller};
-use super::parse::{parse_create, parse_list, parse_patch};
+use super::parse::{parse_catalog_query, parse_create, parse_list, parse_patch};
 use super::wire::{ConnectionPage, ConnectionRow, Connector, ConnectorPage, ListParams, row};
 use crate::api::AppState;
 
@@ -138,11 +138,21 @@ pub(super) async fn delete_connection(
     Ok(StatusCode::OK)
 }
 
-/// The connector catalog.
+/// The connector catalog, filtered and paged as Pica's is.
 #[utoipa::path(get, path = "/v1/available-connectors", tag = "vault",
+    params(
+        ("platform" = Option<String>, Query, description = "A platform key"),
+        ("key" = Option<String>, Query, description = "A connector key, like api::stripe::v1"),
+        ("name" = Option<String>, Query, description = "Part of the name, in any case"),
+        ("category" = Option<String>, Query, description = "A category, in any case"),
+        ("authkit" = Option<bool>, Query, description = "Only platforms an end user can (true) or cannot (false) link through a connect session"),
+        ("limit" = Option<u64>, Query, description = "Rows per page (default 100, at most 1000)"),
+        ("page" = Option<u64>, Query, description = "From 1"),
+    ),
     security(("pica_secret" = [])),
     responses(
-        (status = 200, description = "Every platform connections can be made for", body = ConnectorPage),
+        (status = 200, description = "A page of the platforms connections can be made for", body = ConnectorPage),
+        (status = 400, description = "Invalid filter or paging", body = PicaErrorBody),
         (status = 401, description = "Missing or unknown secret", body = PicaErrorBody),
         (status = 500, description = "Internal error", body = PicaErrorBody),
         (status = 503, description = "The database is unreachable, or the request took too long", body = PicaErrorBody),
@@ -150,26 +160,42 @@ pub(super) async fn delete_connection(
 pub(super) async fn available_connectors(
     State(state): State<AppState>,
     _caller: VaultCaller,
-) -> Json<ConnectorPage> {
-    let rows: Vec<Connector> = state
-        .services
-        .integrations
-        .catalog()
-        .platforms()
-        .iter()
+    RawQuery(query): RawQuery,
+) -> Result<Json<ConnectorPage>, PicaError> {
+    let (filter, offset, limit, page) = parse_catalog_query(query.as_deref())?;
+    let catalog = state.services.integrations.catalog();
+    let found: Vec<_> = catalog.find(&filter).collect();
+    let total = found.len() as u64;
+    let rows = found
+        .into_iter()
+        .skip(offset)
+        .take(limit)
         .map(|p| Connector {
+            id: uuid::Uuid::new_v5(
+                &uuid::Uuid::NAMESPACE_URL,
+                format!("switchboard:connector:{}", p.key).as_bytes(),
+            )
+            .to_string(),
+            key: p.connector_key(),
             platform: p.key.clone(),
+            platform_version: p.version.clone(),
             name: p.name.clone(),
             description: p.description.clone(),
-            auth_method: p.auth.kind(),
+            category: p.category.clone(),
+            image: p.image.clone(),
+            tags: vec![p.category.clone()],
+            oauth: p.auth.is_oauth2(),
+            status: "GA",
             version: p.version.clone(),
+            active: true,
+            auth_method: p.auth.kind(),
+            authkit: p.linkable(),
         })
         .collect();
-    let total = rows.len() as u64;
-    Json(ConnectorPage {
+    Ok(Json(ConnectorPage {
         rows,
         total,
-        pages: 1,
-        page: 1,
-    })
+        pages: total.div_ceil(limit as u64),
+        page,
+    }))
 }

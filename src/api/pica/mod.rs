@@ -13,11 +13,13 @@ mod extract;
 mod handlers;
 mod parse;
 mod passthrough;
+mod sessions;
 mod wire;
 
 pub use error::{PicaError, PicaErrorBody};
 use handlers::*;
 use passthrough::*;
+use sessions::*;
 
 pub const SECRET_HEADER: &str = "x-pica-secret";
 
@@ -32,6 +34,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_connections, create_connection))
         .routes(routes!(get_connection, patch_connection, delete_connection))
         .routes(routes!(available_connectors))
+        .routes(routes!(create_session))
+        .routes(routes!(get_session))
 }
 
 /// The passthrough, apart: its bodies stream to the platform, outside the API body limit.

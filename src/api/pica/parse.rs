@@ -6,12 +6,16 @@ use secrecy::SecretString;
 use serde_json::{Map, Value};
 
 use super::error::PicaError;
+use crate::domain::catalog::CatalogFilter;
+use crate::domain::connect::NewSession;
 use crate::domain::echo::echo;
 use crate::domain::integration::{
-    CreateIntegration, IdentityType, ListFilter, MAX_LIST_LIMIT, Patch,
+    ConnectionState, CreateIntegration, IdentityType, ListFilter, MAX_LIST_LIMIT, Patch,
 };
 
 const DEFAULT_LIMIT: i64 = 20;
+/// Enough for the whole built-in catalog on one page.
+const DEFAULT_CATALOG_LIMIT: usize = 100;
 
 /// The list call's parameters; others are ignored.
 const FILTERS: &[&str] = &[
@@ -190,6 +194,7 @@ pub fn parse_create(body: &Map<String, Value>) -> Result<CreateIntegration, Pica
         tags,
         active,
         credentials,
+        state: ConnectionState::Unknown,
     })
 }
 
@@ -226,6 +231,134 @@ pub fn parse_patch(body: &Map<String, Value>) -> Result<Patch, PicaError> {
         }
     }
     Ok(patch)
+}
+
+/// A connect session's create body. Pica's AuthKit names are accepted where they mean the
+/// same: `group` for `identity`, `label` for `name`.
+pub fn parse_new_session(body: &Map<String, Value>) -> Result<NewSession, PicaError> {
+    const KNOWN: &[&str] = &[
+        "identity",
+        "group",
+        "identityType",
+        "platforms",
+        "tags",
+        "name",
+        "label",
+        "connectionKey",
+        "returnUrl",
+    ];
+    if let Some(unknown) = body.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(PicaError::invalid(
+            &echo(unknown),
+            format!(
+                "unknown field '{}'; a session takes {}",
+                echo(unknown),
+                KNOWN.join(", ")
+            ),
+        ));
+    }
+    let text = |names: &[&str]| -> Result<Option<String>, PicaError> {
+        for name in names {
+            match body.get(*name) {
+                None | Some(Value::Null) => continue,
+                Some(Value::String(s)) => return Ok(Some(s.clone())),
+                Some(_) => {
+                    return Err(PicaError::invalid(name, format!("{name} must be a string")));
+                }
+            }
+        }
+        Ok(None)
+    };
+    let list = |name: &str| -> Result<Vec<String>, PicaError> {
+        match body.get(name) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str().map(str::to_owned).ok_or_else(|| {
+                        PicaError::invalid(name, format!("{name} must be an array of strings"))
+                    })
+                })
+                .collect(),
+            Some(_) => Err(PicaError::invalid(
+                name,
+                format!("{name} must be an array of strings"),
+            )),
+        }
+    };
+    let identity = text(&["identity", "group"])?
+        .ok_or_else(|| PicaError::invalid("identity", "identity is required"))?;
+    let identity_type = match text(&["identityType"])? {
+        None => IdentityType::User,
+        Some(t) => IdentityType::parse(&t).ok_or_else(|| {
+            PicaError::invalid(
+                "identityType",
+                "identityType must be user, team, organization or project",
+            )
+        })?,
+    };
+    Ok(NewSession {
+        identity,
+        identity_type,
+        platforms: list("platforms")?,
+        tags: list("tags")?,
+        name: text(&["name", "label"])?,
+        reconnect_key: text(&["connectionKey"])?,
+        return_url: text(&["returnUrl"])?,
+    })
+}
+
+/// The catalog's filters and paging: the filter, offset, limit and reported page.
+pub fn parse_catalog_query(
+    query: Option<&str>,
+) -> Result<(CatalogFilter, usize, usize, u64), PicaError> {
+    let mut filter = CatalogFilter::default();
+    let mut limit = DEFAULT_CATALOG_LIMIT;
+    let mut page = 1;
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let v = v.trim();
+        if v.is_empty() {
+            continue;
+        }
+        let number = |name: &str| {
+            v.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                PicaError::invalid(
+                    name,
+                    format!("{name} must be an integer of at least 1, got '{}'", echo(v)),
+                )
+            })
+        };
+        match k.as_ref() {
+            "platform" => filter.platform = Some(v.to_owned()),
+            "key" => filter.key = Some(v.to_owned()),
+            "name" => filter.name = Some(v.to_owned()),
+            "category" => filter.category = Some(v.to_owned()),
+            "authkit" => {
+                filter.authkit = Some(match v {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(PicaError::invalid(
+                            "authkit",
+                            format!("authkit must be true or false, got '{}'", echo(v)),
+                        ));
+                    }
+                })
+            }
+            "limit" => {
+                limit = number("limit")?;
+                if limit > MAX_LIST_LIMIT as usize {
+                    return Err(PicaError::invalid(
+                        "limit",
+                        format!("limit must be at most {MAX_LIST_LIMIT}"),
+                    ));
+                }
+            }
+            "page" => page = number("page")?,
+            _ => {}
+        }
+    }
+    Ok((filter, (page - 1).saturating_mul(limit), limit, page as u64))
 }
 
 #[cfg(test)]

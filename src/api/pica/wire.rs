@@ -60,11 +60,27 @@ pub struct ConnectionPage {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Connector {
+    /// Stable for a platform key.
+    pub id: String,
+    #[schema(example = "api::stripe::v1")]
+    pub key: String,
     pub platform: String,
+    pub platform_version: String,
     pub name: String,
     pub description: String,
-    pub auth_method: &'static str,
+    pub category: String,
+    pub image: Option<String>,
+    pub tags: Vec<String>,
+    /// Linked with an OAuth2 sign-in.
+    pub oauth: bool,
+    #[schema(example = "GA")]
+    pub status: &'static str,
     pub version: String,
+    pub active: bool,
+    /// Switchboard's own: bearer, header, query, basic or oauth2.
+    pub auth_method: &'static str,
+    /// Switchboard's own: an end user can link it through a connect session.
+    pub authkit: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -140,4 +156,31 @@ pub struct ListParams {
     page: Option<i64>,
     /// An offset, instead of `page`.
     skip: Option<i64>,
+}
+
+/// A connect session just made: `url` is the link to hand to the end user.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedSessionBody {
+    /// Shown once; the link carries it.
+    pub token: String,
+    #[schema(example = "https://switchboard.example.com/connect/cs_...")]
+    pub url: String,
+    #[schema(example = "2025-07-19T16:49:29.702632Z")]
+    pub expires_at: String,
+}
+
+/// Where a connect session stands.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionStatusBody {
+    #[schema(example = "pending")]
+    pub status: &'static str,
+    /// The connection made or renewed, once `completed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_key: Option<String>,
+    /// Why it failed, once `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub expires_at: String,
 }
