@@ -74,10 +74,16 @@ impl From<ConnectError> for PageError {
                 "This link does not work",
                 "This link is not valid. Ask for a new one.",
             ),
-            ConnectError::Expired => Self::new(StatusCode::GONE, "This link has expired", message),
-            ConnectError::Used => {
-                Self::new(StatusCode::CONFLICT, "This link has been used", message)
-            }
+            ConnectError::Expired => Self::new(
+                StatusCode::GONE,
+                "This link has expired",
+                "Links last a short while. Ask whoever sent it for a new one.",
+            ),
+            ConnectError::Used => Self::new(
+                StatusCode::CONFLICT,
+                "This link has been used",
+                "Each link works once. Ask whoever sent it for a new one to connect again.",
+            ),
             ConnectError::StateMismatch => Self::new(
                 StatusCode::BAD_REQUEST,
                 "The sign-in did not match",

@@ -179,7 +179,7 @@ pub enum ConnectError {
     #[error("this link has already been used")]
     Used,
     /// The OAuth2 state is unknown, altered or replayed.
-    #[error("the sign-in could not be matched to this link; start again from the link")]
+    #[error("The sign-in did not match this link; start again from the link")]
     StateMismatch,
     /// The provider refused, or the code could not be exchanged; the session failed.
     #[error("{0}")]
@@ -470,7 +470,7 @@ impl ConnectSessions {
         self.integrations
             .platform(platform)
             .filter(|_| session.offers(platform))
-            .ok_or_else(|| invalid("platform", "this link does not offer that platform"))
+            .ok_or_else(|| invalid("platform", "This link does not offer that platform"))
     }
 
     /// An API key (or username and password) typed into the page.
@@ -485,7 +485,7 @@ impl ConnectSessions {
         if platform.auth.is_oauth2() {
             return Err(invalid(
                 "platform",
-                "this platform is linked by signing in, not with a form",
+                "This platform is linked by signing in, not with a form",
             ));
         }
         // Checked before the session is claimed: a typo leaves the link usable.
@@ -612,7 +612,7 @@ impl ConnectSessions {
         else {
             return Err(invalid(
                 "platform",
-                "this platform is not linked by signing in (it has no authorize_url)",
+                "This platform is not linked by signing in (it has no authorize_url)",
             ));
         };
         let state = SecretString::from(format!(
@@ -688,7 +688,7 @@ impl ConnectSessions {
                 });
             }
             SessionStatus::Expired => {
-                self.fail(&session, "the link expired before the sign-in finished")
+                self.fail(&session, "The link expired before the sign-in finished")
                     .await;
                 return Err(failed(ConnectError::Expired));
             }
@@ -708,7 +708,7 @@ impl ConnectSessions {
         else {
             // Someone holds the session's id but not its state: the sign-in cannot be
             // trusted, and the link is spent.
-            self.fail(&session, "the sign-in's state did not match")
+            self.fail(&session, "The sign-in's state did not match")
                 .await;
             return Err(failed(ConnectError::StateMismatch));
         };
@@ -729,21 +729,21 @@ impl ConnectSessions {
         }
         if let Some(error) = &params.error {
             let message = match &params.error_description {
-                Some(d) => format!("the provider refused: {} ({})", echo(error), echo(d)),
-                None => format!("the provider refused: {}", echo(error)),
+                Some(d) => format!("The provider refused: {} ({})", echo(error), echo(d)),
+                None => format!("The provider refused: {}", echo(error)),
             };
             self.fail(&session, &message).await;
             return Err(failed(ConnectError::Provider(message)));
         }
         let Some(code) = &params.code else {
-            let message = "the provider sent neither a code nor an error".to_owned();
+            let message = "The provider sent neither a code nor an error".to_owned();
             self.fail(&session, &message).await;
             return Err(failed(ConnectError::Provider(message)));
         };
         let platform = match self.integrations.platform(&consent.platform) {
             Some(p) => p,
             None => {
-                let message = "the platform is no longer in the catalog".to_owned();
+                let message = "The platform is no longer in the catalog".to_owned();
                 self.fail(&session, &message).await;
                 return Err(failed(ConnectError::Provider(message)));
             }
@@ -776,10 +776,10 @@ impl ConnectSessions {
         let verifier = self
             .sealer
             .open(&consent.sealed_verifier, &verifier_aad(&session.id))
-            .map_err(|_| "the sign-in's verifier cannot be opened".to_owned())?;
+            .map_err(|_| "The sign-in's verifier cannot be opened".to_owned())?;
         let verifier = SecretString::from(
             String::from_utf8(verifier.to_vec())
-                .map_err(|_| "the sign-in's verifier is corrupt".to_owned())?,
+                .map_err(|_| "The sign-in's verifier is corrupt".to_owned())?,
         );
         let grant = self
             .tokens
@@ -788,15 +788,15 @@ impl ConnectSessions {
             .map_err(|e| match e {
                 TokenError::InvalidGrant(why) => {
                     format!(
-                        "the provider did not accept the sign-in's code: {}",
+                        "The provider did not accept the sign-in's code: {}",
                         echo(&why)
                     )
                 }
-                TokenError::Failed(why) => format!("the code could not be exchanged: {why}"),
+                TokenError::Failed(why) => format!("The code could not be exchanged: {why}"),
             })?;
         let Some(refresh_token) = grant.refresh_token else {
             return Err(
-                "the provider issued no refresh token, so the connection could not be kept fresh"
+                "The provider issued no refresh token, so the connection could not be kept fresh"
                     .into(),
             );
         };

@@ -437,7 +437,13 @@ async fn an_oauth2_session_completes_and_the_connection_carries_the_new_token() 
             .await
             .unwrap();
         assert_eq!(replay.status(), StatusCode::CONFLICT);
-        assert!(replay.text().await.unwrap().contains("already been used"));
+        assert!(
+            replay
+                .text()
+                .await
+                .unwrap()
+                .contains("Each link works once")
+        );
         assert_eq!(connections(&server).await.len(), 1);
 
         // Neither the link's token, the state, nor the code reach the log.

@@ -7,6 +7,7 @@
 mod common;
 
 mod connect;
+mod connect_browser;
 mod data_connections;
 mod doctor;
 mod first_hour;

@@ -48,6 +48,7 @@ name = "Billing"
 tables = ["team_5678.billing"]
 "#;
 
+pub mod browser;
 pub mod clickhouse;
 pub mod postgres;
 
