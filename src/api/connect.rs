@@ -158,6 +158,7 @@ ul.platforms { list-style: none; margin: 0; padding: 0; display: grid; gap: 1rem
 .head { display: flex; gap: .75rem; align-items: center; margin-bottom: .75rem; }
 .badge { flex: none; width: 2.5rem; height: 2.5rem; border-radius: .6rem; display: grid;
   place-items: center; font-weight: 700; background: var(--accent); color: var(--accent-fg); }
+.logo { flex: none; width: 2.5rem; height: 2.5rem; border-radius: .6rem; object-fit: contain; }
 .head h2 { font-size: 1.1rem; margin: 0; }
 .head p { margin: 0; color: var(--muted); font-size: .9rem; }
 label { display: block; font-weight: 600; margin: .5rem 0 .25rem; }
@@ -212,7 +213,11 @@ fn platform_card(token: &str, platform: &Platform, error: Option<(&str, &str)>) 
     html! {
         li.card {
             div.head {
-                div.badge aria-hidden="true" { (initial(platform)) }
+                // Only an inline image: the page loads nothing from elsewhere.
+                @match platform.image.as_deref().filter(|i| i.starts_with("data:image/")) {
+                    Some(image) => img.logo src=(image) alt="" width="40" height="40";
+                    None => div.badge aria-hidden="true" { (initial(platform)) }
+                }
                 div {
                     h2 { (platform.name) }
                     @if !platform.description.is_empty() { p { (platform.description) } }

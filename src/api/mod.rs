@@ -128,7 +128,10 @@ impl<E: From<EdgeFailure> + IntoResponse + Send + 'static> DialectError for E {}
 /// `failure` in the shape of the dialect whose prefix `path` is under (Better Stack's
 /// outside both).
 fn dialect_answer(path: &str, failure: EdgeFailure) -> Response {
-    if path == pica::PREFIX.trim_end_matches('/') || path.starts_with(pica::PREFIX) {
+    // The connect pages answer a browser: a page, whatever went wrong.
+    if path.starts_with(connect::PREFIX) || path == connect::CALLBACK_PATH {
+        connect::PageError::from(failure).into_response()
+    } else if path == pica::PREFIX.trim_end_matches('/') || path.starts_with(pica::PREFIX) {
         pica::PicaError::from(failure).into_response()
     } else {
         betterstack::ApiError::from(failure).into_response()

@@ -261,6 +261,7 @@ allowed_return_origins = ["https://app.example.com"]
 platform = "keyed"
 name = "Keyed"
 description = "A platform that takes an API key"
+image = "data:image/svg+xml;base64,PHN2ZyB4bWxucz0naHR0cDovL3d3dy53My5vcmcvMjAwMC9zdmcnIHZpZXdCb3g9JzAgMCA0MCA0MCc+PHJlY3Qgd2lkdGg9JzQwJyBoZWlnaHQ9JzQwJyByeD0nOCcgZmlsbD0nIzBhN2YzZicvPjxwYXRoIGQ9J00xMiAxMHYyME0xMiAyMGwxNC0xME0xNiAxOGwxMCAxMicgc3Ryb2tlPScjZmZmJyBzdHJva2Utd2lkdGg9JzQnIGZpbGw9J25vbmUnLz48L3N2Zz4="
 base_url = "{}"
 auth = "header"
 header_name = "x-api-key"
@@ -590,6 +591,10 @@ async fn an_api_key_form_stores_exactly_its_fields_and_a_typo_leaves_the_link_us
         .unwrap();
     assert!(html.contains("API key (sent as x-api-key)"), "{html}");
     assert!(html.contains(r#"type="password""#));
+    assert!(
+        html.contains(r#"class="logo" src="data:image/svg+xml;base64,"#),
+        "{html}"
+    );
     assert!(!html.contains("Sign in with"));
 
     // An empty key: the form again, saying so; the session still pending.
@@ -860,4 +865,46 @@ async fn the_catalog_is_filtered_and_paged_as_pica_serves_it() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
         assert_eq!(body["code"], 400);
     }
+}
+
+#[tokio::test]
+async fn every_answer_under_the_connect_pages_is_a_page() {
+    let Setup { server, .. } = setup(false, "").await;
+    let session = create_session(&server, json!({"identity": "u"})).await;
+    let link = session["url"].as_str().unwrap();
+    for request in [
+        browser().get(server.url("/connect/")),
+        browser().get(server.url("/connect/cs_x/nowhere")),
+        browser().delete(link),
+        browser().post(server.url("/v1/connect/callback")),
+    ] {
+        let resp = request.send().await.unwrap();
+        assert!(resp.status().is_client_error(), "{}", resp.status());
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{:?}",
+            resp.headers()
+        );
+        assert_eq!(resp.headers()["referrer-policy"], "no-referrer");
+    }
+    // A body declared too large is refused before it is sent (a raw request: a client
+    // that writes the body anyway races the server's answer).
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = url::Url::parse(link).unwrap();
+    let mut stream = tokio::net::TcpStream::connect((url.host_str().unwrap(), url.port().unwrap()))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST {}/credentials HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 2097152\r\nConnection: close\r\n\r\n",
+        url.path()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.1 413"), "{answer}");
+    assert!(answer.contains("content-type: text/html"), "{answer}");
 }
