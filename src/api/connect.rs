@@ -12,7 +12,6 @@ use maud::{DOCTYPE, Markup, html};
 use secrecy::SecretString;
 use url::Url;
 use utoipa_axum::router::OpenApiRouter;
-use zeroize::Zeroizing;
 
 use super::{AppState, EdgeFailure};
 use crate::domain::catalog::{AuthMethod, Platform};
@@ -281,14 +280,14 @@ fn connect_page(token: &str, view: &PageView<'_>, error: Option<(&str, &str)>) -
     )
 }
 
-fn finished(done: Finished, platform_name: &str) -> Response {
+fn finished(done: Finished) -> Response {
     if let Some(url) = done.redirect {
         return Redirect::to(url.as_str()).into_response();
     }
     let body = layout(
         "Connected",
         html! {
-            h1 { (platform_name) " is connected" }
+            h1 { (done.platform_name) " is connected" }
             p.message role="status" { "You can close this window." }
         },
     );
@@ -306,46 +305,27 @@ async fn page(
     ))
 }
 
-/// A form body's fields; values are secrets, wiped when dropped.
-fn form_fields(body: &[u8]) -> Vec<(String, SecretString)> {
-    url::form_urlencoded::parse(body)
-        .map(|(k, v)| {
-            (
-                k.into_owned(),
-                SecretString::from(Zeroizing::new(v.into_owned()).as_str()),
-            )
-        })
-        .collect()
-}
-
 async fn submit_credentials(
     State(state): State<AppState>,
     Path(token): Path<String>,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    let body = Zeroizing::new(body.to_vec());
-    let mut platform = None;
+    let mut platform = String::new();
     let mut credentials = OpenCredentials::new();
-    for (name, value) in form_fields(&body) {
+    for (name, value) in url::form_urlencoded::parse(&body) {
         if name == "platform" {
-            platform = Some(secrecy::ExposeSecret::expose_secret(&value).to_owned());
+            platform = value.into_owned();
         } else {
-            credentials.insert(name, value);
+            // Each value a secret from here on, wiped when dropped.
+            credentials.insert(name.into_owned(), SecretString::from(value.into_owned()));
         }
     }
-    let platform = platform.unwrap_or_default();
     let connect = &state.services.connect;
     match connect
         .submit_credentials(&token, &platform, credentials)
         .await
     {
-        Ok(done) => {
-            let name = connect
-                .platform_name(&done.platform)
-                .unwrap_or(&done.platform)
-                .to_owned();
-            Ok(finished(done, &name))
-        }
+        Ok(done) => Ok(finished(done)),
         // A typo: the same page again, saying what to fix; the link still works.
         Err(ConnectError::Invalid { message, .. }) => {
             let view = connect.page(&token).await?;
@@ -392,13 +372,7 @@ async fn callback(
     }
     let connect = &state.services.connect;
     match connect.callback(params).await {
-        Ok(done) => {
-            let name = connect
-                .platform_name(&done.platform)
-                .unwrap_or(&done.platform)
-                .to_owned();
-            Ok(finished(done, &name))
-        }
+        Ok(done) => Ok(finished(done)),
         Err(failure) => match failure.redirect {
             Some(url) => Ok(Redirect::to(url.as_str()).into_response()),
             None => Err(failure.error.into()),

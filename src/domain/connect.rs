@@ -4,7 +4,6 @@
 //! like a created connection; a session may instead renew an existing connection's
 //! credential in place (reconnect).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +19,8 @@ use super::catalog::{AuthMethod, Platform};
 use super::echo::echo;
 use super::integration::{
     ConnectionState, CreateIntegration, Environment, IdentityType, IntegrationConnection,
-    IntegrationError, Integrations, OpenCredentials, validate_tags,
+    IntegrationError, Integrations, OpenCredentials, validate_identity, validate_name,
+    validate_tags,
 };
 use super::oauth::{TokenEndpoint, TokenError, micros};
 use super::ports::{ConnectSessionStore, StoreError};
@@ -160,7 +160,6 @@ pub struct CreatedSession {
     pub token: SecretString,
     pub url: String,
     pub expires_at: i64,
-    pub session: ConnectSession,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -216,8 +215,8 @@ pub struct PageView<'a> {
 /// How a session ended for the person who followed the link.
 #[derive(Debug, Clone)]
 pub struct Finished {
-    pub connection_key: String,
-    pub platform: String,
+    /// The platform's name, as the page says it.
+    pub platform_name: String,
     /// Where to send them, `connectionKey` and `status` added.
     pub redirect: Option<Url>,
 }
@@ -289,10 +288,6 @@ impl ConnectSessions {
         }
     }
 
-    pub fn platform_name(&self, key: &str) -> Option<&str> {
-        self.integrations.platform(key).map(|p| p.name.as_str())
-    }
-
     /// The OAuth2 redirect URI every provider is registered with.
     pub fn redirect_uri(&self) -> String {
         format!(
@@ -313,18 +308,10 @@ impl ConnectSessions {
         environment: Environment,
         request: NewSession,
     ) -> Result<CreatedSession, ConnectError> {
-        if request.identity.trim().is_empty()
-            || request.identity.contains('\0')
-            || request.identity.chars().count() > 256
-        {
-            return Err(invalid("identity", "identity must be 1 to 256 characters"));
-        }
+        // Checked as a created connection's are: the session makes one.
+        validate_identity(&request.identity)?;
         validate_tags(&request.tags)?;
-        if let Some(name) = &request.name
-            && (name.chars().count() > super::integration::NAME_MAX_CHARS || name.contains('\0'))
-        {
-            return Err(invalid("name", "name must be at most 256 characters"));
-        }
+        validate_name(&request.name)?;
         if request.platforms.len() > MAX_SESSION_PLATFORMS {
             return Err(invalid(
                 "platforms",
@@ -409,7 +396,6 @@ impl ConnectSessions {
             url: self.link(token.expose_secret()),
             expires_at: session.expires_at,
             token,
-            session,
         })
     }
 
@@ -549,8 +535,7 @@ impl ConnectSessions {
                 tracing::info!(session_id = %session.id, connection_id = %connection.id, "connect session completed");
                 Ok(Finished {
                     redirect: self.return_to(session, Some(&connection.key), "completed"),
-                    connection_key: connection.key,
-                    platform: platform.key.clone(),
+                    platform_name: platform.name.clone(),
                 })
             }
             Err(e) => {
@@ -794,22 +779,15 @@ impl ConnectSessions {
                 }
                 TokenError::Failed(why) => format!("The code could not be exchanged: {why}"),
             })?;
-        let Some(refresh_token) = grant.refresh_token else {
+        let Some(refresh_token) = grant.refresh_token.clone() else {
             return Err(
                 "The provider issued no refresh token, so the connection could not be kept fresh"
                     .into(),
             );
         };
-        let expires_at =
-            now_micros() + micros(grant.expires_in.unwrap_or(self.default_token_lifetime));
-        let mut credentials = BTreeMap::new();
-        credentials.insert("access_token".to_owned(), grant.access_token);
-        credentials.insert("refresh_token".to_owned(), refresh_token);
-        credentials.insert(
-            "expires_at".to_owned(),
-            SecretString::from((expires_at / 1_000_000).to_string()),
-        );
-        Ok(credentials)
+        Ok(grant
+            .into_credentials(refresh_token, now_micros(), self.default_token_lifetime)
+            .0)
     }
 
     /// Forgets sessions expired longer ago than [`SESSION_RETENTION`].

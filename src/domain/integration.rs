@@ -272,7 +272,14 @@ pub fn validate_tags(tags: &[String]) -> Result<(), IntegrationError> {
     Ok(())
 }
 
-fn validate_name(name: &Option<String>) -> Result<(), IntegrationError> {
+pub fn validate_identity(identity: &str) -> Result<(), IntegrationError> {
+    if identity.trim().is_empty() || identity.contains('\0') || identity.chars().count() > 256 {
+        return Err(invalid("identity", "identity must be 1 to 256 characters"));
+    }
+    Ok(())
+}
+
+pub fn validate_name(name: &Option<String>) -> Result<(), IntegrationError> {
     if let Some(n) = name
         && (n.chars().count() > NAME_MAX_CHARS || n.contains('\0'))
     {
@@ -653,12 +660,7 @@ impl Integrations {
             )
         })?;
         let expires_at = check_credentials(platform, &request.credentials)?;
-        if request.identity.trim().is_empty()
-            || request.identity.contains('\0')
-            || request.identity.chars().count() > 256
-        {
-            return Err(invalid("identity", "identity must be 1 to 256 characters"));
-        }
+        validate_identity(&request.identity)?;
         validate_name(&request.name)?;
         validate_tags(&request.tags)?;
 

@@ -76,6 +76,30 @@ pub struct TokenGrant {
     pub expires_in: Option<Duration>,
 }
 
+impl TokenGrant {
+    /// The credential an OAuth2 connection stores (`refresh_token` is the rotated one, or
+    /// `current` when none came), and when its access token expires (µs since the epoch).
+    pub fn into_credentials(
+        self,
+        current: SecretString,
+        now: i64,
+        default_lifetime: Duration,
+    ) -> (OpenCredentials, i64) {
+        let expires_at = now + micros(self.expires_in.unwrap_or(default_lifetime));
+        let mut credentials = OpenCredentials::new();
+        credentials.insert("access_token".into(), self.access_token);
+        credentials.insert(
+            "refresh_token".into(),
+            self.refresh_token.unwrap_or(current),
+        );
+        credentials.insert(
+            "expires_at".into(),
+            SecretString::from((expires_at / 1_000_000).to_string()),
+        );
+        (credentials, expires_at)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// RFC 6749 section 5.2 `invalid_grant`: the refresh token is dead; only new
@@ -352,24 +376,9 @@ impl OAuthRefresher {
         let now = Utc::now().timestamp_micros();
         match outcome {
             Ok(grant) => {
-                let expires_at = now
-                    + micros(
-                        grant
-                            .expires_in
-                            .unwrap_or(self.settings.default_token_lifetime),
-                    );
-                let mut next = OpenCredentials::new();
-                next.insert("access_token".into(), grant.access_token);
-                next.insert(
-                    "refresh_token".into(),
-                    grant
-                        .refresh_token
-                        .unwrap_or_else(|| SecretString::from(refresh_token.expose_secret())),
-                );
-                next.insert(
-                    "expires_at".into(),
-                    SecretString::from((expires_at / 1_000_000).to_string()),
-                );
+                let kept = SecretString::from(refresh_token.expose_secret());
+                let (next, expires_at) =
+                    grant.into_credentials(kept, now, self.settings.default_token_lifetime);
                 let sealed =
                     seal_credentials(&self.sealer, &connection.id, connection.environment, &next);
                 let change = self
