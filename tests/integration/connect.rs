@@ -297,7 +297,18 @@ pub async fn create_session(server: &TestServer, body: Value) -> Value {
     resp.json().await.unwrap()
 }
 
-async fn status(server: &TestServer, token: &str) -> Value {
+/// A platform call through the passthrough with `key`: its status, and its JSON body
+/// (`null` when it is not JSON).
+pub async fn platform_call(server: &TestServer, key: &str) -> (StatusCode, Value) {
+    let resp = crate::passthrough::call(server, reqwest::Method::GET, "me", key)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn status(server: &TestServer, token: &str) -> Value {
     let resp = server
         .get(&format!("/v1/connect/sessions/{token}"))
         .header("x-pica-secret", TEST_SECRET)
@@ -415,12 +426,8 @@ async fn an_oauth2_session_completes_and_the_connection_carries_the_new_token() 
         assert_eq!(rows[0]["identity"], "user-1");
         assert_eq!(rows[0]["name"], "Acme for user 1");
         assert_eq!(rows[0]["tags"], json!(["crm"]));
-        let resp = crate::passthrough::call(&server, reqwest::Method::GET, "me", key)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        let echoed: Value = resp.json().await.unwrap();
+        let (called, echoed) = platform_call(&server, key).await;
+        assert_eq!(called, StatusCode::OK);
         assert!(
             echoed["token"].as_str().unwrap().starts_with("at-"),
             "{echoed}"
@@ -633,13 +640,8 @@ async fn an_api_key_form_stores_exactly_its_fields_and_a_typo_leaves_the_link_us
     assert_eq!(rows[0]["identity"], "org-7");
     assert_eq!(rows[0]["identityType"], "organization");
     assert_eq!(rows[0]["name"], "Keyed");
-    let echoed: Value = crate::passthrough::call(&server, reqwest::Method::GET, "x", &key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (called, echoed) = platform_call(&server, &key).await;
+    assert_eq!(called, StatusCode::OK);
     assert_eq!(echoed["x-api-key"], "kk_live_123");
     // Once only.
     let resp = browser()
@@ -667,27 +669,25 @@ async fn a_session_is_refused_what_it_cannot_do() {
             error["fields"][0].as_str().unwrap().to_owned()
         }
     };
-    assert_eq!(refused(json!({})).await, "identity");
-    assert_eq!(
-        refused(json!({"identity": "u", "platforms": ["nope"]})).await,
-        "platforms"
-    );
-    assert_eq!(
-        refused(json!({"identity": "u", "returnUrl": "https://evil.example.com/"})).await,
-        "returnUrl"
-    );
-    assert_eq!(
-        refused(json!({"identity": "u", "connectionKey": "test::acme::default::x"})).await,
-        "connectionKey"
-    );
-    assert_eq!(
-        refused(json!({"identity": "u", "colour": "red"})).await,
-        "colour"
-    );
-    assert_eq!(
-        refused(json!({"identity": "u", "identityType": "robot"})).await,
-        "identityType"
-    );
+    for (body, field) in [
+        (json!({}), "identity"),
+        (json!({"identity": "u", "platforms": ["nope"]}), "platforms"),
+        (
+            json!({"identity": "u", "returnUrl": "https://evil.example.com/"}),
+            "returnUrl",
+        ),
+        (
+            json!({"identity": "u", "connectionKey": "test::acme::default::x"}),
+            "connectionKey",
+        ),
+        (json!({"identity": "u", "colour": "red"}), "colour"),
+        (
+            json!({"identity": "u", "identityType": "robot"}),
+            "identityType",
+        ),
+    ] {
+        assert_eq!(refused(body).await, field);
+    }
 
     // A session belongs to its environment; an unknown token is a 404 in the dialect's shape.
     let session = create_session(&server, json!({"identity": "u"})).await;
@@ -742,25 +742,14 @@ async fn reconnect_brings_a_failed_connection_back_in_place() {
         .lock()
         .unwrap()
         .push("rt-dead".into());
-    let created: Value = server
-        .post_json(
-            "/v1/vault/connections",
-            &json!({"platform": "acme", "identity": "u", "identityType": "user",
-                    "credentials": {"access_token": "old", "refresh_token": "rt-dead", "expires_at": "1"}}),
-        )
-        .header("x-pica-secret", TEST_SECRET)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = crate::passthrough::connect(
+        &server,
+        "acme",
+        json!({"access_token": "old", "refresh_token": "rt-dead", "expires_at": "1"}),
+    )
+    .await;
     let key = created["key"].as_str().unwrap();
-    let resp = crate::passthrough::call(&server, reqwest::Method::GET, "me", key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(platform_call(&server, key).await.0, StatusCode::FORBIDDEN);
     assert_eq!(connections(&server).await[0]["state"], "failed");
 
     let session = create_session(&server, json!({"identity": "u", "connectionKey": key})).await;
@@ -787,11 +776,7 @@ async fn reconnect_brings_a_failed_connection_back_in_place() {
     assert_eq!(rows[0]["state"], "operational");
     assert_eq!(rows[0]["version"], "1.0.1");
     assert_eq!(rows[0]["health"]["consecutiveFailures"], 0);
-    let resp = crate::passthrough::call(&server, reqwest::Method::GET, "me", key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(platform_call(&server, key).await.0, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -6,19 +6,18 @@ use fantoccini::Locator;
 use serde_json::json;
 
 use crate::common::browser::Browser;
-use crate::connect::{Setup, create_session, setup};
+use crate::connect::{Setup, create_session, platform_call, setup, status};
 
 const ENTER: &str = "\u{E007}";
 const TAB: &str = "\u{E004}";
 
-async fn session_status(server: &crate::common::TestServer, token: &str) -> serde_json::Value {
-    server
-        .get(&format!("/v1/connect/sessions/{token}"))
-        .header("x-pica-secret", crate::common::TEST_SECRET)
-        .send()
-        .await
-        .unwrap()
-        .json()
+/// The button whose text is `text`.
+async fn button(browser: &Browser, text: &str) -> fantoccini::elements::Element {
+    browser
+        .client
+        .find(Locator::XPath(&format!(
+            "//button[normalize-space()='{text}']"
+        )))
         .await
         .unwrap()
 }
@@ -41,13 +40,7 @@ async fn a_person_signs_in_with_oauth2_in_chromium() {
     browser.assert_fits_width().await;
     browser.screenshot("connect-oauth-page").await;
 
-    let button = browser
-        .client
-        .find(Locator::XPath(
-            "//button[normalize-space()='Sign in with Acme']",
-        ))
-        .await
-        .unwrap();
+    let button = button(&browser, "Sign in with Acme").await;
     button.click().await.unwrap();
     // The provider consents and sends the browser back to the callback.
     let text = browser.wait_for_text("Acme is connected").await;
@@ -57,7 +50,7 @@ async fn a_person_signs_in_with_oauth2_in_chromium() {
     browser.assert_fits_width().await;
     browser.screenshot("connect-oauth-done").await;
 
-    let status = session_status(&server, session["token"].as_str().unwrap()).await;
+    let status = status(&server, session["token"].as_str().unwrap()).await;
     assert_eq!(status["status"], "completed", "{status}");
     // Back to the link: spent.
     browser
@@ -84,13 +77,7 @@ async fn a_person_types_an_api_key_with_the_keyboard_in_chromium() {
     browser.assert_fits_width().await;
 
     // An empty key is not sent: the browser holds the form back.
-    let submit = browser
-        .client
-        .find(Locator::XPath(
-            "//button[normalize-space()='Connect Keyed']",
-        ))
-        .await
-        .unwrap();
+    let submit = button(&browser, "Connect Keyed").await;
     submit.click().await.unwrap();
     assert_eq!(
         browser.client.current_url().await.unwrap().as_str(),
@@ -134,17 +121,11 @@ async fn a_person_types_an_api_key_with_the_keyboard_in_chromium() {
     let source = browser.client.source().await.unwrap();
     assert!(!source.contains("kk_browser_1"));
 
-    let status = session_status(&server, session["token"].as_str().unwrap()).await;
+    let status = status(&server, session["token"].as_str().unwrap()).await;
     assert_eq!(status["status"], "completed", "{status}");
     let key = status["connectionKey"].as_str().unwrap();
-    let echoed: serde_json::Value =
-        crate::passthrough::call(&server, reqwest::Method::GET, "x", key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let (called, echoed) = platform_call(&server, key).await;
+    assert_eq!(called, reqwest::StatusCode::OK);
     assert_eq!(echoed["x-api-key"], "kk_browser_1");
     browser.close().await;
 }
