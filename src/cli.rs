@@ -329,7 +329,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 }
             };
             let core = Core::open_existing(&settings).await?;
-            let token = core.api_tokens().create(scope, email.as_deref()).await?;
+            let (_, token) = core.api_tokens().create(scope, email.as_deref()).await?;
             println!("{}", token.expose_secret());
             Ok(())
         }

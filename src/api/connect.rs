@@ -5,7 +5,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::{DOCTYPE, Markup, html};
@@ -121,24 +121,8 @@ impl IntoResponse for PageError {
     }
 }
 
-/// A page with the headers every one of them carries: nothing cached, no referrer (the
-/// link's token is in the URL), nothing loaded from elsewhere, never framed.
 fn html_response(status: StatusCode, body: Markup) -> Response {
-    let mut response = (status, body.into_string()).into_response();
-    let headers = response.headers_mut();
-    let mut set = |name: header::HeaderName, value: &'static str| {
-        headers.insert(name, HeaderValue::from_static(value));
-    };
-    set(header::CONTENT_TYPE, "text/html; charset=utf-8");
-    set(header::CACHE_CONTROL, "no-store");
-    set(header::REFERRER_POLICY, "no-referrer");
-    set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(header::X_FRAME_OPTIONS, "DENY");
-    set(
-        header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; frame-ancestors 'none'",
-    );
-    response
+    super::html::page_response(status, body, super::html::SELF_CONTAINED_POLICY)
 }
 
 const STYLE: &str = r#"

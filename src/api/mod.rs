@@ -25,16 +25,20 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::ApiSettings;
 use crate::domain::connect::ConnectSessions;
+use crate::domain::console::ConsoleSessions;
 use crate::domain::data_connection::DataConnections;
 use crate::domain::integration::{Integrations, VaultSecrets};
 use crate::domain::ports::{Health, StoreError};
 use crate::domain::token::ApiTokens;
+use crate::domain::topology::{Topology, UpstreamHealth};
 use crate::passthrough::Passthrough;
 
 pub mod betterstack;
 mod body;
 pub mod connect;
+pub mod console;
 mod health;
+mod html;
 mod openapi;
 pub mod pica;
 
@@ -43,12 +47,18 @@ pub use body::{BodyError, json_object};
 pub struct AppServices {
     /// The store's health, for `/readyz`.
     pub health: Arc<dyn Health>,
-    pub tokens: ApiTokens,
+    pub tokens: Arc<ApiTokens>,
     pub data_connections: DataConnections,
-    pub vault_secrets: VaultSecrets,
+    pub vault_secrets: Arc<VaultSecrets>,
     pub integrations: Arc<Integrations>,
     pub passthrough: Arc<Passthrough>,
     pub connect: Arc<ConnectSessions>,
+    pub console: Arc<ConsoleSessions>,
+    /// The configured regions and teams, for the console's topology view.
+    pub topology: Arc<Topology>,
+    pub upstream_health: Arc<dyn UpstreamHealth>,
+    /// Whether the console's cookie is marked `Secure` (the API is served over TLS).
+    pub secure_cookies: bool,
     /// Base of absolute links in responses, without a trailing slash.
     pub public_url: String,
 }
@@ -128,8 +138,10 @@ impl<E: From<EdgeFailure> + IntoResponse + Send + 'static> DialectError for E {}
 /// `failure` in the shape of the dialect whose prefix `path` is under (Better Stack's
 /// outside both).
 fn dialect_answer(path: &str, failure: EdgeFailure) -> Response {
-    // The connect pages answer a browser: a page, whatever went wrong.
-    if path.starts_with(connect::PREFIX) || path == connect::CALLBACK_PATH {
+    // The console and the connect pages answer a browser: a page, whatever went wrong.
+    if path == console::PREFIX || path.starts_with(&format!("{}/", console::PREFIX)) {
+        console::PageError::from(failure).into_response()
+    } else if path.starts_with(connect::PREFIX) || path == connect::CALLBACK_PATH {
         connect::PageError::from(failure).into_response()
     } else if path == pica::PREFIX.trim_end_matches('/') || path.starts_with(pica::PREFIX) {
         pica::PicaError::from(failure).into_response()
@@ -266,6 +278,11 @@ pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
         .merge(guarded::<ApiError>(health::router(), settings, true))
         .merge(guarded::<connect::PageError>(
             connect::router(),
+            settings,
+            true,
+        ))
+        .merge(guarded::<console::PageError>(
+            console::router(),
             settings,
             true,
         ))

@@ -29,6 +29,9 @@ pub struct Core {
     pub vault_secret_hasher: CredentialHasher,
     /// Connect sessions' link tokens and OAuth2 states.
     pub connect_hasher: CredentialHasher,
+    /// Console sessions' cookie tokens, and the CSRF tokens derived from them.
+    pub console_session_hasher: CredentialHasher,
+    pub console_csrf_hasher: CredentialHasher,
 }
 
 /// Refuses to go on unless the configured database is an existing install, so a command
@@ -113,6 +116,11 @@ impl Core {
             token_hasher: CredentialHasher::new(&hash_key, "switchboard/api-token/v1"),
             vault_secret_hasher: CredentialHasher::new(&hash_key, "switchboard/vault-secret/v1"),
             connect_hasher: CredentialHasher::new(&hash_key, "switchboard/connect-session/v1"),
+            console_session_hasher: CredentialHasher::new(
+                &hash_key,
+                "switchboard/console-session/v1",
+            ),
+            console_csrf_hasher: CredentialHasher::new(&hash_key, "switchboard/console-csrf/v1"),
             sealer: Arc::new(sealer),
             store,
         })

@@ -13,8 +13,11 @@ use url::Url;
 use crate::api::{self, AppServices};
 use crate::config::{Settings, TlsFiles};
 use crate::domain::connect::{ConnectSessions, ConnectSettings};
+use crate::domain::console::ConsoleSessions;
 use crate::domain::data_connection::DataConnections;
 use crate::domain::integration::Integrations;
+use crate::domain::ports::{Change, Entity, StoreError};
+use crate::domain::token::ApiTokens;
 use crate::feed::ChangeFeed;
 use crate::gateway::Gateway;
 use crate::gateway::directory::{CredentialDirectory, DirectoryFollower};
@@ -78,6 +81,7 @@ impl Application {
         };
         let topology = Arc::new(settings.topology.clone());
         describe_upstreams(&topology);
+        let tokens = Arc::new(core.api_tokens());
         let directory = Arc::new(CredentialDirectory::default());
         let vault = Arc::new(VaultDirectory::default());
         let feed = Arc::new(ChangeFeed::new(
@@ -92,6 +96,7 @@ impl Application {
                     connections: core.store.clone(),
                     directory: vault.clone(),
                 }),
+                Arc::new(TokenCacheFollower(tokens.clone())),
             ],
         ));
         feed.start()
@@ -124,9 +129,25 @@ impl Application {
             },
             settings.oauth.default_token_lifetime,
         ));
+        let gateway = Arc::new(Gateway::new(
+            &settings.gateway,
+            directory.clone(),
+            topology.clone(),
+            core.password_hasher.clone(),
+        )?);
+        let vault_secrets = Arc::new(core.vault_secrets(feed.clone()));
+        let console = Arc::new(ConsoleSessions::new(
+            core.store.clone(),
+            tokens.clone(),
+            vault_secrets.clone(),
+            core.console_session_hasher.clone(),
+            core.console_csrf_hasher.clone(),
+            core.sealer.clone(),
+            settings.console_session_ttl,
+        ));
         let services = Arc::new(AppServices {
             health: core.store.clone(),
-            tokens: core.api_tokens(),
+            tokens,
             data_connections: DataConnections::new(
                 core.store.clone(),
                 topology.clone(),
@@ -134,7 +155,7 @@ impl Application {
                 feed.clone(),
                 directory.clone(),
             ),
-            vault_secrets: core.vault_secrets(feed.clone()),
+            vault_secrets,
             integrations: integrations.clone(),
             passthrough: Arc::new(Passthrough::new(
                 outbound,
@@ -143,15 +164,13 @@ impl Application {
                 core.vault_secret_hasher.clone(),
             )),
             connect,
+            console,
+            topology: topology.clone(),
+            upstream_health: gateway.upstream_health(),
+            secure_cookies: settings.api.tls.is_some() || public_url.scheme() == "https",
             public_url: AppServices::public_base(&public_url),
         });
         let router = api::router(services.clone(), &settings.api);
-        let gateway = Arc::new(Gateway::new(
-            &settings.gateway,
-            directory.clone(),
-            topology.clone(),
-            core.password_hasher.clone(),
-        )?);
         let load_tls = |files: &Option<TlsFiles>, what: &str| {
             files
                 .clone()
@@ -204,6 +223,7 @@ impl Application {
             tokio::spawn(maintain_store(
                 self.store.clone(),
                 self.services.connect.clone(),
+                self.services.console.clone(),
                 stop_rx.clone(),
             )),
             tokio::spawn(check_upstream_users(
@@ -365,5 +385,25 @@ impl Listening {
 
     fn remove(data_dir: &std::path::Path) {
         let _ = std::fs::remove_file(data_dir.join(Self::FILE));
+    }
+}
+
+/// Keeps the API token cache in step with revocations made by any process.
+struct TokenCacheFollower(Arc<ApiTokens>);
+
+#[async_trait::async_trait]
+impl crate::feed::Follower for TokenCacheFollower {
+    async fn apply(&self, change: &Change) -> Result<(), StoreError> {
+        if change.entity == Entity::ApiToken
+            && let Ok(id) = change.id.parse()
+        {
+            self.0.forget(id);
+        }
+        Ok(())
+    }
+
+    async fn reload(&self) -> Result<(), StoreError> {
+        self.0.forget_all();
+        Ok(())
     }
 }

@@ -63,6 +63,7 @@ pub(super) async fn refresh_oauth_tokens(
 pub(super) async fn maintain_store(
     store: Arc<SqlStore>,
     connect: Arc<crate::domain::connect::ConnectSessions>,
+    console: Arc<crate::domain::console::ConsoleSessions>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -82,6 +83,11 @@ pub(super) async fn maintain_store(
             Ok(0) => {}
             Ok(n) => tracing::debug!(sessions = n, "forgot expired connect sessions"),
             Err(e) => tracing::warn!(error = %e, "forgetting expired connect sessions failed"),
+        }
+        match console.clean_up().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(sessions = n, "forgot expired console sessions"),
+            Err(e) => tracing::warn!(error = %e, "forgetting expired console sessions failed"),
         }
     }
 }

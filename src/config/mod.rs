@@ -151,6 +151,8 @@ pub struct Settings {
     pub passthrough_timeouts: (Duration, Duration),
     pub oauth: OAuthSettings,
     pub connect: ConnectConfig,
+    /// `[console] session_ttl_seconds`: how long a console sign-in lasts.
+    pub console_session_ttl: Duration,
 }
 
 /// `[connect]`: connect sessions' lifetime and where they may send people back to.

@@ -40,6 +40,23 @@ pub struct RawConfig {
     pub upstream: RawUpstream,
     #[serde(default)]
     pub connect: RawConnect,
+    #[serde(default)]
+    pub console: RawConsole,
+}
+
+/// The operator console at `/console/`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConsole {
+    pub session_ttl_seconds: u64,
+}
+
+impl Default for RawConsole {
+    fn default() -> Self {
+        Self {
+            session_ttl_seconds: 8 * 3600,
+        }
+    }
 }
 
 /// Connect sessions: the links end users follow to link an account.

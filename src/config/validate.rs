@@ -232,6 +232,13 @@ pub(super) fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         ),
         oauth: validate_oauth(raw.oauth)?,
         connect: validate_connect(raw.connect)?,
+        console_session_ttl: {
+            let ttl = raw.console.session_ttl_seconds;
+            if !(60..=7 * 24 * 3600).contains(&ttl) {
+                bail!("console.session_ttl_seconds must be between 60 and 604800 (a week)");
+            }
+            Duration::from_secs(ttl)
+        },
     })
 }
 

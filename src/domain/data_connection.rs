@@ -10,7 +10,7 @@ use super::echo::{echo, echo_names};
 use super::pagination::PageRequest;
 use super::ports::{ChangeSync, DataConnectionStore, IdRanks, PageStart, StoreError};
 use super::time::Timestamp;
-use super::token::{Principal, User};
+use super::token::{Principal, TokenScope, User};
 use super::topology::{Region, Team, Topology};
 use crate::crypto::{self, CredentialHash, CredentialHasher};
 
@@ -168,6 +168,14 @@ fn listed<'a>(names: impl Iterator<Item = &'a str>) -> String {
         "none".into()
     } else {
         names.join(", ")
+    }
+}
+
+/// Whether `principal` may see and manage `connection`.
+pub fn manages(principal: &Principal, connection: &DataConnection) -> bool {
+    match principal.scope {
+        TokenScope::Global => true,
+        TokenScope::Team(team) => connection.teams == TeamScope::Teams(vec![team]),
     }
 }
 
@@ -368,6 +376,52 @@ impl DataConnections {
             .store
             .list_data_connections(start, page.limit())
             .await?)
+    }
+
+    /// What `principal` may see: every connection for a global token; for a team token,
+    /// the connections that reach exactly its team (one reaching other teams too is not
+    /// the team's alone to manage).
+    pub async fn list_for(
+        &self,
+        principal: &Principal,
+        page: PageRequest,
+    ) -> Result<(Vec<DataConnection>, u64), DataConnectionError> {
+        match principal.scope {
+            TokenScope::Global => self.list(page).await,
+            TokenScope::Team(team) => {
+                let Some(offset) = page.offset() else {
+                    return Ok((Vec::new(), 0));
+                };
+                Ok(self
+                    .store
+                    .list_team_data_connections(team, offset, page.limit())
+                    .await?)
+            }
+        }
+    }
+
+    /// A connection `principal` may manage (see [`Self::list_for`]); another team's is
+    /// not found.
+    pub async fn get_for(
+        &self,
+        principal: &Principal,
+        id: i64,
+    ) -> Result<DataConnection, DataConnectionError> {
+        let connection = self.get(id).await?;
+        if manages(principal, &connection) {
+            Ok(connection)
+        } else {
+            Err(DataConnectionError::NotFound)
+        }
+    }
+
+    pub async fn delete_for(
+        &self,
+        principal: &Principal,
+        id: i64,
+    ) -> Result<(), DataConnectionError> {
+        self.get_for(principal, id).await?;
+        self.delete(id).await
     }
 
     pub async fn get(&self, id: i64) -> Result<DataConnection, DataConnectionError> {

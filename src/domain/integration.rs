@@ -14,7 +14,8 @@ use super::catalog::{Catalog, Platform};
 use super::echo::{ECHO_NAMES, echo, echo_names};
 use super::oauth::{OAuthRefresher, OAuthSettings, RefreshError, TokenEndpoint, parse_expires_at};
 use super::ports::{
-    ChangeSync, IntegrationStore, RefreshStore, SealedIntegration, StoreError, VaultSecretStore,
+    ChangeSync, IntegrationStore, RefreshStore, Revoked, SealedIntegration, StoreError,
+    VaultSecret, VaultSecretStore,
 };
 use crate::crypto::{self, CredentialHasher, Sealer};
 
@@ -179,6 +180,7 @@ pub struct ListFilter {
     /// A row must carry every one of these.
     pub tags: Vec<String>,
     pub active: bool,
+    pub state: Option<ConnectionState>,
 }
 
 /// A create request, parsed at the edge.
@@ -388,6 +390,11 @@ impl VaultSecrets {
 
     /// The environment a presented secret belongs to, if it is one of ours.
     pub async fn authenticate(&self, presented: &str) -> Result<Option<Environment>, StoreError> {
+        Ok(self.identify(presented).await?.map(|s| s.environment))
+    }
+
+    /// The stored secret a presented one is, if it is one of ours.
+    pub async fn identify(&self, presented: &str) -> Result<Option<VaultSecret>, StoreError> {
         let Some(claimed) = Environment::of_secret(presented) else {
             return Ok(None);
         };
@@ -395,7 +402,24 @@ impl VaultSecrets {
             .store
             .find_vault_secret(&self.hasher.hash(presented))
             .await?;
-        Ok(stored.filter(|env| *env == claimed))
+        Ok(stored.filter(|s| s.environment == claimed))
+    }
+
+    /// Every secret, oldest first (the hashes stay here).
+    pub async fn list(&self) -> Result<Vec<VaultSecret>, StoreError> {
+        self.store.vault_secrets().await
+    }
+
+    /// Revokes a secret: it stops working here before this returns (the passthrough's
+    /// snapshot included), and on other processes when the change reaches them.
+    #[tracing::instrument(skip(self))]
+    pub async fn revoke(&self, id: i64) -> Result<Revoked, StoreError> {
+        let revoked = self.store.delete_vault_secret(id).await?;
+        if let Revoked::Done(change) = revoked {
+            self.snapshots.applied(change).await;
+            tracing::info!(secret_id = id, "vault secret revoked");
+        }
+        Ok(revoked)
     }
 
     pub async fn create(&self, environment: Environment) -> Result<SecretString, StoreError> {

@@ -4,6 +4,7 @@ pub mod allowlist;
 pub mod call_state;
 pub mod catalog;
 pub mod connect;
+pub mod console;
 pub mod data_connection;
 pub mod echo;
 pub mod integration;

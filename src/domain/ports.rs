@@ -10,8 +10,10 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use super::connect::{ConnectSession, PendingConsent, StoredStatus};
+use super::console::{ConsoleActorRef, ConsoleSession};
 use super::data_connection::{DataConnection, NewDataConnection};
 use super::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
+use super::time::Timestamp;
 use super::token::{Principal, TokenScope, User};
 use crate::crypto::CredentialHash;
 
@@ -43,6 +45,7 @@ pub enum Entity {
     DataConnection,
     Integration,
     VaultSecret,
+    ApiToken,
 }
 
 impl Entity {
@@ -51,6 +54,7 @@ impl Entity {
             Self::DataConnection => "data_connection",
             Self::Integration => "integration",
             Self::VaultSecret => "vault_secret",
+            Self::ApiToken => "api_token",
         }
     }
 
@@ -59,6 +63,7 @@ impl Entity {
             "data_connection" => Some(Self::DataConnection),
             "integration" => Some(Self::Integration),
             "vault_secret" => Some(Self::VaultSecret),
+            "api_token" => Some(Self::ApiToken),
             _ => None,
         }
     }
@@ -117,6 +122,29 @@ pub trait TokenStore: Send + Sync {
     /// Inserts a global token only if the database has no token yet; true if it did.
     async fn insert_first_api_token(&self, hash: &CredentialHash) -> Result<bool, StoreError>;
     async fn find_api_token(&self, hash: &CredentialHash) -> Result<Option<Principal>, StoreError>;
+    /// Every token, oldest first (what it may do and whose it is, never a hash).
+    async fn api_tokens(&self) -> Result<Vec<ApiTokenInfo>, StoreError>;
+    /// Deletes a token and the console sessions opened with it, unless it is the last
+    /// global token (nobody could manage the install any more).
+    async fn delete_api_token(&self, id: i64) -> Result<Revoked, StoreError>;
+}
+
+/// An API token as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTokenInfo {
+    pub id: i64,
+    pub scope: TokenScope,
+    pub user: Option<User>,
+    pub created_at: Timestamp,
+}
+
+/// What revoking a token or secret did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    Done(ChangeSeq),
+    NotFound,
+    /// Refused: it is the last global token.
+    LastGlobalToken,
 }
 
 /// Where a page of data connections starts, in id order.
@@ -148,6 +176,14 @@ pub trait DataConnectionStore: Send + Sync {
         limit: i64,
     ) -> Result<(Vec<DataConnection>, u64), StoreError>;
     async fn count_data_connections(&self) -> Result<u64, StoreError>;
+    /// A page, in id order, of the connections that reach exactly this one team, and how
+    /// many there are.
+    async fn list_team_data_connections(
+        &self,
+        team: i64,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<DataConnection>, u64), StoreError>;
     async fn get_data_connection(&self, id: i64) -> Result<Option<DataConnection>, StoreError>;
     /// `None` if there was no such connection.
     async fn delete_data_connection(&self, id: i64) -> Result<Option<ChangeSeq>, StoreError>;
@@ -168,6 +204,7 @@ pub struct VaultSecret {
     pub id: i64,
     pub environment: Environment,
     pub hash: CredentialHash,
+    pub created_at: Timestamp,
 }
 
 #[async_trait]
@@ -186,9 +223,12 @@ pub trait VaultSecretStore: Send + Sync {
     async fn find_vault_secret(
         &self,
         hash: &CredentialHash,
-    ) -> Result<Option<Environment>, StoreError>;
+    ) -> Result<Option<VaultSecret>, StoreError>;
     async fn vault_secret(&self, id: i64) -> Result<Option<VaultSecret>, StoreError>;
+    /// Every secret, oldest first.
     async fn vault_secrets(&self) -> Result<Vec<VaultSecret>, StoreError>;
+    /// Deletes a secret and the console sessions opened with it.
+    async fn delete_vault_secret(&self, id: i64) -> Result<Revoked, StoreError>;
 }
 
 /// An integration connection with its credential as stored: sealed.
@@ -377,6 +417,33 @@ pub trait ConnectSessionStore: Send + Sync {
     async fn delete_connect_sessions_expired_before(&self, before: i64) -> Result<u64, StoreError>;
 }
 
+/// Operator console sessions (see `domain::console`).
+#[async_trait]
+pub trait ConsoleSessionStore: Send + Sync {
+    async fn insert_console_session(
+        &self,
+        session_id: &str,
+        token_hash: &CredentialHash,
+        actor: ConsoleActorRef,
+        created_at: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
+    /// The session this token opens, unexpired at `now`, with the caller it acts as; none
+    /// once its token or secret is gone.
+    async fn console_session_by_token(
+        &self,
+        token_hash: &CredentialHash,
+        now: i64,
+    ) -> Result<Option<ConsoleSession>, StoreError>;
+    /// Keeps a sealed value for the session's next [`Self::take_console_reveal`].
+    async fn set_console_reveal(&self, session_id: &str, sealed: &[u8]) -> Result<(), StoreError>;
+    /// The kept value, forgotten as it is read: it can be read once.
+    async fn take_console_reveal(&self, session_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn delete_console_session(&self, session_id: &str) -> Result<(), StoreError>;
+    /// Forgets sessions that expired before `before`; returns how many.
+    async fn delete_console_sessions_expired_before(&self, before: i64) -> Result<u64, StoreError>;
+}
+
 /// Every port at once: what a backend implements.
 pub trait Store:
     Health
@@ -388,6 +455,7 @@ pub trait Store:
     + RefreshStore
     + ChangeLog
     + ConnectSessionStore
+    + ConsoleSessionStore
     + 'static
 {
 }

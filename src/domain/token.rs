@@ -15,7 +15,7 @@ pub enum TokenScope {
 }
 
 /// The authenticated caller of an API request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub token_id: i64,
     pub scope: TokenScope,
@@ -33,11 +33,11 @@ use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::ports::{StoreError, TokenStore};
+use super::ports::{ApiTokenInfo, Revoked, StoreError, TokenStore};
 use crate::crypto::{self, CredentialHash, CredentialHasher};
 
-/// How long a verified token is trusted without asking the store again. Tokens cannot be
-/// revoked yet; when they can, revocation must clear this cache.
+/// How long a verified token is trusted without asking the store again. A revocation
+/// clears it at once: here, and on every replica through the change feed (`forget`).
 const VERIFIED_TOKEN_TTL: Duration = Duration::from_secs(30);
 /// Bounds the cache; past it the cache starts over rather than growing.
 const VERIFIED_TOKEN_CAPACITY: usize = 10_000;
@@ -88,20 +88,52 @@ impl ApiTokens {
         &self,
         scope: TokenScope,
         email: Option<&str>,
-    ) -> Result<SecretString, StoreError> {
+    ) -> Result<(i64, SecretString), StoreError> {
         let user = match email {
             Some(e) => Some(self.store.ensure_user(e).await?),
             None => None,
         };
         let token = Self::generate();
-        self.store
+        let id = self
+            .store
             .insert_api_token(
                 &self.hasher.hash(token.expose_secret()),
                 scope,
                 user.as_ref(),
             )
             .await?;
-        Ok(token)
+        Ok((id, token))
+    }
+
+    /// Every token, oldest first; never a value or hash.
+    pub async fn list(&self) -> Result<Vec<ApiTokenInfo>, StoreError> {
+        self.store.api_tokens().await
+    }
+
+    /// Revokes a token: the store forgets it (and the console sessions it opened), and this
+    /// process's cache forgets it before this returns; other processes' caches forget it
+    /// when the change reaches them.
+    #[tracing::instrument(skip(self))]
+    pub async fn revoke(&self, id: i64) -> Result<Revoked, StoreError> {
+        let revoked = self.store.delete_api_token(id).await?;
+        if let Revoked::Done(_) = revoked {
+            self.forget(id);
+            tracing::info!(token_id = id, "api token revoked");
+        }
+        Ok(revoked)
+    }
+
+    /// Drops a token from the cache of verified tokens (it changed or is gone).
+    pub fn forget(&self, token_id: i64) {
+        self.verified
+            .write()
+            .expect("not poisoned")
+            .retain(|_, (principal, _)| principal.token_id != token_id);
+    }
+
+    /// Drops every cached token: changes may have been missed.
+    pub fn forget_all(&self) {
+        self.verified.write().expect("not poisoned").clear();
     }
 
     /// Installs `token` as the first global token if the database has none yet.

@@ -135,3 +135,16 @@ impl Topology {
         self.teams.iter().find(|t| t.name == name)
     }
 }
+
+/// One upstream node as the gateway's health checks last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHealth {
+    pub url: String,
+    pub healthy: bool,
+}
+
+/// What the gateway knows of its upstream nodes, read by the console's topology view.
+pub trait UpstreamHealth: Send + Sync {
+    /// A region's nodes in configuration order (none for an unknown region).
+    fn nodes_of(&self, region_id: &str) -> Vec<NodeHealth>;
+}

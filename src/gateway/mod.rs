@@ -166,6 +166,11 @@ impl Gateway {
         }))
     }
 
+    /// The upstream nodes' health as the checks last saw it.
+    pub fn upstream_health(&self) -> Arc<dyn crate::domain::topology::UpstreamHealth> {
+        self.pools.clone()
+    }
+
     /// Pings every upstream node periodically; runs until dropped.
     pub fn health_checks(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         self.pools

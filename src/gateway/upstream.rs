@@ -155,6 +155,20 @@ pub struct UpstreamPools {
     by_region: HashMap<String, Arc<RegionPool>>,
 }
 
+impl crate::domain::topology::UpstreamHealth for UpstreamPools {
+    fn nodes_of(&self, region_id: &str) -> Vec<crate::domain::topology::NodeHealth> {
+        self.by_region.get(region_id).map_or_else(Vec::new, |pool| {
+            pool.nodes
+                .iter()
+                .map(|n| crate::domain::topology::NodeHealth {
+                    url: n.base.clone(),
+                    healthy: n.is_healthy(),
+                })
+                .collect()
+        })
+    }
+}
+
 impl UpstreamPools {
     pub fn new(topology: &Topology) -> anyhow::Result<Self> {
         Ok(Self {

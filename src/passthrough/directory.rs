@@ -142,7 +142,7 @@ impl Follower for VaultFollower {
                     .current
                     .update(|s| s.remove_connection(&change.id)),
             },
-            Entity::DataConnection => {}
+            Entity::DataConnection | Entity::ApiToken => {}
         }
         Ok(())
     }
@@ -195,6 +195,7 @@ mod tests {
                 id: 1,
                 environment: Environment::Live,
                 hash: [7; 32],
+                created_at: crate::domain::time::Timestamp::from_millis(0),
             }],
             vec![
                 sealed("a", Environment::Test),

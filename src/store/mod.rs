@@ -10,13 +10,15 @@ use tokio::sync::mpsc;
 
 use crate::crypto::CredentialHash;
 use crate::domain::connect::{ConnectSession, PendingConsent, StoredStatus};
+use crate::domain::console::{ConsoleActorRef, ConsoleSession};
 use crate::domain::data_connection::{DataConnection, NewDataConnection, TeamScope};
 use crate::domain::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
 pub use crate::domain::ports::StoreError;
 use crate::domain::ports::{
-    Change, ChangeLog, ChangeSeq, ChangeSignal, ConnectSessionStore, DataConnectionStore, Entity,
-    Health, IntegrationStore, MetaStore, PageStart, RefreshFailure, RefreshStore,
-    SealedIntegration, Store, TokenStore, VaultSecret, VaultSecretStore,
+    ApiTokenInfo, Change, ChangeLog, ChangeSeq, ChangeSignal, ConnectSessionStore,
+    ConsoleSessionStore, DataConnectionStore, Entity, Health, IntegrationStore, MetaStore,
+    PageStart, RefreshFailure, RefreshStore, Revoked, SealedIntegration, Store, TokenStore,
+    VaultSecret, VaultSecretStore,
 };
 use crate::domain::time::Timestamp;
 use crate::domain::token::{Principal, TokenScope, User};
@@ -274,6 +276,43 @@ impl TokenStore for SqlStore {
             user,
         }))
     }
+
+    async fn api_tokens(&self) -> Result<Vec<ApiTokenInfo>, StoreError> {
+        self.reader
+            .fetch(&sql::api_tokens())
+            .await?
+            .into_iter()
+            .map(row::api_token_info)
+            .collect()
+    }
+
+    async fn delete_api_token(&self, id: i64) -> Result<Revoked, StoreError> {
+        // Under a lock, so two revocations at once cannot leave no global token.
+        const LOCK: &str = "api_tokens";
+        self.writer.execute(&sql::lock_row(LOCK)).await?;
+        let mut tx = self.writer.begin().await?;
+        tx.execute(&sql::lock(LOCK)).await?;
+        let Some(mut token) = tx.fetch(&sql::api_token_team(id)).await?.into_iter().next() else {
+            return Ok(Revoked::NotFound);
+        };
+        if token.opt_int(1)?.is_none() {
+            let others = tx
+                .fetch_one(&sql::count_other_global_tokens(id))
+                .await?
+                .int(0)?;
+            if others == 0 {
+                return Ok(Revoked::LastGlobalToken);
+            }
+        }
+        tx.execute(&sql::delete_api_token(id)).await?;
+        tx.execute(&sql::delete_console_sessions_of(ConsoleActorRef::ApiToken(
+            id,
+        )))
+        .await?;
+        let seq = record_change(&mut tx, Entity::ApiToken, &id.to_string()).await?;
+        tx.commit().await?;
+        Ok(Revoked::Done(seq))
+    }
 }
 
 #[async_trait]
@@ -330,6 +369,27 @@ impl DataConnectionStore for SqlStore {
             .fetch(&self.connections.page(start, limit))
             .await?;
         row::data_connection_page(self.connections.shape, rows)
+    }
+
+    async fn list_team_data_connections(
+        &self,
+        team: i64,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<DataConnection>, u64), StoreError> {
+        let rows = self
+            .reader
+            .fetch(&self.connections.team_page(team, offset, limit))
+            .await?;
+        let page = rows
+            .into_iter()
+            .map(|mut r| row::data_connection(&r.text(0)?))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut total = self
+            .reader
+            .fetch_one(&sql::count_team_data_connections(team))
+            .await?;
+        Ok((page, total.int(0)? as u64))
     }
 
     async fn count_data_connections(&self) -> Result<u64, StoreError> {
@@ -410,12 +470,26 @@ impl VaultSecretStore for SqlStore {
     async fn find_vault_secret(
         &self,
         hash: &CredentialHash,
-    ) -> Result<Option<Environment>, StoreError> {
+    ) -> Result<Option<VaultSecret>, StoreError> {
         self.reader
             .fetch_optional(&sql::find_vault_secret(hash))
             .await?
-            .map(|mut r| row::environment(&r.text(0)?))
+            .map(row::vault_secret)
             .transpose()
+    }
+
+    async fn delete_vault_secret(&self, id: i64) -> Result<Revoked, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        if tx.execute(&sql::delete_vault_secret(id)).await? == 0 {
+            return Ok(Revoked::NotFound);
+        }
+        tx.execute(&sql::delete_console_sessions_of(
+            ConsoleActorRef::VaultSecret(id),
+        ))
+        .await?;
+        let seq = record_change(&mut tx, Entity::VaultSecret, &id.to_string()).await?;
+        tx.commit().await?;
+        Ok(Revoked::Done(seq))
     }
 
     async fn vault_secret(&self, id: i64) -> Result<Option<VaultSecret>, StoreError> {
@@ -759,6 +833,81 @@ impl ConnectSessionStore for SqlStore {
     async fn delete_connect_sessions_expired_before(&self, before: i64) -> Result<u64, StoreError> {
         self.writer
             .execute(&sql::delete_connect_sessions_expired_before(before))
+            .await
+    }
+}
+
+#[async_trait]
+impl ConsoleSessionStore for SqlStore {
+    async fn insert_console_session(
+        &self,
+        session_id: &str,
+        token_hash: &CredentialHash,
+        actor: ConsoleActorRef,
+        created_at: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .execute(&sql::insert_console_session(
+                session_id, token_hash, actor, created_at, expires_at,
+            ))
+            .await
+            .map(drop)
+    }
+
+    async fn console_session_by_token(
+        &self,
+        token_hash: &CredentialHash,
+        now: i64,
+    ) -> Result<Option<ConsoleSession>, StoreError> {
+        // The writer: a session opened (or a token revoked) a moment ago is seen at once.
+        match self
+            .writer
+            .fetch_optional(&sql::console_session_by_token(token_hash, now))
+            .await?
+        {
+            Some(r) => row::console_session(r),
+            None => Ok(None),
+        }
+    }
+
+    async fn set_console_reveal(&self, session_id: &str, sealed: &[u8]) -> Result<(), StoreError> {
+        self.writer
+            .execute(&sql::set_console_reveal(session_id, sealed))
+            .await
+            .map(drop)
+    }
+
+    async fn take_console_reveal(&self, session_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let Some(mut read) = tx
+            .fetch(&sql::console_reveal(session_id))
+            .await?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        let Some(sealed) = read.opt_bytes(0)? else {
+            return Ok(None);
+        };
+        let cleared = tx
+            .execute(&sql::clear_console_reveal(session_id, &sealed))
+            .await?;
+        tx.commit().await?;
+        Ok((cleared == 1).then_some(sealed))
+    }
+
+    async fn delete_console_session(&self, session_id: &str) -> Result<(), StoreError> {
+        self.writer
+            .execute(&sql::delete_console_session(session_id))
+            .await
+            .map(drop)
+    }
+
+    async fn delete_console_sessions_expired_before(&self, before: i64) -> Result<u64, StoreError> {
+        self.writer
+            .execute(&sql::delete_console_sessions_expired_before(before))
             .await
     }
 }

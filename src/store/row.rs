@@ -7,13 +7,16 @@ use super::sql::PageShape;
 use crate::crypto::CredentialHash;
 use crate::domain::allowlist::{AllowEntry, IpAllowlist};
 use crate::domain::connect::{ConnectSession, PendingConsent, StoredStatus};
+use crate::domain::console::{ConsoleActor, ConsoleSession};
 use crate::domain::data_connection::{ClientType, DataConnection, TeamScope};
 use crate::domain::integration::{
     ConnectionState, Environment, Health, IdentityType, IntegrationConnection,
 };
-use crate::domain::ports::{Change, ChangeSeq, Entity, SealedIntegration, StoreError, VaultSecret};
+use crate::domain::ports::{
+    ApiTokenInfo, Change, ChangeSeq, Entity, SealedIntegration, StoreError, VaultSecret,
+};
 use crate::domain::time::Timestamp;
-use crate::domain::token::User;
+use crate::domain::token::{Principal, TokenScope, User};
 
 /// A data connection as the JSON object the database builds (see `sql::ConnectionQueries`).
 #[derive(Deserialize)]
@@ -225,7 +228,7 @@ pub fn environment(text: &str) -> Result<Environment, StoreError> {
     Environment::parse(text).ok_or_else(|| StoreError::Corrupt(format!("environment {text}")))
 }
 
-/// A row of (id, environment, secret_hash).
+/// A row of (id, environment, secret_hash, created_at).
 pub fn vault_secret(mut row: Row) -> Result<VaultSecret, StoreError> {
     let id = row.int(0)?;
     Ok(VaultSecret {
@@ -233,7 +236,57 @@ pub fn vault_secret(mut row: Row) -> Result<VaultSecret, StoreError> {
         environment: environment(&row.text(1)?)?,
         hash: CredentialHash::try_from(row.bytes(2)?.as_slice())
             .map_err(|_| StoreError::Corrupt(format!("vault secret {id}: hash length")))?,
+        created_at: Timestamp::from_millis(row.int(3)?),
     })
+}
+
+/// A row of (id, team_id, user_id, email, created_at).
+pub fn api_token_info(mut row: Row) -> Result<ApiTokenInfo, StoreError> {
+    let user = match row.opt_int(2)? {
+        Some(id) => Some(User {
+            id,
+            email: row.text(3)?,
+        }),
+        None => None,
+    };
+    Ok(ApiTokenInfo {
+        id: row.int(0)?,
+        scope: row.opt_int(1)?.map_or(TokenScope::Global, TokenScope::Team),
+        user,
+        created_at: Timestamp::from_millis(row.int(4)?),
+    })
+}
+
+/// A row of `sql::console_session_by_token`; `None` when its token or secret is gone.
+pub fn console_session(mut row: Row) -> Result<Option<ConsoleSession>, StoreError> {
+    let id = row.text(0)?;
+    let expires_at = row.int(1)?;
+    let actor = if let Some(token_id) = row.opt_int(2)? {
+        let user = match row.opt_int(4)? {
+            Some(user_id) => Some(User {
+                id: user_id,
+                email: row.text(5)?,
+            }),
+            None => None,
+        };
+        ConsoleActor::Token(Principal {
+            token_id,
+            scope: row.opt_int(3)?.map_or(TokenScope::Global, TokenScope::Team),
+            user,
+        })
+    } else if let Some(secret_id) = row.opt_int(6)? {
+        ConsoleActor::Vault {
+            secret_id,
+            environment: environment(&row.text(7)?)?,
+        }
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(ConsoleSession {
+        id,
+        actor,
+        expires_at,
+    }))
 }
 
 /// A row of (seq, entity, entity_id): its seq, and the change unless it names an entity

@@ -6,6 +6,7 @@ use super::engine::{Bind, Kind, Statement};
 use super::row::{INTEGRATION_COLUMNS, INTEGRATION_KINDS, SEALED_INTEGRATION_KINDS};
 use crate::crypto::CredentialHash;
 use crate::domain::connect::{ConnectSession, PendingConsent, StoredStatus};
+use crate::domain::console::ConsoleActorRef;
 use crate::domain::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
 use crate::domain::ports::{Entity, PageStart, RefreshFailure};
 
@@ -173,6 +174,33 @@ pub fn find_api_token(hash: &CredentialHash) -> Statement {
     .returns(&[Kind::Int, Kind::Int, Kind::Int, Kind::Text])
 }
 
+pub fn api_tokens() -> Statement {
+    Statement::new(
+        "SELECT t.id, t.team_id, t.user_id, u.email, t.created_at FROM api_tokens t \
+         LEFT JOIN users u ON u.id = t.user_id ORDER BY t.id",
+    )
+    .returns(&[Kind::Int, Kind::Int, Kind::Int, Kind::Text, Kind::Int])
+}
+
+/// A token's team (NULL: global), if the token exists.
+pub fn api_token_team(id: i64) -> Statement {
+    Statement::new("SELECT id, team_id FROM api_tokens WHERE id = $1")
+        .bind(id)
+        .returns(&[Kind::Int, Kind::Int])
+}
+
+pub fn count_other_global_tokens(id: i64) -> Statement {
+    Statement::new(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM api_tokens WHERE team_id IS NULL AND id <> $1",
+    )
+    .bind(id)
+    .returns(&[Kind::Int])
+}
+
+pub fn delete_api_token(id: i64) -> Statement {
+    Statement::new("DELETE FROM api_tokens WHERE id = $1").bind(id)
+}
+
 // ----------------------------------------------------------------------------------------
 /// See [`Dialect::page_shape`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,6 +239,7 @@ pub struct ConnectionQueries {
     page_at_offset: String,
     page_from_id: String,
     one: String,
+    team_page: String,
     with_hash: String,
     all_with_hash: String,
 }
@@ -254,6 +283,10 @@ impl ConnectionQueries {
             page_at_offset: page(&format!("ORDER BY id LIMIT {PAGE_SIZE} OFFSET $1")),
             page_from_id: page(&format!("WHERE id >= $1 ORDER BY id LIMIT {PAGE_SIZE}")),
             one: format!("SELECT CAST({object} AS TEXT) {from} WHERE c.id = $1"),
+            team_page: format!(
+                "SELECT CAST({object} AS TEXT) {from} WHERE c.team_ids = $1 ORDER BY c.id \
+                 LIMIT $2 OFFSET $3"
+            ),
             with_hash: format!(
                 "SELECT CAST({object} AS TEXT), c.password_hash {from} WHERE c.id = $1"
             ),
@@ -276,6 +309,15 @@ impl ConnectionQueries {
     pub fn one(&self, id: i64) -> Statement {
         Statement::new(self.one.clone())
             .bind(id)
+            .returns(&[Kind::Text])
+    }
+
+    /// A page of the connections whose teams are exactly `[team]`.
+    pub fn team_page(&self, team: i64, offset: i64, limit: i64) -> Statement {
+        Statement::new(self.team_page.clone())
+            .bind(Bind::Json(Some(serde_json::json!([team]))))
+            .bind(limit)
+            .bind(offset)
             .returns(&[Kind::Text])
     }
 
@@ -305,6 +347,12 @@ fn page_size_literal(limit: i64) -> String {
 /// page counts the table.
 pub fn count_data_connections() -> Statement {
     Statement::new("SELECT CAST(SUM(n) AS BIGINT) FROM data_connection_counts")
+        .returns(&[Kind::Int])
+}
+
+pub fn count_team_data_connections(team: i64) -> Statement {
+    Statement::new("SELECT CAST(COUNT(*) AS BIGINT) FROM data_connections WHERE team_ids = $1")
+        .bind(Bind::Json(Some(serde_json::json!([team]))))
         .returns(&[Kind::Int])
 }
 
@@ -379,13 +427,13 @@ pub fn insert_first_vault_secret(
 }
 
 pub fn find_vault_secret(hash: &CredentialHash) -> Statement {
-    Statement::new("SELECT environment FROM vault_secrets WHERE secret_hash = $1")
+    Statement::new(format!("{VAULT_SECRET} WHERE secret_hash = $1"))
         .bind(hash.as_slice())
-        .returns(&[Kind::Text])
+        .returns(VAULT_SECRET_KINDS)
 }
 
-const VAULT_SECRET: &str = "SELECT id, environment, secret_hash FROM vault_secrets";
-const VAULT_SECRET_KINDS: &[Kind] = &[Kind::Int, Kind::Text, Kind::Bytes];
+const VAULT_SECRET: &str = "SELECT id, environment, secret_hash, created_at FROM vault_secrets";
+const VAULT_SECRET_KINDS: &[Kind] = &[Kind::Int, Kind::Text, Kind::Bytes, Kind::Int];
 
 pub fn vault_secret(id: i64) -> Statement {
     Statement::new(format!("{VAULT_SECRET} WHERE id = $1"))
@@ -394,7 +442,11 @@ pub fn vault_secret(id: i64) -> Statement {
 }
 
 pub fn vault_secrets() -> Statement {
-    Statement::new(VAULT_SECRET).returns(VAULT_SECRET_KINDS)
+    Statement::new(format!("{VAULT_SECRET} ORDER BY id")).returns(VAULT_SECRET_KINDS)
+}
+
+pub fn delete_vault_secret(id: i64) -> Statement {
+    Statement::new("DELETE FROM vault_secrets WHERE id = $1").bind(id)
 }
 
 // ----------------------------------------------------------------------------------------
@@ -686,6 +738,9 @@ pub fn integration_list(
     if let Some(t) = filter.identity_type {
         on_connection.push(format!("c.identity_type = {}", b.bind(t.as_str())));
     }
+    if let Some(state) = filter.state {
+        on_connection.push(format!("c.state = {}", b.bind(state.as_str())));
+    }
     if !filter.keys.is_empty() {
         let list: Vec<String> = filter.keys.iter().map(|k| b.bind(k.as_str())).collect();
         on_connection.push(format!("c.connection_key IN ({})", list.join(", ")));
@@ -860,4 +915,92 @@ pub fn finish_connect_session(
 
 pub fn delete_connect_sessions_expired_before(before: i64) -> Statement {
     Statement::new("DELETE FROM connect_sessions WHERE expires_at < $1").bind(before)
+}
+
+// ----------------------------------------------------------------------------------------
+// Console sessions
+
+pub fn insert_console_session(
+    id: &str,
+    token_hash: &CredentialHash,
+    actor: ConsoleActorRef,
+    created_at: i64,
+    expires_at: i64,
+) -> Statement {
+    let (token, secret) = match actor {
+        ConsoleActorRef::ApiToken(id) => (Some(id), None),
+        ConsoleActorRef::VaultSecret(id) => (None, Some(id)),
+    };
+    Statement::new(
+        "INSERT INTO console_sessions (id, token_hash, api_token_id, vault_secret_id, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(token_hash.as_slice())
+    .bind(token)
+    .bind(secret)
+    .bind(created_at)
+    .bind(expires_at)
+}
+
+/// A session with the token or secret it acts as (NULL columns once that is gone).
+pub fn console_session_by_token(token_hash: &CredentialHash, now: i64) -> Statement {
+    Statement::new(
+        "SELECT s.id, s.expires_at, t.id, t.team_id, t.user_id, u.email, v.id, v.environment \
+         FROM console_sessions s \
+         LEFT JOIN api_tokens t ON t.id = s.api_token_id \
+         LEFT JOIN users u ON u.id = t.user_id \
+         LEFT JOIN vault_secrets v ON v.id = s.vault_secret_id \
+         WHERE s.token_hash = $1 AND s.expires_at > $2",
+    )
+    .bind(token_hash.as_slice())
+    .bind(now)
+    .returns(&[
+        Kind::Text,
+        Kind::Int,
+        Kind::Int,
+        Kind::Int,
+        Kind::Int,
+        Kind::Text,
+        Kind::Int,
+        Kind::Text,
+    ])
+}
+
+pub fn set_console_reveal(id: &str, sealed: &[u8]) -> Statement {
+    Statement::new("UPDATE console_sessions SET reveal = $2 WHERE id = $1")
+        .bind(id)
+        .bind(sealed)
+}
+
+pub fn console_reveal(id: &str) -> Statement {
+    Statement::new("SELECT reveal FROM console_sessions WHERE id = $1")
+        .bind(id)
+        .returns(&[Kind::Bytes])
+}
+
+/// Clears the reveal only if it is still the one read: of two readers, one gets it.
+pub fn clear_console_reveal(id: &str, read: &[u8]) -> Statement {
+    Statement::new("UPDATE console_sessions SET reveal = NULL WHERE id = $1 AND reveal = $2")
+        .bind(id)
+        .bind(read)
+}
+
+pub fn delete_console_session(id: &str) -> Statement {
+    Statement::new("DELETE FROM console_sessions WHERE id = $1").bind(id)
+}
+
+pub fn delete_console_sessions_of(actor: ConsoleActorRef) -> Statement {
+    match actor {
+        ConsoleActorRef::ApiToken(id) => {
+            Statement::new("DELETE FROM console_sessions WHERE api_token_id = $1").bind(id)
+        }
+        ConsoleActorRef::VaultSecret(id) => {
+            Statement::new("DELETE FROM console_sessions WHERE vault_secret_id = $1").bind(id)
+        }
+    }
+}
+
+pub fn delete_console_sessions_expired_before(before: i64) -> Statement {
+    Statement::new("DELETE FROM console_sessions WHERE expires_at < $1").bind(before)
 }

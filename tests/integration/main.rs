@@ -8,6 +8,7 @@ mod common;
 
 mod connect;
 mod connect_browser;
+mod console;
 mod data_connections;
 mod doctor;
 mod first_hour;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use switchboard::domain::allowlist::IpAllowlist;
 use switchboard::domain::connect::{ConnectSession, PendingConsent, StoredStatus};
+use switchboard::domain::console::{ConsoleActor, ConsoleActorRef};
 use switchboard::domain::data_connection::{
     ClientType, DataConnection, NewDataConnection, TeamScope,
 };
@@ -360,11 +361,19 @@ pub async fn vault_secrets(store: Arc<SqlStore>) {
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(
-        store.find_vault_secret(&hash(3)).await.unwrap(),
+        store
+            .find_vault_secret(&hash(3))
+            .await
+            .unwrap()
+            .map(|s| s.environment),
         Some(Environment::Live)
     );
     assert_eq!(
-        store.find_vault_secret(&hash(4)).await.unwrap(),
+        store
+            .find_vault_secret(&hash(4))
+            .await
+            .unwrap()
+            .map(|s| s.environment),
         Some(Environment::Test)
     );
     let all = store.vault_secrets().await.unwrap();
@@ -850,7 +859,10 @@ pub async fn export_import(from: Arc<SqlStore>, into: Arc<SqlStore>) {
     );
     assert_eq!(into.get_meta("fingerprint").await.unwrap().unwrap(), b"abc");
     assert_eq!(
-        into.find_vault_secret(&hash(2)).await.unwrap(),
+        into.find_vault_secret(&hash(2))
+            .await
+            .unwrap()
+            .map(|s| s.environment),
         Some(Environment::Live)
     );
     assert_eq!(
@@ -1047,6 +1059,241 @@ pub async fn connect_sessions(store: Arc<SqlStore>) {
     assert!(store.connect_session(&three.id).await.unwrap().is_some());
 }
 
+pub async fn token_revocation(store: Arc<SqlStore>) {
+    let user = store.ensure_user("t@example.com").await.unwrap();
+    assert!(store.insert_first_api_token(&hash(1)).await.unwrap());
+    let first = store
+        .find_api_token(&hash(1))
+        .await
+        .unwrap()
+        .unwrap()
+        .token_id;
+    let team = store
+        .insert_api_token(&hash(2), TokenScope::Team(7), Some(&user))
+        .await
+        .unwrap();
+    let listed = store.api_tokens().await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|t| (t.id, t.scope, t.user.clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            (first, TokenScope::Global, None),
+            (team, TokenScope::Team(7), Some(user.clone()))
+        ],
+        "oldest first, with scope and user"
+    );
+    assert_eq!(
+        store.delete_api_token(first).await.unwrap(),
+        Revoked::LastGlobalToken,
+        "the last global token stays"
+    );
+    store
+        .insert_console_session(
+            "s-team",
+            &hash(50),
+            ConsoleActorRef::ApiToken(team),
+            1,
+            i64::MAX,
+        )
+        .await
+        .unwrap();
+    let before = store.latest_change().await.unwrap();
+    let Revoked::Done(seq) = store.delete_api_token(team).await.unwrap() else {
+        panic!("a team token is revoked");
+    };
+    assert!(seq > before);
+    assert!(store.find_api_token(&hash(2)).await.unwrap().is_none());
+    assert_eq!(
+        store.console_session_by_token(&hash(50), 2).await.unwrap(),
+        None,
+        "its console sessions end with it"
+    );
+    assert_eq!(
+        store.delete_api_token(team).await.unwrap(),
+        Revoked::NotFound
+    );
+    let second = store
+        .insert_api_token(&hash(3), TokenScope::Global, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.delete_api_token(first).await.unwrap(),
+        Revoked::Done(_)
+    ));
+    assert_eq!(
+        store.delete_api_token(second).await.unwrap(),
+        Revoked::LastGlobalToken
+    );
+    let recorded = changes(&store).await;
+    assert_eq!(
+        recorded,
+        vec![
+            (Entity::ApiToken, team.to_string()),
+            (Entity::ApiToken, first.to_string())
+        ]
+    );
+
+    // Secrets: deleted with their sessions, the change recorded.
+    let seq = store
+        .insert_vault_secret(Environment::Live, &hash(9))
+        .await
+        .unwrap();
+    let secret = store.find_vault_secret(&hash(9)).await.unwrap().unwrap();
+    assert!(secret.created_at.as_millis() > 0);
+    store
+        .insert_console_session(
+            "s-vault",
+            &hash(51),
+            ConsoleActorRef::VaultSecret(secret.id),
+            1,
+            i64::MAX,
+        )
+        .await
+        .unwrap();
+    let Revoked::Done(deleted) = store.delete_vault_secret(secret.id).await.unwrap() else {
+        panic!("the secret is revoked");
+    };
+    assert!(deleted > seq);
+    assert_eq!(store.find_vault_secret(&hash(9)).await.unwrap(), None);
+    assert_eq!(
+        store.console_session_by_token(&hash(51), 2).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.delete_vault_secret(secret.id).await.unwrap(),
+        Revoked::NotFound
+    );
+}
+
+pub async fn console_sessions(store: Arc<SqlStore>) {
+    let user = store.ensure_user("c@example.com").await.unwrap();
+    let token = store
+        .insert_api_token(&hash(1), TokenScope::Team(3), Some(&user))
+        .await
+        .unwrap();
+    store
+        .insert_vault_secret(Environment::Test, &hash(2))
+        .await
+        .unwrap();
+    let secret = store.find_vault_secret(&hash(2)).await.unwrap().unwrap();
+    for (id, h, actor, expires) in [
+        ("s1", 10, ConsoleActorRef::ApiToken(token), 1_000),
+        ("s2", 11, ConsoleActorRef::VaultSecret(secret.id), 2_000),
+        ("s3", 12, ConsoleActorRef::ApiToken(token), 3_000),
+    ] {
+        store
+            .insert_console_session(id, &hash(h), actor, 1, expires)
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        store
+            .insert_console_session("s4", &hash(10), ConsoleActorRef::ApiToken(token), 1, 9)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let s1 = store
+        .console_session_by_token(&hash(10), 999)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((s1.id.as_str(), s1.expires_at), ("s1", 1_000));
+    let ConsoleActor::Token(principal) = &s1.actor else {
+        panic!("a token's session acts as the token");
+    };
+    assert_eq!(principal.token_id, token);
+    assert_eq!(principal.scope, TokenScope::Team(3));
+    assert_eq!(principal.user, Some(user));
+    assert_eq!(
+        store
+            .console_session_by_token(&hash(10), 1_000)
+            .await
+            .unwrap(),
+        None,
+        "expired at its expiry"
+    );
+    let s2 = store
+        .console_session_by_token(&hash(11), 5)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        s2.actor,
+        ConsoleActor::Vault { secret_id, environment: Environment::Test } if secret_id == secret.id
+    ));
+    assert_eq!(
+        store.console_session_by_token(&hash(99), 5).await.unwrap(),
+        None
+    );
+
+    // A reveal is read once.
+    assert_eq!(store.take_console_reveal("s2").await.unwrap(), None);
+    store.set_console_reveal("s2", b"sealed-1").await.unwrap();
+    store.set_console_reveal("s2", b"sealed-2").await.unwrap();
+    assert_eq!(
+        store.take_console_reveal("s2").await.unwrap().as_deref(),
+        Some(&b"sealed-2"[..])
+    );
+    assert_eq!(store.take_console_reveal("s2").await.unwrap(), None);
+    assert_eq!(store.take_console_reveal("nobody").await.unwrap(), None);
+
+    store.delete_console_session("s2").await.unwrap();
+    assert_eq!(
+        store.console_session_by_token(&hash(11), 5).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .delete_console_sessions_expired_before(2_500)
+            .await
+            .unwrap(),
+        1,
+        "s1 (s2 is gone already)"
+    );
+    assert!(
+        store
+            .console_session_by_token(&hash(12), 5)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+pub async fn team_data_connections(store: Arc<SqlStore>) {
+    let mut ours = Vec::new();
+    for (i, teams) in [
+        TeamScope::Teams(vec![1]),
+        TeamScope::Teams(vec![1, 2]),
+        TeamScope::All,
+        TeamScope::Teams(vec![2]),
+        TeamScope::Teams(vec![1]),
+        TeamScope::Teams(vec![1]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let only_one = teams == TeamScope::Teams(vec![1]);
+        let (c, _) = store
+            .insert_data_connection(new_connection(&format!("team{i}"), teams))
+            .await
+            .unwrap();
+        if only_one {
+            ours.push(c.id);
+        }
+    }
+    let ids = |page: Vec<DataConnection>| page.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    let (page, total) = store.list_team_data_connections(1, 0, 2).await.unwrap();
+    assert_eq!((ids(page), total), (ours[..2].to_vec(), 3));
+    let (page, total) = store.list_team_data_connections(1, 2, 2).await.unwrap();
+    assert_eq!((ids(page), total), (ours[2..].to_vec(), 3));
+    let (page, total) = store.list_team_data_connections(9, 0, 50).await.unwrap();
+    assert_eq!((page.len(), total), (0, 0));
+    let (page, _) = store.list_team_data_connections(2, 0, 50).await.unwrap();
+    assert_eq!(page.len(), 1, "only the connection of team 2 alone");
+}
+
 macro_rules! contract {
     ($backend:ident, $open:path, $pushes:expr) => {
         mod $backend {
@@ -1090,6 +1337,21 @@ macro_rules! contract {
             #[tokio::test]
             async fn connect_sessions() {
                 super::connect_sessions($open().await.store).await
+            }
+
+            #[tokio::test]
+            async fn token_revocation() {
+                super::token_revocation($open().await.store).await
+            }
+
+            #[tokio::test]
+            async fn console_sessions() {
+                super::console_sessions($open().await.store).await
+            }
+
+            #[tokio::test]
+            async fn team_data_connections() {
+                super::team_data_connections($open().await.store).await
             }
 
             #[tokio::test]

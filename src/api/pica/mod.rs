@@ -11,7 +11,7 @@ use super::AppState;
 mod error;
 mod extract;
 mod handlers;
-mod parse;
+pub(super) mod parse;
 mod passthrough;
 mod sessions;
 mod wire;

@@ -28,6 +28,7 @@ const FILTERS: &[&str] = &[
     "platform",
     "tags",
     "active",
+    "state",
     "limit",
     "page",
     "skip",
@@ -105,6 +106,17 @@ pub fn parse_list(query: Option<&str>) -> Result<(ListFilter, i64, i64, u64), Pi
                         ));
                     }
                 }
+            }
+            "state" => {
+                filter.state = Some(ConnectionState::parse(v).ok_or_else(|| {
+                    PicaError::invalid(
+                        "state",
+                        format!(
+                            "state must be operational, degraded, failed or unknown, got '{}'",
+                            echo(v)
+                        ),
+                    )
+                })?)
             }
             "limit" => {
                 limit = int("limit", v, 1)?;

@@ -150,6 +150,8 @@ pub struct ListParams {
     tags: Option<String>,
     /// Default true.
     active: Option<bool>,
+    /// A Switchboard extension: operational | degraded | failed | unknown.
+    state: Option<String>,
     /// Default 20, at most 1000.
     limit: Option<i64>,
     /// From 1; default 1.
