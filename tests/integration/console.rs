@@ -163,6 +163,8 @@ fn assert_page(page: &Page, status: StatusCode) {
         .unwrap();
     assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
     assert_eq!(page.headers.get("cache-control").unwrap(), "no-store");
+    assert_eq!(page.headers.get("referrer-policy").unwrap(), "same-origin");
+    assert_eq!(page.headers.get("x-frame-options").unwrap(), "DENY");
 }
 
 #[tokio::test]
@@ -443,7 +445,7 @@ async fn a_data_connection_is_made_read_once_and_deleted() {
     assert_page(&again, StatusCode::OK);
     assert!(again.input_value("password").is_none());
     assert!(!again.body.contains(&password));
-    assert!(again.body.contains("$PASSWORD"), "{}", again.body);
+    assert!(again.body.contains("INSERT_PASSWORD"), "{}", again.body);
     let list = console.get("/console/data-connections").await;
     assert!(!list.body.contains(&password));
     for shown in [

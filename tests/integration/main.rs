@@ -9,6 +9,7 @@ mod common;
 mod connect;
 mod connect_browser;
 mod console;
+mod console_browser;
 mod data_connections;
 mod doctor;
 mod first_hour;

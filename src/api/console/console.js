@@ -58,7 +58,7 @@ document.addEventListener("DOMContentLoaded", () => {
         source.select();
         button.textContent = "Press Ctrl+C to copy";
       }
-      setTimeout(() => { button.textContent = "Copy"; }, 2000);
+      setTimeout(() => { button.textContent = "Copy"; }, 3000);
     });
   }
   for (const field of document.querySelectorAll("textarea[data-allowlist]")) {

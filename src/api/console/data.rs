@@ -231,7 +231,7 @@ fn create_form(
                             div.check {
                                 input type="checkbox" id=(id) name="team" value=(team.id)
                                     checked[draft.teams.iter().any(|t| *t == team.id.to_string())];
-                                label for=(id) { (team.name) " " small.muted { "(" (team.sources.len()) " sources)" } }
+                                label for=(id) { (team.name) " " small.muted { "(" (team.sources.len()) @if team.sources.len() == 1 { " source)" } @else { " sources)" } } }
                             }
                         }
                         @if !topology.teams().is_empty() {
@@ -468,7 +468,7 @@ pub async fn show(
         }
         h2 { "Sample query" }
         @if password.is_none() {
-            p.hint { "With " code { "$PASSWORD" } " in place of the password, which is never shown again." }
+            p.hint { "With " code { "INSERT_PASSWORD" } " in place of the password, which is never shown again." }
         }
         (copyable("sample_query", "Command", &sample, true))
         h2 { "Data sources" }

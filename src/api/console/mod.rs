@@ -328,7 +328,8 @@ fn relative(at_millis: i64, now_millis: i64) -> String {
         }
         s if s < 3600 => (s / 60, "minute"),
         s if s < 86_400 => (s / 3600, "hour"),
-        s => (s / 86_400, "day"),
+        s if s < 365 * 86_400 => (s / 86_400, "day"),
+        s => (s / (365 * 86_400), "year"),
     };
     let plural = if n == 1 { "" } else { "s" };
     if delta >= 0 {
@@ -386,5 +387,6 @@ mod tests {
         );
         assert_eq!(expiry(Some(now), now), ("expired just now".into(), true));
         assert_eq!(relative(now + 30_000, now), "in under a minute");
+        assert_eq!(relative(now + 800 * DAY, now), "in 2 years");
     }
 }
