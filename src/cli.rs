@@ -142,6 +142,10 @@ enum SecretCommand {
         #[arg(long, value_enum)]
         env: SecretEnvironment,
     },
+    /// List vault secrets (id, environment, created), never their values.
+    List,
+    /// Revoke a vault secret by id; running servers refuse it within a moment.
+    Revoke { id: i64 },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -170,6 +174,11 @@ enum TokenCommand {
         #[arg(long, value_name = "EMAIL")]
         email: Option<String>,
     },
+    /// List API tokens (id, scope, user, created), never their values.
+    List,
+    /// Revoke a token by id; running servers refuse it within a moment (their token caches
+    /// follow the change). The last global token cannot be revoked.
+    Revoke { id: i64 },
 }
 
 impl GlobalArgs {
@@ -255,6 +264,51 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("{}", secret.expose_secret());
             Ok(())
         }
+        Command::Secret(SecretCommand::List) => {
+            let core = Core::open_existing(&settings).await?;
+            let secrets = core
+                .vault_secrets(Arc::new(crate::feed::NoSnapshots))
+                .list()
+                .await?;
+            for s in secrets {
+                println!(
+                    "{}\t{}\t{}",
+                    s.id,
+                    s.environment.as_str(),
+                    s.created_at.to_iso8601_millis()
+                );
+            }
+            Ok(())
+        }
+        Command::Secret(SecretCommand::Revoke { id }) => {
+            let core = Core::open_existing(&settings).await?;
+            let outcome = core
+                .vault_secrets(Arc::new(crate::feed::NoSnapshots))
+                .revoke(id)
+                .await?;
+            report_revoked(outcome, "vault secret", id)
+        }
+        Command::Token(TokenCommand::List) => {
+            let core = Core::open_existing(&settings).await?;
+            for t in core.api_tokens().list().await? {
+                let scope = match t.scope {
+                    TokenScope::Global => "global".to_owned(),
+                    TokenScope::Team(id) => format!("team:{id}"),
+                };
+                let user = t.user.map_or_else(|| "-".to_owned(), |u| u.email);
+                println!(
+                    "{}\t{scope}\t{user}\t{}",
+                    t.id,
+                    t.created_at.to_iso8601_millis()
+                );
+            }
+            Ok(())
+        }
+        Command::Token(TokenCommand::Revoke { id }) => {
+            let core = Core::open_existing(&settings).await?;
+            let outcome = core.api_tokens().revoke(id).await?;
+            report_revoked(outcome, "API token", id)
+        }
         Command::Keys(KeysCommand::Rotate { new_key_file }) => {
             let next = crate::crypto::MasterKey::load(&new_key_file)?;
             let core = Core::open_existing(&settings).await?;
@@ -333,6 +387,24 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("{}", token.expose_secret());
             Ok(())
         }
+    }
+}
+
+fn report_revoked(
+    outcome: crate::domain::ports::Revoked,
+    what: &str,
+    id: i64,
+) -> anyhow::Result<()> {
+    use crate::domain::ports::Revoked;
+    match outcome {
+        Revoked::Done(_) => {
+            println!("revoked {what} {id}");
+            Ok(())
+        }
+        Revoked::NotFound => anyhow::bail!("no {what} with id {id}"),
+        Revoked::LastGlobalToken => anyhow::bail!(
+            "{what} {id} is the last global token: create another with `switchboard token create` first"
+        ),
     }
 }
 

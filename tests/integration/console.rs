@@ -895,3 +895,76 @@ async fn the_topology_shows_regions_nodes_and_teams() {
         "text/javascript; charset=utf-8"
     );
 }
+
+#[tokio::test]
+async fn the_command_line_lists_and_revokes_tokens_and_secrets() {
+    let server = start().await;
+    let token = server.cli(&["token", "create", "--email", "cli@example.com"]);
+    let token = token.trim();
+    let call = || async {
+        server
+            .client
+            .get(server.url("/api/v1/connections"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(call().await, StatusCode::OK);
+    let listed = server.cli(&["token", "list"]);
+    let line = listed
+        .lines()
+        .find(|l| l.contains("cli@example.com"))
+        .expect("the new token is listed");
+    assert!(!listed.contains(token), "never the value");
+    let id = line.split('\t').next().unwrap();
+    assert!(line.contains("\tglobal\t"));
+    assert_eq!(
+        server.cli(&["token", "revoke", id]).trim(),
+        format!("revoked API token {id}")
+    );
+    // The server learns it from the change log (polled): refused within a second, though
+    // the token was cached a moment ago.
+    let start = std::time::Instant::now();
+    while call().await != StatusCode::UNAUTHORIZED {
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let again = server
+        .command()
+        .args(["token", "revoke", id])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains(&format!("no API token with id {id}")));
+
+    let secrets = server.cli(&["secret", "list"]);
+    assert!(secrets.lines().any(|l| l.contains("\ttest\t")), "{secrets}");
+    assert!(!secrets.contains(TEST_SECRET));
+    let id = secrets
+        .lines()
+        .find(|l| l.contains("\ttest\t"))
+        .unwrap()
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_owned();
+    server.cli(&["secret", "revoke", &id]);
+    let start = std::time::Instant::now();
+    loop {
+        let status = server
+            .client
+            .get(server.url("/v1/vault/connections"))
+            .header("x-pica-secret", TEST_SECRET)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
