@@ -27,6 +27,7 @@ fn credential(id: i64) -> IssuedCredential {
         // As the API issues them: `u` and random characters.
         username: format!("u{}", random_alphanumeric(15)),
         password_hash: [7; 32],
+        previous_password: None,
         valid_until: None,
         ip_allowlist: IpAllowlist::default(),
         teams: TeamScope::Teams(vec![1]),

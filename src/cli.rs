@@ -100,6 +100,9 @@ enum Command {
     /// Manage vault secrets (x-pica-secret).
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Manage data connections.
+    #[command(subcommand)]
+    Connection(ConnectionCommand),
     /// Master key operations.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -118,6 +121,18 @@ enum Command {
         /// The file `switchboard export` wrote.
         #[arg(long, value_name = "FILE")]
         input: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConnectionCommand {
+    /// Give a connection a new password and print it on stdout (shown only this once).
+    /// Running servers switch to it within a moment.
+    Rotate {
+        id: i64,
+        /// How long the old password keeps working (0 to 604800).
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        overlap_seconds: u64,
     },
 }
 
@@ -308,6 +323,32 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let core = Core::open_existing(&settings).await?;
             let outcome = core.api_tokens().revoke(id).await?;
             report_revoked(outcome, "API token", id)
+        }
+        Command::Connection(ConnectionCommand::Rotate {
+            id,
+            overlap_seconds,
+        }) => {
+            let core = Core::open_existing(&settings).await?;
+            let connections = crate::domain::data_connection::DataConnections::new(
+                core.store.clone(),
+                Arc::new(settings.topology.clone()),
+                core.password_hasher.clone(),
+                Arc::new(crate::feed::NoSnapshots),
+                Arc::new(crate::gateway::directory::CredentialDirectory::default()),
+            );
+            match connections
+                .rotate_password(id, std::time::Duration::from_secs(overlap_seconds))
+                .await
+            {
+                Ok(rotated) => {
+                    println!("{}", rotated.password.expose_secret());
+                    Ok(())
+                }
+                Err(crate::domain::data_connection::DataConnectionError::NotFound) => {
+                    anyhow::bail!("no data connection with id {id}")
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Command::Keys(KeysCommand::Rotate { new_key_file }) => {
             let next = crate::crypto::MasterKey::load(&new_key_file)?;

@@ -2,13 +2,16 @@
 //! allowlist and an expiry.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
 use super::allowlist::IpAllowlist;
 use super::echo::{echo, echo_names};
 use super::pagination::PageRequest;
-use super::ports::{ChangeSync, DataConnectionStore, IdRanks, PageStart, StoreError};
+use super::ports::{
+    ChangeSync, ConnectionUpdate, DataConnectionStore, IdRanks, PageStart, StoreError,
+};
 use super::time::Timestamp;
 use super::token::{Principal, TokenScope, User};
 use super::topology::{Region, Team, Topology};
@@ -17,6 +20,8 @@ use crate::crypto::{self, CredentialHash, CredentialHasher};
 pub const USERNAME_RANDOM_LEN: usize = 32;
 pub const PASSWORD_LEN: usize = 64;
 pub const NOTE_MAX_CHARS: usize = 1000;
+/// The longest a replaced password keeps working after a rotation.
+pub const MAX_PASSWORD_OVERLAP: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientType {
@@ -76,12 +81,22 @@ pub struct NewDataConnection {
     pub created_by: Option<User>,
 }
 
+/// A connection's password as stored: the current one's hash and, during a rotation's
+/// overlap, the replaced one's with the moment it stops working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordHashes {
+    pub current: CredentialHash,
+    pub previous: Option<(CredentialHash, Timestamp)>,
+}
+
 /// What the gateway needs to authenticate a connection's credentials.
 #[derive(Debug, Clone)]
 pub struct IssuedCredential {
     pub connection_id: i64,
     pub username: String,
     pub password_hash: CredentialHash,
+    /// The replaced password during a rotation's overlap, and when it stops working.
+    pub previous_password: Option<(CredentialHash, Timestamp)>,
     pub valid_until: Option<Timestamp>,
     pub ip_allowlist: IpAllowlist,
     pub teams: TeamScope,
@@ -89,11 +104,12 @@ pub struct IssuedCredential {
 }
 
 impl IssuedCredential {
-    pub fn of(connection: &DataConnection, password_hash: CredentialHash) -> Self {
+    pub fn of(connection: &DataConnection, passwords: PasswordHashes) -> Self {
         Self {
             connection_id: connection.id,
             username: connection.username.clone(),
-            password_hash,
+            password_hash: passwords.current,
+            previous_password: passwords.previous,
             valid_until: connection.valid_until,
             ip_allowlist: connection.ip_allowlist.clone(),
             teams: connection.teams.clone(),
@@ -439,6 +455,81 @@ impl DataConnections {
         } else {
             Err(DataConnectionError::NotFound)
         }
+    }
+
+    /// Changes a connection's note, expiry or allowlist in place; every gateway follows
+    /// within its change feed's delay (this process's before this returns).
+    #[tracing::instrument(skip(self, update))]
+    pub async fn update(
+        &self,
+        id: i64,
+        mut update: ConnectionUpdate,
+    ) -> Result<DataConnection, DataConnectionError> {
+        let mut errors = Vec::new();
+        if let Some(Some(until)) = update.valid_until
+            && let Err(e) = check_valid_until(Some(until), Timestamp::now())
+        {
+            errors.push(e);
+        }
+        if let Some(note) = &update.note {
+            match clean_note(note.as_deref()) {
+                Ok(cleaned) => update.note = Some(cleaned),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(DataConnectionError::Invalid(errors));
+        }
+        let (connection, change) = self
+            .store
+            .update_data_connection(id, &update)
+            .await?
+            .ok_or(DataConnectionError::NotFound)?;
+        self.snapshots.applied(change).await;
+        tracing::info!(connection_id = id, "data connection updated");
+        Ok(connection)
+    }
+
+    /// Gives a connection a new password, returned once. The old one keeps working for
+    /// `overlap` (none: it stops at once), so clients can switch without a gap.
+    #[tracing::instrument(skip(self))]
+    pub async fn rotate_password(
+        &self,
+        id: i64,
+        overlap: Duration,
+    ) -> Result<Created, DataConnectionError> {
+        if overlap > MAX_PASSWORD_OVERLAP {
+            return Err(DataConnectionError::Invalid(vec![field_error(
+                "overlap_seconds",
+                format!(
+                    "overlap_seconds must be at most {} (a week)",
+                    MAX_PASSWORD_OVERLAP.as_secs()
+                ),
+            )]));
+        }
+        let password = SecretString::from(crypto::random_alphanumeric(PASSWORD_LEN));
+        let until = (!overlap.is_zero()).then(|| {
+            Timestamp::from_millis(Timestamp::now().as_millis() + overlap.as_millis() as i64)
+        });
+        let change = self
+            .store
+            .rotate_data_connection_password(
+                id,
+                &self.passwords.hash(password.expose_secret()),
+                until,
+            )
+            .await?
+            .ok_or(DataConnectionError::NotFound)?;
+        self.snapshots.applied(change).await;
+        tracing::info!(
+            connection_id = id,
+            overlap_seconds = overlap.as_secs(),
+            "data connection password rotated"
+        );
+        Ok(Created {
+            connection: self.get(id).await?,
+            password,
+        })
     }
 
     /// The configured teams a connection reaches, in id order.

@@ -9,9 +9,10 @@
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+use super::allowlist::IpAllowlist;
 use super::connect::{ConnectSession, PendingConsent, StoredStatus};
 use super::console::{ConsoleActorRef, ConsoleSession};
-use super::data_connection::{DataConnection, NewDataConnection};
+use super::data_connection::{DataConnection, NewDataConnection, PasswordHashes};
 use super::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
 use super::time::Timestamp;
 use super::token::{Principal, TokenScope, User};
@@ -187,15 +188,41 @@ pub trait DataConnectionStore: Send + Sync {
     async fn get_data_connection(&self, id: i64) -> Result<Option<DataConnection>, StoreError>;
     /// `None` if there was no such connection.
     async fn delete_data_connection(&self, id: i64) -> Result<Option<ChangeSeq>, StoreError>;
-    /// One connection with its password hash: the gateway's snapshot entry.
+    /// One connection with its password hashes: the gateway's snapshot entry.
     async fn data_connection_credential(
         &self,
         id: i64,
-    ) -> Result<Option<(DataConnection, CredentialHash)>, StoreError>;
-    /// Every connection with its password hash: the gateway's whole snapshot.
+    ) -> Result<Option<(DataConnection, PasswordHashes)>, StoreError>;
+    /// Every connection with its password hashes: the gateway's whole snapshot.
     async fn data_connection_credentials(
         &self,
-    ) -> Result<Vec<(DataConnection, CredentialHash)>, StoreError>;
+    ) -> Result<Vec<(DataConnection, PasswordHashes)>, StoreError>;
+    /// Changes what `update` names; the connection as it is afterwards, `None` if there
+    /// was no such connection.
+    async fn update_data_connection(
+        &self,
+        id: i64,
+        update: &ConnectionUpdate,
+    ) -> Result<Option<(DataConnection, ChangeSeq)>, StoreError>;
+    /// Replaces the password's hash. With `previous_until`, the replaced hash keeps
+    /// working until then; without, it stops at once. `None` if there was no such
+    /// connection.
+    async fn rotate_data_connection_password(
+        &self,
+        id: i64,
+        new_hash: &CredentialHash,
+        previous_until: Option<Timestamp>,
+    ) -> Result<Option<ChangeSeq>, StoreError>;
+}
+
+/// What an in-place update of a data connection changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionUpdate {
+    /// `Some(None)` clears the note.
+    pub note: Option<Option<String>>,
+    /// `Some(None)`: never expires.
+    pub valid_until: Option<Option<Timestamp>>,
+    pub ip_allowlist: Option<IpAllowlist>,
 }
 
 /// A vault secret as stored: only its keyed hash.

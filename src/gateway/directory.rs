@@ -150,6 +150,7 @@ mod tests {
             connection_id: id,
             username: format!("u{id}"),
             password_hash: [0; 32],
+            previous_password: None,
             valid_until: None,
             ip_allowlist: IpAllowlist::default(),
             teams: TeamScope::All,

@@ -199,10 +199,15 @@ impl Gateway {
                 .verify(presented.password.expose_secret(), &[0; 32]);
             return Err(refuse("unknown_user"));
         };
-        if !self.passwords.verify(
-            presented.password.expose_secret(),
-            &credential.password_hash,
-        ) {
+        let password = presented.password.expose_secret();
+        let current = self.passwords.verify(password, &credential.password_hash);
+        // During a rotation's overlap the replaced password works too, until its end.
+        let replaced = || {
+            credential.previous_password.is_some_and(|(hash, until)| {
+                Timestamp::now() < until && self.passwords.verify(password, &hash)
+            })
+        };
+        if !current && !replaced() {
             return Err(refuse("wrong_password"));
         }
         if credential

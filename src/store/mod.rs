@@ -11,14 +11,16 @@ use tokio::sync::mpsc;
 use crate::crypto::CredentialHash;
 use crate::domain::connect::{ConnectSession, PendingConsent, StoredStatus};
 use crate::domain::console::{ConsoleActorRef, ConsoleSession};
-use crate::domain::data_connection::{DataConnection, NewDataConnection, TeamScope};
+use crate::domain::data_connection::{
+    DataConnection, NewDataConnection, PasswordHashes, TeamScope,
+};
 use crate::domain::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
 pub use crate::domain::ports::StoreError;
 use crate::domain::ports::{
     ApiTokenInfo, Change, ChangeLog, ChangeSeq, ChangeSignal, ConnectSessionStore,
-    ConsoleSessionStore, DataConnectionStore, Entity, Health, IntegrationStore, MetaStore,
-    PageStart, RefreshFailure, RefreshStore, Revoked, SealedIntegration, Store, TokenStore,
-    VaultSecret, VaultSecretStore,
+    ConnectionUpdate, ConsoleSessionStore, DataConnectionStore, Entity, Health, IntegrationStore,
+    MetaStore, PageStart, RefreshFailure, RefreshStore, Revoked, SealedIntegration, Store,
+    TokenStore, VaultSecret, VaultSecretStore,
 };
 use crate::domain::time::Timestamp;
 use crate::domain::token::{Principal, TokenScope, User};
@@ -420,7 +422,7 @@ impl DataConnectionStore for SqlStore {
     async fn data_connection_credential(
         &self,
         id: i64,
-    ) -> Result<Option<(DataConnection, CredentialHash)>, StoreError> {
+    ) -> Result<Option<(DataConnection, PasswordHashes)>, StoreError> {
         self.reader
             .fetch_optional(&self.connections.with_hash(id))
             .await?
@@ -430,13 +432,55 @@ impl DataConnectionStore for SqlStore {
 
     async fn data_connection_credentials(
         &self,
-    ) -> Result<Vec<(DataConnection, CredentialHash)>, StoreError> {
+    ) -> Result<Vec<(DataConnection, PasswordHashes)>, StoreError> {
         self.reader
             .fetch(&self.connections.all_with_hash())
             .await?
             .into_iter()
             .map(row::data_connection_credential)
             .collect()
+    }
+
+    async fn update_data_connection(
+        &self,
+        id: i64,
+        update: &ConnectionUpdate,
+    ) -> Result<Option<(DataConnection, ChangeSeq)>, StoreError> {
+        let Some(seq) = self
+            .execute_recording(
+                Entity::DataConnection,
+                &id.to_string(),
+                sql::update_data_connection(id, update),
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let connection = self
+            .writer
+            .fetch_optional(&self.connections.one(id))
+            .await?
+            .map(|mut r| row::data_connection(&r.text(0)?))
+            .transpose()?;
+        Ok(connection.map(|c| (c, seq)))
+    }
+
+    async fn rotate_data_connection_password(
+        &self,
+        id: i64,
+        new_hash: &CredentialHash,
+        previous_until: Option<Timestamp>,
+    ) -> Result<Option<ChangeSeq>, StoreError> {
+        self.execute_recording(
+            Entity::DataConnection,
+            &id.to_string(),
+            sql::rotate_data_connection_password(
+                id,
+                new_hash,
+                previous_until.map(Timestamp::as_millis),
+            ),
+        )
+        .await
     }
 }
 

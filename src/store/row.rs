@@ -8,7 +8,7 @@ use crate::crypto::CredentialHash;
 use crate::domain::allowlist::{AllowEntry, IpAllowlist};
 use crate::domain::connect::{ConnectSession, PendingConsent, StoredStatus};
 use crate::domain::console::{ConsoleActor, ConsoleSession};
-use crate::domain::data_connection::{ClientType, DataConnection, TeamScope};
+use crate::domain::data_connection::{ClientType, DataConnection, PasswordHashes, TeamScope};
 use crate::domain::integration::{
     ConnectionState, Environment, Health, IdentityType, IntegrationConnection,
 };
@@ -143,14 +143,21 @@ pub fn data_connection_page(
     Ok((page, total.unwrap_or(0).max(0) as u64))
 }
 
-/// A row of (connection JSON, password hash).
+/// A row of (connection JSON, password hash, previous hash, previous until).
 pub fn data_connection_credential(
     mut row: Row,
-) -> Result<(DataConnection, CredentialHash), StoreError> {
+) -> Result<(DataConnection, PasswordHashes), StoreError> {
     let connection = data_connection(&row.text(0)?)?;
-    let hash = CredentialHash::try_from(row.bytes(1)?.as_slice())
-        .map_err(|_| corrupt("password_hash length", connection.id))?;
-    Ok((connection, hash))
+    let hash = |bytes: Vec<u8>| {
+        CredentialHash::try_from(bytes.as_slice())
+            .map_err(|_| corrupt("password_hash length", connection.id))
+    };
+    let current = hash(row.bytes(1)?)?;
+    let previous = match (row.opt_bytes(2)?, row.opt_int(3)?) {
+        (Some(bytes), Some(until)) => Some((hash(bytes)?, Timestamp::from_millis(until))),
+        _ => None,
+    };
+    Ok((connection, PasswordHashes { current, previous }))
 }
 
 /// Columns of `integration_connections` in the order [`integration`] reads them, aliased

@@ -5,10 +5,11 @@
 use super::engine::{Bind, Kind, Statement};
 use super::row::{INTEGRATION_COLUMNS, INTEGRATION_KINDS, SEALED_INTEGRATION_KINDS};
 use crate::crypto::CredentialHash;
+use crate::domain::allowlist::IpAllowlist;
 use crate::domain::connect::{ConnectSession, PendingConsent, StoredStatus};
 use crate::domain::console::ConsoleActorRef;
 use crate::domain::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
-use crate::domain::ports::{Entity, PageStart, RefreshFailure};
+use crate::domain::ports::{ConnectionUpdate, Entity, PageStart, RefreshFailure};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -288,9 +289,9 @@ impl ConnectionQueries {
                  LIMIT $2 OFFSET $3"
             ),
             with_hash: format!(
-                "SELECT CAST({object} AS TEXT), c.password_hash {from} WHERE c.id = $1"
+                "SELECT CAST({object} AS TEXT), {PASSWORD_COLUMNS} {from} WHERE c.id = $1"
             ),
-            all_with_hash: format!("SELECT CAST({object} AS TEXT), c.password_hash {from}"),
+            all_with_hash: format!("SELECT CAST({object} AS TEXT), {PASSWORD_COLUMNS} {from}"),
         }
     }
 
@@ -324,12 +325,59 @@ impl ConnectionQueries {
     pub fn with_hash(&self, id: i64) -> Statement {
         Statement::new(self.with_hash.clone())
             .bind(id)
-            .returns(&[Kind::Text, Kind::Bytes])
+            .returns(WITH_PASSWORD_KINDS)
     }
 
     pub fn all_with_hash(&self) -> Statement {
-        Statement::new(self.all_with_hash.clone()).returns(&[Kind::Text, Kind::Bytes])
+        Statement::new(self.all_with_hash.clone()).returns(WITH_PASSWORD_KINDS)
     }
+}
+
+/// A connection's password hashes, after its JSON (see `row::data_connection_credential`).
+const PASSWORD_COLUMNS: &str =
+    "c.password_hash, c.previous_password_hash, c.previous_password_until";
+const WITH_PASSWORD_KINDS: &[Kind] = &[Kind::Text, Kind::Bytes, Kind::Bytes, Kind::Int];
+
+/// Changes the fields `update` names, leaving the others as they are.
+pub fn update_data_connection(id: i64, update: &ConnectionUpdate) -> Statement {
+    let note = update.note.as_ref();
+    let until = update.valid_until;
+    let allowlist = update.ip_allowlist.as_ref();
+    Statement::new(
+        "UPDATE data_connections SET \
+         note = CASE WHEN $2 THEN $3 ELSE note END, \
+         valid_until = CASE WHEN $4 THEN CAST($5 AS BIGINT) ELSE valid_until END, \
+         ip_allowlist = CASE WHEN $6 THEN $7 ELSE ip_allowlist END \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(note.is_some())
+    .bind(note.cloned().flatten())
+    .bind(until.is_some())
+    .bind(until.flatten().map(|t| t.as_millis()))
+    .bind(allowlist.is_some())
+    .bind(Bind::Json(Some(serde_json::Value::from(
+        allowlist.map(IpAllowlist::to_strings).unwrap_or_default(),
+    ))))
+}
+
+/// The new hash replaces the current one, which is kept until `previous_until` if given.
+/// (Every expression on the right reads the row as it was.)
+pub fn rotate_data_connection_password(
+    id: i64,
+    new_hash: &CredentialHash,
+    previous_until: Option<i64>,
+) -> Statement {
+    Statement::new(
+        "UPDATE data_connections SET \
+         previous_password_hash = CASE WHEN CAST($3 AS BIGINT) IS NULL THEN NULL ELSE password_hash END, \
+         previous_password_until = CAST($3 AS BIGINT), \
+         password_hash = $2 \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(new_hash.as_slice())
+    .bind(previous_until)
 }
 
 /// Where a page query's size goes.

@@ -406,7 +406,7 @@ async fn a_data_connection_is_made_read_once_and_deleted() {
 
     let shown = console.get(&at).await;
     assert_page(&shown, StatusCode::OK);
-    assert!(shown.body.contains("copy its password now"));
+    assert!(shown.body.contains("copy it now"));
     let password = shown.input_value("password").expect("the password, once");
     assert_eq!(password.len(), 64);
     let sample = shown.body.clone();

@@ -133,7 +133,7 @@ async fn an_operator_makes_reads_once_and_deletes_a_data_connection_in_chromium(
     browser.screenshot("console-create-form").await;
     click_text(&browser, "button", "Create connection").await;
 
-    browser.wait_for_text("copy its password now").await;
+    browser.wait_for_text("copy it now").await;
     let password = value_of(&browser, "#password").await;
     assert_eq!(password.len(), 64);
     let sample = value_of(&browser, "#sample_query").await;
@@ -162,7 +162,7 @@ async fn an_operator_makes_reads_once_and_deletes_a_data_connection_in_chromium(
     // Reloaded: the password is gone for good.
     browser.client.refresh().await.unwrap();
     let text = browser.wait_for_text("Sample query").await;
-    assert!(!text.contains("copy its password now"));
+    assert!(!text.contains("copy it now"));
     let source = browser.client.source().await.unwrap();
     assert!(!source.contains(&password), "no trace of it in the page");
     assert!(

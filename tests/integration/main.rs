@@ -15,6 +15,7 @@ mod doctor;
 mod first_hour;
 mod gateway;
 mod hardening;
+mod lifecycle;
 mod oauth;
 mod operations;
 mod passthrough;

@@ -25,6 +25,16 @@ const ROUTES: &[(&str, &str, &[u16])] = &[
         "/api/v1/connections/{id}",
         &[204, 401, 403, 404, 500, 503],
     ),
+    (
+        "patch",
+        "/api/v1/connections/{id}",
+        &[200, 400, 401, 403, 404, 413, 415, 422, 500, 503],
+    ),
+    (
+        "post",
+        "/api/v1/connections/{id}/rotate-password",
+        &[200, 400, 401, 403, 404, 413, 415, 422, 500, 503],
+    ),
     ("get", "/v1/vault/connections", &[200, 400, 401, 500, 503]),
     (
         "post",

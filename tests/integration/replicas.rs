@@ -603,3 +603,82 @@ async fn a_token_revoked_on_one_replica_is_refused_by_the_others_cache_at_once()
         "10 trials: a token revoked on replica 1 was refused by replica 2 after median {median:?}, worst {worst:?}"
     );
 }
+
+#[tokio::test]
+async fn rotations_and_in_place_changes_reach_the_other_replica_within_a_second() {
+    let ch = ClickHouse::start().await;
+    let config = config(&ch);
+    let one = TestServer::start_postgres(&config, None, &[]).await;
+    let two = TestServer::start_postgres(&config, one.database_url.as_deref(), &[]).await;
+    let (id, user, old) = one
+        .create_connection(json!({"client_type": "clickhouse", "ip_allowlist": ["127.0.0.1"]}))
+        .await;
+    until(&two, &user, &old, StatusCode::OK).await;
+
+    // A rotation with a 3 s overlap: on both replicas both passwords work, then only the new.
+    let resp = one
+        .post_json(
+            &format!("/api/v1/connections/{id}/rotate-password"),
+            &json!({"overlap_seconds": 3}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let rotated_at = Instant::now();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let new = body["data"]["attributes"]["password"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let seen = until(&two, &user, &new, StatusCode::OK).await;
+    for server in [&one, &two] {
+        assert_eq!(query_status(server, &user, &old).await, StatusCode::OK);
+        assert_eq!(query_status(server, &user, &new).await, StatusCode::OK);
+    }
+    assert!(
+        rotated_at.elapsed() < Duration::from_secs(2),
+        "checked inside the overlap"
+    );
+    tokio::time::sleep(Duration::from_millis(3100).saturating_sub(rotated_at.elapsed())).await;
+    for server in [&one, &two] {
+        assert_eq!(
+            query_status(server, &user, &old).await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(query_status(server, &user, &new).await, StatusCode::OK);
+    }
+
+    // An allowlist changed on replica 1 is enforced by replica 2 within a second.
+    let patch = |body: serde_json::Value| {
+        one.client
+            .patch(one.url(&format!("/api/v1/connections/{id}")))
+            .bearer_auth(crate::common::TOKEN)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let resp = patch(json!({"ip_allowlist": ["203.0.113.9"]}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let narrowed = until(&two, &user, &new, StatusCode::FORBIDDEN).await;
+    let resp = patch(json!({"ip_allowlist": []})).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let widened = until(&two, &user, &new, StatusCode::OK).await;
+    // And an expiry brought forward to the past... is refused; to a moment away, it ends.
+    let resp = patch(json!({"valid_until": "2000-01-01T00:00:00Z"}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let soon = chrono::Utc::now() + chrono::Duration::milliseconds(500);
+    let resp = patch(json!({"valid_until": soon.to_rfc3339()}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(query_status(&two, &user, &new).await, StatusCode::FORBIDDEN);
+    println!(
+        "replica 2 saw: the rotated password after {seen:?}, a narrowed allowlist after {narrowed:?}, a widened one after {widened:?}"
+    );
+}

@@ -297,7 +297,10 @@ pub async fn data_connections(store: Arc<SqlStore>) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((c.username.as_str(), h), ("user2", hash(5)));
+    assert_eq!(
+        (c.username.as_str(), h.current, h.previous),
+        ("user2", hash(5), None)
+    );
     assert_eq!(store.data_connection_credentials().await.unwrap().len(), 7);
 
     let seq = store.delete_data_connection(made[2].id).await.unwrap();
@@ -1294,6 +1297,125 @@ pub async fn team_data_connections(store: Arc<SqlStore>) {
     assert_eq!(page.len(), 1, "only the connection of team 2 alone");
 }
 
+pub async fn data_connection_changes(store: Arc<SqlStore>) {
+    let (made, _) = store
+        .insert_data_connection(new_connection("changing", TeamScope::Teams(vec![3])))
+        .await
+        .unwrap();
+    let before = store.latest_change().await.unwrap();
+
+    // Only what the update names changes.
+    let (c, seq) = store
+        .update_data_connection(
+            made.id,
+            &ConnectionUpdate {
+                note: Some(Some("new note".into())),
+                ..ConnectionUpdate::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(seq > before);
+    assert_eq!(c.note.as_deref(), Some("new note"));
+    assert_eq!(c.valid_until, made.valid_until);
+    assert_eq!(c.ip_allowlist, made.ip_allowlist);
+    let (c, _) = store
+        .update_data_connection(
+            made.id,
+            &ConnectionUpdate {
+                note: Some(None),
+                valid_until: Some(None),
+                ip_allowlist: Some(IpAllowlist::new(vec!["192.0.2.0/24".parse().unwrap()])),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((c.note, c.valid_until), (None, None));
+    assert_eq!(c.ip_allowlist.to_strings(), vec!["192.0.2.0/24"]);
+    assert_eq!(c.teams, TeamScope::Teams(vec![3]), "teams never change");
+    let (c, _) = store
+        .update_data_connection(
+            made.id,
+            &ConnectionUpdate {
+                valid_until: Some(Some(Timestamp::from_millis(2_000_000_000_000))),
+                ..ConnectionUpdate::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        c.valid_until,
+        Some(Timestamp::from_millis(2_000_000_000_000))
+    );
+    assert_eq!(
+        store
+            .get_data_connection(made.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .valid_until,
+        c.valid_until
+    );
+    assert!(
+        store
+            .update_data_connection(424_242, &ConnectionUpdate::default())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Rotation: the old hash kept until the overlap's end, or dropped at once.
+    let original = store
+        .data_connection_credential(made.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .1
+        .current;
+    let until = Timestamp::from_millis(1_900_000_000_123);
+    assert!(
+        store
+            .rotate_data_connection_password(made.id, &hash(77), Some(until))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let (_, hashes) = store
+        .data_connection_credential(made.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hashes.current, hash(77));
+    assert_eq!(hashes.previous, Some((original, until)));
+    store
+        .rotate_data_connection_password(made.id, &hash(78), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let all = store.data_connection_credentials().await.unwrap();
+    let (_, hashes) = all.iter().find(|(c, _)| c.id == made.id).unwrap();
+    assert_eq!((hashes.current, hashes.previous), (hash(78), None));
+    assert!(
+        store
+            .rotate_data_connection_password(424_242, &hash(79), None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let recorded = changes(&store).await;
+    assert_eq!(
+        recorded
+            .iter()
+            .filter(|(e, id)| *e == Entity::DataConnection && *id == made.id.to_string())
+            .count(),
+        1 + 3 + 2,
+        "the create, three updates and two rotations"
+    );
+}
+
 macro_rules! contract {
     ($backend:ident, $open:path, $pushes:expr) => {
         mod $backend {
@@ -1337,6 +1459,11 @@ macro_rules! contract {
             #[tokio::test]
             async fn connect_sessions() {
                 super::connect_sessions($open().await.store).await
+            }
+
+            #[tokio::test]
+            async fn data_connection_changes() {
+                super::data_connection_changes($open().await.store).await
             }
 
             #[tokio::test]

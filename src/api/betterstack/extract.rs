@@ -56,6 +56,27 @@ impl FromRequest<AppState> for JsonObject {
     }
 }
 
+/// A JSON object body, or `None` when the request has no body at all.
+pub struct OptionalJsonObject(pub Option<Map<String, Value>>);
+
+impl FromRequest<AppState> for OptionalJsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let headers = req.headers();
+        let declared_empty = headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0");
+        let no_body = !headers.contains_key(header::CONTENT_TYPE)
+            && (declared_empty || !headers.contains_key(header::TRANSFER_ENCODING));
+        if no_body {
+            return Ok(Self(None));
+        }
+        let JsonObject(body) = JsonObject::from_request(req, state).await?;
+        Ok(Self(Some(body)))
+    }
+}
+
 /// A connection id from the path: an integer, or it names no resource (404), however the
 /// segment is spelled.
 pub struct ConnectionId(pub i64);

@@ -5,8 +5,10 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ConnectionId, GlobalToken, JsonObject};
-use super::parse::{DEFAULT_PER_PAGE, parse_create_checked, parse_list_query};
+use super::extract::{ConnectionId, GlobalToken, JsonObject, OptionalJsonObject};
+use super::parse::{
+    DEFAULT_PER_PAGE, parse_create_checked, parse_list_query, parse_rotate, parse_update,
+};
 use super::wire::{
     ConnectionEnvelope, ConnectionList, CreateConnectionBody, ListParams, Pagination, View,
     resource,
@@ -132,4 +134,72 @@ pub(super) async fn delete_connection(
 ) -> Result<StatusCode, ApiError> {
     state.services.data_connections.delete(id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Change a connection in place: `note`, `valid_until` (later or sooner, not past; null:
+/// never expires) and `ip_allowlist`. Every gateway follows within a second. Team and
+/// region are fixed for life (422 naming the field).
+#[utoipa::path(patch, path = "/api/v1/connections/{id}", tag = "connections",
+    params(("id" = i64, Path, description = "Connection id")),
+    request_body(content = serde_json::Value, content_type = "application/json",
+        description = "{note?, valid_until?, ip_allowlist?}"),
+    security(("bearer_token" = [])),
+    responses(
+        (status = 200, description = "The connection as it is now", body = ConnectionEnvelope),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 403, description = "Not a global token", body = ErrorBody),
+        (status = 404, description = "No such connection", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not application/json", body = ErrorBody),
+        (status = 422, description = "Invalid or unchangeable field; `invalid_attributes` names it", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "The database is unreachable, or the request took too long", body = ErrorBody),
+    ))]
+pub(super) async fn update_connection(
+    State(state): State<AppState>,
+    _caller: GlobalToken,
+    ConnectionId(id): ConnectionId,
+    JsonObject(body): JsonObject,
+) -> Result<Json<ConnectionEnvelope>, ApiError> {
+    let update = parse_update(&body)?;
+    let connection = state.services.data_connections.update(id, update).await?;
+    Ok(Json(ConnectionEnvelope {
+        data: resource(&state, connection, View::Detail),
+    }))
+}
+
+/// Give a connection a new password, returned once as create returns it. The old one
+/// keeps working for `overlap_seconds` (default 0, at most 604800), then stops.
+#[utoipa::path(post, path = "/api/v1/connections/{id}/rotate-password", tag = "connections",
+    params(("id" = i64, Path, description = "Connection id")),
+    request_body(content = serde_json::Value, content_type = "application/json",
+        description = "Optional: {overlap_seconds}"),
+    security(("bearer_token" = [])),
+    responses(
+        (status = 200, description = "The connection with its new password", body = ConnectionEnvelope),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 403, description = "Not a global token", body = ErrorBody),
+        (status = 404, description = "No such connection", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not application/json", body = ErrorBody),
+        (status = 422, description = "Invalid overlap_seconds", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "The database is unreachable, or the request took too long", body = ErrorBody),
+    ))]
+pub(super) async fn rotate_password(
+    State(state): State<AppState>,
+    _caller: GlobalToken,
+    ConnectionId(id): ConnectionId,
+    OptionalJsonObject(body): OptionalJsonObject,
+) -> Result<Json<ConnectionEnvelope>, ApiError> {
+    let overlap = parse_rotate(body.as_ref())?;
+    let rotated = state
+        .services
+        .data_connections
+        .rotate_password(id, overlap)
+        .await?;
+    let data = resource(&state, rotated.connection, View::Created(&rotated.password));
+    Ok(Json(ConnectionEnvelope { data }))
 }

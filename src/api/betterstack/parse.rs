@@ -8,6 +8,7 @@ use crate::domain::allowlist::{AllowEntry, IpAllowlist, MAX_ENTRIES as MAX_ALLOW
 use crate::domain::data_connection::{ClientType, CreateDataConnection, FieldError, TeamSelector};
 use crate::domain::echo::echo;
 use crate::domain::pagination::PageRequest;
+use crate::domain::ports::ConnectionUpdate;
 use crate::domain::time::Timestamp;
 
 pub const DEFAULT_PER_PAGE: u64 = 50;
@@ -241,8 +242,24 @@ fn parse_draft(body: &Map<String, Value>) -> (CreateDraft, FieldErrors) {
 
     let data_region = string_field(body, "data_region", &mut errors);
 
-    let mut allow_entries = Vec::new();
-    let allowlist = string_array(body, "ip_allowlist", &mut errors).unwrap_or_default();
+    let ip_allowlist = allowlist_field(body, &mut errors).unwrap_or_default();
+    let valid_until = valid_until_field(body, &mut errors);
+    let note = string_field(body, "note", &mut errors);
+
+    let draft = CreateDraft {
+        client_type,
+        teams,
+        data_region,
+        ip_allowlist,
+        valid_until,
+        note,
+    };
+    (draft, errors)
+}
+
+/// `ip_allowlist` if present: every entry an address or CIDR range.
+fn allowlist_field(body: &Map<String, Value>, errors: &mut FieldErrors) -> Option<IpAllowlist> {
+    let allowlist = string_array(body, "ip_allowlist", errors)?;
     if allowlist.len() > MAX_ALLOWLIST {
         errors.add(
             "ip_allowlist",
@@ -252,14 +269,19 @@ fn parse_draft(body: &Map<String, Value>) -> (CreateDraft, FieldErrors) {
             ),
         );
     }
+    let mut entries = Vec::new();
     for entry in allowlist.iter().take(MAX_ALLOWLIST) {
         match entry.parse::<AllowEntry>() {
-            Ok(e) => allow_entries.push(e),
+            Ok(e) => entries.push(e),
             Err(e) => errors.add("ip_allowlist", format!("ip_allowlist: {e}")),
         }
     }
+    Some(IpAllowlist::new(entries))
+}
 
-    let valid_until = string_field(body, "valid_until", &mut errors).and_then(|s| {
+/// `valid_until` if present and not null: an ISO 8601 timestamp.
+fn valid_until_field(body: &Map<String, Value>, errors: &mut FieldErrors) -> Option<Timestamp> {
+    string_field(body, "valid_until", errors).and_then(|s| {
         let parsed = Timestamp::parse_iso8601(&s);
         if parsed.is_none() {
             errors.add(
@@ -271,19 +293,91 @@ fn parse_draft(body: &Map<String, Value>) -> (CreateDraft, FieldErrors) {
             );
         }
         parsed
-    });
+    })
+}
 
-    let note = string_field(body, "note", &mut errors);
+/// Fields a connection keeps for life: a PATCH naming one is refused, naming it.
+const IMMUTABLE: &[&str] = &["client_type", "team_ids", "team_names", "data_region"];
+/// What a PATCH may change.
+const MUTABLE: &[&str] = &["note", "valid_until", "ip_allowlist"];
 
-    let draft = CreateDraft {
-        client_type,
-        teams,
-        data_region,
-        ip_allowlist: IpAllowlist::new(allow_entries),
-        valid_until,
-        note,
+/// A PATCH body: `note` and `valid_until` (null clears them), `ip_allowlist`.
+pub fn parse_update(body: &Map<String, Value>) -> Result<ConnectionUpdate, ApiError> {
+    let mut errors = FieldErrors::default();
+    for (name, _) in body {
+        if let Some(field) = IMMUTABLE.iter().find(|f| **f == name.as_str()) {
+            errors.add(
+                field,
+                format!("{field} cannot be changed; create a new connection instead"),
+            );
+        } else if !MUTABLE.contains(&name.as_str()) {
+            errors.add(
+                "body",
+                format!(
+                    "'{}' is not a field that can be changed; use note, valid_until or ip_allowlist",
+                    echo(name)
+                ),
+            );
+        }
+    }
+    if body.keys().all(|k| !MUTABLE.contains(&k.as_str())) && errors.messages.is_empty() {
+        errors.add(
+            "body",
+            "nothing to change: send note, valid_until or ip_allowlist",
+        );
+    }
+    let null_or = |name: &str| body.get(name).map(Value::is_null);
+    let update = ConnectionUpdate {
+        note: match null_or("note") {
+            None => None,
+            Some(true) => Some(None),
+            Some(false) => string_field(body, "note", &mut errors).map(Some),
+        },
+        valid_until: match null_or("valid_until") {
+            None => None,
+            Some(true) => Some(None),
+            Some(false) => valid_until_field(body, &mut errors).map(Some),
+        },
+        ip_allowlist: if null_or("ip_allowlist") == Some(true) {
+            errors.add(
+                "ip_allowlist",
+                "ip_allowlist must be an array of strings ([] allows any address)",
+            );
+            None
+        } else {
+            allowlist_field(body, &mut errors)
+        },
     };
-    (draft, errors)
+    errors.into_result(|| update)
+}
+
+/// A rotate-password body (none, or `{"overlap_seconds": N}`): how long the old password
+/// keeps working.
+pub fn parse_rotate(body: Option<&Map<String, Value>>) -> Result<std::time::Duration, ApiError> {
+    let mut errors = FieldErrors::default();
+    let mut overlap = std::time::Duration::ZERO;
+    if let Some(body) = body {
+        for (name, value) in body {
+            match (name.as_str(), value) {
+                ("overlap_seconds", Value::Null) => {}
+                ("overlap_seconds", v) => match v.as_u64() {
+                    Some(n) => overlap = std::time::Duration::from_secs(n),
+                    None => errors.add(
+                        "overlap_seconds",
+                        "overlap_seconds must be a whole number of seconds, 0 or more",
+                    ),
+                },
+                (other, _) => errors.add(
+                    "body",
+                    format!(
+                        "'{}' is not a field of this call; use overlap_seconds",
+                        echo(other)
+                    ),
+                ),
+            }
+        }
+    }
+    errors.into_result(|| overlap)
 }
 
 #[cfg(test)]

@@ -451,7 +451,7 @@ pub async fn show(
         h1 { (title) }
         @if let Some(password) = password {
             section.reveal aria-labelledby="reveal-title" {
-                h2 id="reveal-title" { "Connection created: copy its password now" }
+                h2 id="reveal-title" { "New password: copy it now" }
                 p { "This is the only time the password is shown. It is stored only as a hash: if it is lost, delete the connection and create another." }
                 (copyable("password", "Password", password, false))
             }
@@ -484,6 +484,18 @@ pub async fn show(
                 } } }
             } }
         }
+        h2 { "New password" }
+        form.stack method="post" action={ "/console/data-connections/" (id) "/rotate" } {
+            (signed.csrf_field())
+            label for="overlap" { "The current password keeps working for" }
+            select id="overlap" name="overlap_seconds" {
+                option value="0" { "no time: it stops at once" }
+                option value="600" { "10 minutes" }
+                option value="3600" { "1 hour" }
+                option value="86400" { "1 day" }
+            }
+            div.actions { button.secondary type="submit" { "Rotate password" } }
+        }
         h2 { "Delete" }
         p { a.button.danger href={ "/console/data-connections/" (id) "/delete" } { "Delete this connection…" } }
     };
@@ -500,6 +512,41 @@ fn connection_name(c: &DataConnection) -> String {
         Some(note) => format!("“{note}” ({})", c.username),
         None => format!("connection {} ({})", c.id, c.username),
     }
+}
+
+pub async fn rotate(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    form: SignedForm,
+) -> Result<Response, PageError> {
+    let principal = form.signed.token()?;
+    let id = connection_id(&raw)?;
+    let connections = &state.services.data_connections;
+    connections.get_for(principal, id).await?;
+    let overlap = form
+        .fields
+        .get("overlap_seconds")
+        .unwrap_or("0")
+        .parse::<u64>()
+        .map_err(|_| {
+            PageError::bad_request("choose how long the current password keeps working")
+        })?;
+    let rotated = connections
+        .rotate_password(id, std::time::Duration::from_secs(overlap))
+        .await?;
+    state
+        .services
+        .console
+        .keep_reveal(
+            &form.signed.session,
+            &Reveal {
+                kind: RevealKind::DataConnectionPassword,
+                subject: id.to_string(),
+                secret: rotated.password,
+            },
+        )
+        .await?;
+    Ok(Redirect::to(&format!("/console/data-connections/{id}")).into_response())
 }
 
 pub async fn confirm_delete(
