@@ -103,6 +103,28 @@ enum Command {
     /// Manage data connections.
     #[command(subcommand)]
     Connection(ConnectionCommand),
+    /// Print audit events as JSON, one per line, newest first.
+    Audit {
+        /// api_token[:ID], vault_secret[:ID], cli, anonymous, or a user's e-mail.
+        #[arg(long)]
+        actor: Option<String>,
+        /// e.g. data_connection.create, api_token.revoke, access.refused.
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        /// success, refused, rejected or failed.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// ISO 8601, inclusive.
+        #[arg(long)]
+        since: Option<String>,
+        /// ISO 8601, exclusive.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
     /// Master key operations.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -276,6 +298,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 .vault_secrets(Arc::new(crate::feed::NoSnapshots))
                 .create(environment)
                 .await?;
+            audit_cli(&core, "vault_secret.create", environment.as_str()).await?;
             println!("{}", secret.expose_secret());
             Ok(())
         }
@@ -301,6 +324,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 .vault_secrets(Arc::new(crate::feed::NoSnapshots))
                 .revoke(id)
                 .await?;
+            if let crate::domain::ports::Revoked::Done(_) = outcome {
+                audit_cli(&core, "vault_secret.revoke", &id.to_string()).await?;
+            }
             report_revoked(outcome, "vault secret", id)
         }
         Command::Token(TokenCommand::List) => {
@@ -322,6 +348,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Token(TokenCommand::Revoke { id }) => {
             let core = Core::open_existing(&settings).await?;
             let outcome = core.api_tokens().revoke(id).await?;
+            if let crate::domain::ports::Revoked::Done(_) = outcome {
+                audit_cli(&core, "api_token.revoke", &id.to_string()).await?;
+            }
             report_revoked(outcome, "API token", id)
         }
         Command::Connection(ConnectionCommand::Rotate {
@@ -341,6 +370,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 .await
             {
                 Ok(rotated) => {
+                    audit_cli(&core, "data_connection.rotate_password", &id.to_string()).await?;
                     println!("{}", rotated.password.expose_secret());
                     Ok(())
                 }
@@ -424,11 +454,65 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 }
             };
             let core = Core::open_existing(&settings).await?;
-            let (_, token) = core.api_tokens().create(scope, email.as_deref()).await?;
+            let (id, token) = core.api_tokens().create(scope, email.as_deref()).await?;
+            audit_cli(&core, "api_token.create", &id.to_string()).await?;
             println!("{}", token.expose_secret());
             Ok(())
         }
+        Command::Audit {
+            actor,
+            action,
+            target,
+            outcome,
+            since,
+            until,
+            limit,
+        } => {
+            use crate::domain::audit::{AuditFilter, Outcome};
+            use crate::domain::time::Timestamp;
+            let mut filter = AuditFilter {
+                action,
+                target,
+                ..AuditFilter::default()
+            };
+            if let Some(actor) = actor {
+                filter.set_actor(&actor).map_err(anyhow::Error::msg)?;
+            }
+            if let Some(outcome) = outcome {
+                filter.outcome = Some(Outcome::parse(&outcome).ok_or_else(|| {
+                    anyhow::anyhow!("--outcome must be success, refused, rejected or failed")
+                })?);
+            }
+            let moment = |flag: &str, text: Option<String>| {
+                text.map(|t| {
+                    Timestamp::parse_iso8601(&t)
+                        .map(|t| t.as_millis() * 1000)
+                        .ok_or_else(|| anyhow::anyhow!("{flag} '{t}' is not an ISO 8601 timestamp"))
+                })
+                .transpose()
+            };
+            filter.since = moment("--since", since)?;
+            filter.until = moment("--until", until)?;
+            let core = Core::open_existing(&settings).await?;
+            let (log, _) = crate::domain::audit::AuditLog::new(core.store.clone());
+            let (events, _) = log.list(&filter, 0, limit.clamp(1, 10_000)).await?;
+            for event in events {
+                let line = crate::api::betterstack::AuditEventResource::from(event);
+                println!("{}", serde_json::to_string(&line)?);
+            }
+            Ok(())
+        }
     }
+}
+
+/// Records a command's change in the audit log, as the command line's.
+async fn audit_cli(core: &Core, action: &str, target: &str) -> anyhow::Result<()> {
+    use crate::domain::audit::{Actor, AuditEvent, AuditLog, Outcome};
+    let (log, _) = AuditLog::new(core.store.clone());
+    let mut event = AuditEvent::now(Actor::cli(), action, Outcome::Success);
+    event.target = Some(target.to_owned());
+    log.record(event).await?;
+    Ok(())
 }
 
 fn report_revoked(

@@ -24,6 +24,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::ApiSettings;
+use crate::domain::audit::AuditLog;
 use crate::domain::connect::ConnectSessions;
 use crate::domain::console::ConsoleSessions;
 use crate::domain::data_connection::DataConnections;
@@ -33,6 +34,7 @@ use crate::domain::token::ApiTokens;
 use crate::domain::topology::{Topology, UpstreamHealth};
 use crate::passthrough::Passthrough;
 
+pub mod audit;
 pub mod betterstack;
 mod body;
 pub mod connect;
@@ -54,6 +56,7 @@ pub struct AppServices {
     pub passthrough: Arc<Passthrough>,
     pub connect: Arc<ConnectSessions>,
     pub console: Arc<ConsoleSessions>,
+    pub audit: Arc<AuditLog>,
     /// The configured regions and teams, for the console's topology view.
     pub topology: Arc<Topology>,
     pub upstream_health: Arc<dyn UpstreamHealth>,
@@ -263,15 +266,30 @@ fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
 pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
     use betterstack::ApiError;
     use pica::PicaError;
+    // Every matched route's changes and refusals go to the audit log.
+    let audited = |routes: OpenApiRouter<AppState>| {
+        routes.route_layer(axum::middleware::from_fn_with_state(
+            services.clone(),
+            audit::record,
+        ))
+    };
     let state = AppState {
-        services,
+        services: services.clone(),
         openapi_json: Arc::new(OnceLock::new()),
     };
     let (router, openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .merge(guarded::<ApiError>(betterstack::router(), settings, true))
-        .merge(guarded::<PicaError>(pica::router(), settings, true))
+        .merge(guarded::<ApiError>(
+            audited(betterstack::router()),
+            settings,
+            true,
+        ))
         .merge(guarded::<PicaError>(
-            pica::passthrough_router(),
+            audited(pica::router()),
+            settings,
+            true,
+        ))
+        .merge(guarded::<PicaError>(
+            audited(pica::passthrough_router()),
             settings,
             false,
         ))
@@ -282,7 +300,7 @@ pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
             true,
         ))
         .merge(guarded::<console::PageError>(
-            console::router(),
+            audited(console::router()),
             settings,
             true,
         ))

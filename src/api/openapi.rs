@@ -16,6 +16,7 @@ use super::pica;
         (name = "connections", description = "ClickHouse data connections (Better Stack dialect)"),
         (name = "vault", description = "Integration connections (Pica dialect)"),
         (name = "connect", description = "Connect sessions: links end users follow to link an account"),
+        (name = "audit", description = "The audit log: changes and refused authentications"),
         (name = "operations", description = "Health and service documents"),
     )
 )]

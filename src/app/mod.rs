@@ -12,6 +12,7 @@ use url::Url;
 
 use crate::api::{self, AppServices};
 use crate::config::{Settings, TlsFiles};
+use crate::domain::audit::AuditLog;
 use crate::domain::connect::{ConnectSessions, ConnectSettings};
 use crate::domain::console::ConsoleSessions;
 use crate::domain::data_connection::DataConnections;
@@ -52,6 +53,9 @@ pub struct Application {
     gateway_workers: usize,
     api_tls: Option<Arc<ReloadableTls>>,
     gateway_tls: Option<Arc<ReloadableTls>>,
+    /// Writes queued audit events (refusals) in batches.
+    audit_writer: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    audit_retention: std::time::Duration,
 }
 
 impl Application {
@@ -145,7 +149,9 @@ impl Application {
             core.sealer.clone(),
             settings.console_session_ttl,
         ));
+        let (audit, audit_writer) = AuditLog::new(core.store.clone());
         let services = Arc::new(AppServices {
+            audit: Arc::new(audit),
             health: core.store.clone(),
             tokens,
             data_connections: DataConnections::new(
@@ -199,6 +205,8 @@ impl Application {
             gateway_workers: settings.gateway.workers,
             api_tls,
             gateway_tls,
+            audit_writer: Box::pin(audit_writer),
+            audit_retention: settings.audit_retention,
         })
     }
 
@@ -218,12 +226,15 @@ impl Application {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let tasks = [
             tokio::spawn(self.feed.clone().run(stop_rx.clone())),
+            tokio::spawn(self.audit_writer),
             tokio::spawn(self.gateway.health_checks()),
             tokio::spawn(refresh_oauth_tokens(self.services.clone(), stop_rx.clone())),
             tokio::spawn(maintain_store(
                 self.store.clone(),
                 self.services.connect.clone(),
                 self.services.console.clone(),
+                self.services.audit.clone(),
+                self.audit_retention,
                 stop_rx.clone(),
             )),
             tokio::spawn(check_upstream_users(

@@ -64,6 +64,8 @@ pub(super) async fn maintain_store(
     store: Arc<SqlStore>,
     connect: Arc<crate::domain::connect::ConnectSessions>,
     console: Arc<crate::domain::console::ConsoleSessions>,
+    audit: Arc<crate::domain::audit::AuditLog>,
+    audit_retention: std::time::Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -83,6 +85,11 @@ pub(super) async fn maintain_store(
             Ok(0) => {}
             Ok(n) => tracing::debug!(sessions = n, "forgot expired connect sessions"),
             Err(e) => tracing::warn!(error = %e, "forgetting expired connect sessions failed"),
+        }
+        match audit.prune(audit_retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(events = n, "forgot audit events past retention"),
+            Err(e) => tracing::warn!(error = %e, "pruning the audit log failed"),
         }
         match console.clean_up().await {
             Ok(0) => {}

@@ -153,6 +153,8 @@ pub struct Settings {
     pub connect: ConnectConfig,
     /// `[console] session_ttl_seconds`: how long a console sign-in lasts.
     pub console_session_ttl: Duration,
+    /// `[audit] retention_days`: audit events older than this are forgotten.
+    pub audit_retention: Duration,
 }
 
 /// `[connect]`: connect sessions' lifetime and where they may send people back to.

@@ -42,6 +42,21 @@ pub struct RawConfig {
     pub connect: RawConnect,
     #[serde(default)]
     pub console: RawConsole,
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+/// The audit log.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAudit {
+    pub retention_days: u64,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self { retention_days: 90 }
+    }
 }
 
 /// The operator console at `/console/`.

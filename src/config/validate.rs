@@ -239,6 +239,13 @@ pub(super) fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
             }
             Duration::from_secs(ttl)
         },
+        audit_retention: {
+            let days = raw.audit.retention_days;
+            if !(1..=3650).contains(&days) {
+                bail!("audit.retention_days must be between 1 and 3650 (ten years)");
+            }
+            Duration::from_secs(days * 86_400)
+        },
     })
 }
 

@@ -149,22 +149,32 @@ impl ConsoleSessions {
     /// Opens a session for whoever holds `presented` (an API token, or a vault secret by
     /// its `sk_` prefix); returns the session's token for the cookie.
     #[tracing::instrument(skip_all)]
-    pub async fn sign_in(&self, presented: &str) -> Result<SecretString, ConsoleError> {
+    pub async fn sign_in(
+        &self,
+        presented: &str,
+    ) -> Result<(SecretString, ConsoleActor), ConsoleError> {
         let presented = presented.trim();
-        let actor = if Environment::of_secret(presented).is_some() {
+        let signed_in = if Environment::of_secret(presented).is_some() {
             let secret = self
                 .secrets
                 .identify(presented)
                 .await?
                 .ok_or(ConsoleError::BadCredential)?;
-            ConsoleActorRef::VaultSecret(secret.id)
+            ConsoleActor::Vault {
+                secret_id: secret.id,
+                environment: secret.environment,
+            }
         } else {
-            let principal = self
-                .tokens
-                .authenticate(presented)
-                .await?
-                .ok_or(ConsoleError::BadCredential)?;
-            ConsoleActorRef::ApiToken(principal.token_id)
+            ConsoleActor::Token(
+                self.tokens
+                    .authenticate(presented)
+                    .await?
+                    .ok_or(ConsoleError::BadCredential)?,
+            )
+        };
+        let actor = match &signed_in {
+            ConsoleActor::Token(p) => ConsoleActorRef::ApiToken(p.token_id),
+            ConsoleActor::Vault { secret_id, .. } => ConsoleActorRef::VaultSecret(*secret_id),
         };
         let token = SecretString::from(crypto::random_alphanumeric(SESSION_TOKEN_LEN));
         let now = now_micros();
@@ -180,7 +190,7 @@ impl ConsoleSessions {
             )
             .await?;
         tracing::info!(session_id = %id, ?actor, "console session opened");
-        Ok(token)
+        Ok((token, signed_in))
     }
 
     /// The live session a cookie's token opens.

@@ -1,6 +1,7 @@
 //! Pure types and rules. Nothing here knows about HTTP or SQL.
 
 pub mod allowlist;
+pub mod audit;
 pub mod call_state;
 pub mod catalog;
 pub mod connect;

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use super::allowlist::IpAllowlist;
+use super::audit::{AuditEvent, AuditFilter};
 use super::connect::{ConnectSession, PendingConsent, StoredStatus};
 use super::console::{ConsoleActorRef, ConsoleSession};
 use super::data_connection::{DataConnection, NewDataConnection, PasswordHashes};
@@ -471,6 +472,21 @@ pub trait ConsoleSessionStore: Send + Sync {
     async fn delete_console_sessions_expired_before(&self, before: i64) -> Result<u64, StoreError>;
 }
 
+/// The audit log (see `domain::audit`): appended to, listed, pruned; never changed.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    /// A page, newest first (ties by id), and how many events match.
+    async fn list_audit_events(
+        &self,
+        filter: &AuditFilter,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<AuditEvent>, u64), StoreError>;
+    /// Forgets events recorded before `before` (µs); returns how many.
+    async fn prune_audit_events(&self, before: i64) -> Result<u64, StoreError>;
+}
+
 /// Every port at once: what a backend implements.
 pub trait Store:
     Health
@@ -483,6 +499,7 @@ pub trait Store:
     + ChangeLog
     + ConnectSessionStore
     + ConsoleSessionStore
+    + AuditStore
     + 'static
 {
 }

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use crate::crypto::CredentialHash;
+use crate::domain::audit::{AuditEvent, AuditFilter};
 use crate::domain::connect::{ConnectSession, PendingConsent, StoredStatus};
 use crate::domain::console::{ConsoleActorRef, ConsoleSession};
 use crate::domain::data_connection::{
@@ -17,7 +18,7 @@ use crate::domain::data_connection::{
 use crate::domain::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
 pub use crate::domain::ports::StoreError;
 use crate::domain::ports::{
-    ApiTokenInfo, Change, ChangeLog, ChangeSeq, ChangeSignal, ConnectSessionStore,
+    ApiTokenInfo, AuditStore, Change, ChangeLog, ChangeSeq, ChangeSignal, ConnectSessionStore,
     ConnectionUpdate, ConsoleSessionStore, DataConnectionStore, Entity, Health, IntegrationStore,
     MetaStore, PageStart, RefreshFailure, RefreshStore, Revoked, SealedIntegration, Store,
     TokenStore, VaultSecret, VaultSecretStore,
@@ -953,6 +954,37 @@ impl ConsoleSessionStore for SqlStore {
         self.writer
             .execute(&sql::delete_console_sessions_expired_before(before))
             .await
+    }
+}
+
+#[async_trait]
+impl AuditStore for SqlStore {
+    async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for event in events {
+            tx.execute(&sql::insert_audit_event(event)).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn list_audit_events(
+        &self,
+        filter: &AuditFilter,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<AuditEvent>, u64), StoreError> {
+        let (page, count) = sql::audit_events(filter, offset, limit);
+        let rows = self.reader.fetch(&page).await?;
+        let events = rows
+            .into_iter()
+            .map(row::audit_event)
+            .collect::<Result<Vec<_>, _>>()?;
+        let total = self.reader.fetch_one(&count).await?.int(0)?;
+        Ok((events, total.max(0) as u64))
+    }
+
+    async fn prune_audit_events(&self, before: i64) -> Result<u64, StoreError> {
+        self.writer.execute(&sql::prune_audit_events(before)).await
     }
 }
 

@@ -6,6 +6,7 @@ use super::engine::{Kind, Row};
 use super::sql::PageShape;
 use crate::crypto::CredentialHash;
 use crate::domain::allowlist::{AllowEntry, IpAllowlist};
+use crate::domain::audit::{Actor, ActorKind, AuditEvent, Outcome};
 use crate::domain::connect::{ConnectSession, PendingConsent, StoredStatus};
 use crate::domain::console::{ConsoleActor, ConsoleSession};
 use crate::domain::data_connection::{ClientType, DataConnection, PasswordHashes, TeamScope};
@@ -341,5 +342,31 @@ pub fn connect_session(mut row: Row) -> Result<ConnectSession, StoreError> {
         expires_at: row.int(13)?,
         consent,
         id,
+    })
+}
+
+/// A row of `sql::AUDIT_EVENT_KINDS`.
+pub fn audit_event(mut row: Row) -> Result<AuditEvent, StoreError> {
+    let id = row.int(0)?;
+    let bad = |what: &str| StoreError::Corrupt(format!("audit event {id}: {what}"));
+    let kind = row.text(2)?;
+    let outcome = row.text(9)?;
+    Ok(AuditEvent {
+        id,
+        at: row.int(1)?,
+        actor: Actor {
+            kind: ActorKind::parse(&kind).ok_or_else(|| bad("actor kind"))?,
+            id: row.opt_int(3)?,
+            user: row.opt_text(4)?,
+        },
+        action: row.text(5)?,
+        target: row.opt_text(6)?,
+        request_id: row.opt_text(7)?,
+        client_ip: row.opt_text(8)?,
+        outcome: Outcome::parse(&outcome).ok_or_else(|| bad("outcome"))?,
+        status: row
+            .opt_int(10)?
+            .map(|s| u16::try_from(s).map_err(|_| bad("status")))
+            .transpose()?,
     })
 }

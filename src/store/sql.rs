@@ -6,6 +6,7 @@ use super::engine::{Bind, Kind, Statement};
 use super::row::{INTEGRATION_COLUMNS, INTEGRATION_KINDS, SEALED_INTEGRATION_KINDS};
 use crate::crypto::CredentialHash;
 use crate::domain::allowlist::IpAllowlist;
+use crate::domain::audit::{AuditEvent, AuditFilter};
 use crate::domain::connect::{ConnectSession, PendingConsent, StoredStatus};
 use crate::domain::console::ConsoleActorRef;
 use crate::domain::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
@@ -1051,4 +1052,93 @@ pub fn delete_console_sessions_of(actor: ConsoleActorRef) -> Statement {
 
 pub fn delete_console_sessions_expired_before(before: i64) -> Statement {
     Statement::new("DELETE FROM console_sessions WHERE expires_at < $1").bind(before)
+}
+
+// ----------------------------------------------------------------------------------------
+// The audit log
+
+pub fn insert_audit_event(e: &AuditEvent) -> Statement {
+    Statement::new(
+        "INSERT INTO audit_events (at, actor_kind, actor_id, actor_user, action, target, \
+         request_id, client_ip, outcome, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(e.at)
+    .bind(e.actor.kind.as_str())
+    .bind(e.actor.id)
+    .bind(e.actor.user.as_deref())
+    .bind(e.action.as_str())
+    .bind(e.target.as_deref())
+    .bind(e.request_id.as_deref())
+    .bind(e.client_ip.as_deref())
+    .bind(e.outcome.as_str())
+    .bind(e.status.map(i64::from))
+}
+
+pub const AUDIT_EVENT_KINDS: &[Kind] = &[
+    Kind::Int,
+    Kind::Int,
+    Kind::Text,
+    Kind::Int,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Int,
+];
+
+/// A page of events newest first, and the count, over the same filter.
+pub fn audit_events(filter: &AuditFilter, offset: i64, limit: i64) -> (Statement, Statement) {
+    let mut b = Binder::default();
+    let mut clauses = Vec::new();
+    if let Some(kind) = filter.actor_kind {
+        clauses.push(format!("actor_kind = {}", b.bind(kind.as_str())));
+    }
+    if let Some(id) = filter.actor_id {
+        clauses.push(format!("actor_id = {}", b.bind(id)));
+    }
+    if let Some(user) = &filter.actor_user {
+        clauses.push(format!("actor_user = {}", b.bind(user.as_str())));
+    }
+    if let Some(action) = &filter.action {
+        clauses.push(format!("action = {}", b.bind(action.as_str())));
+    }
+    if let Some(target) = &filter.target {
+        clauses.push(format!("target = {}", b.bind(target.as_str())));
+    }
+    if let Some(outcome) = filter.outcome {
+        clauses.push(format!("outcome = {}", b.bind(outcome.as_str())));
+    }
+    if let Some(since) = filter.since {
+        clauses.push(format!("at >= {}", b.bind(since)));
+    }
+    if let Some(until) = filter.until {
+        clauses.push(format!("at < {}", b.bind(until)));
+    }
+    let clause = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let filter_binds = b.binds.clone();
+    let offset_at = b.bind(offset);
+    let page = Statement::new(format!(
+        "SELECT id, at, actor_kind, actor_id, actor_user, action, target, request_id, client_ip, \
+         outcome, CAST(status AS BIGINT) FROM audit_events {clause} \
+         ORDER BY at DESC, id DESC LIMIT {} OFFSET {offset_at}",
+        page_size_literal(limit)
+    ))
+    .bind_all(b.binds)
+    .returns(AUDIT_EVENT_KINDS);
+    let count = Statement::new(format!(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM audit_events {clause}"
+    ))
+    .bind_all(filter_binds)
+    .returns(&[Kind::Int]);
+    (page, count)
+}
+
+pub fn prune_audit_events(before: i64) -> Statement {
+    Statement::new("DELETE FROM audit_events WHERE at < $1").bind(before)
 }

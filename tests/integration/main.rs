@@ -6,6 +6,7 @@
 
 mod common;
 
+mod audit;
 mod connect;
 mod connect_browser;
 mod console;

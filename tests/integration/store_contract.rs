@@ -1416,6 +1416,137 @@ pub async fn data_connection_changes(store: Arc<SqlStore>) {
     );
 }
 
+pub async fn audit_events(store: Arc<SqlStore>) {
+    use switchboard::domain::audit::{Actor, ActorKind, AuditEvent, AuditFilter, Outcome};
+    let event =
+        |at: i64, kind: ActorKind, id: Option<i64>, action: &str, outcome: Outcome| AuditEvent {
+            id: 0,
+            at,
+            actor: Actor {
+                kind,
+                id,
+                user: id.map(|i| format!("u{i}@example.com")),
+            },
+            action: action.into(),
+            target: Some(format!("t{at}")),
+            request_id: Some(format!("r{at}")),
+            client_ip: Some("127.0.0.1".into()),
+            outcome,
+            status: Some(201),
+        };
+    let events = [
+        event(
+            1_000,
+            ActorKind::ApiToken,
+            Some(1),
+            "data_connection.create",
+            Outcome::Success,
+        ),
+        event(
+            2_000,
+            ActorKind::ApiToken,
+            Some(2),
+            "data_connection.delete",
+            Outcome::Success,
+        ),
+        event(
+            3_000,
+            ActorKind::Anonymous,
+            None,
+            "access.refused",
+            Outcome::Refused,
+        ),
+        event(
+            4_000,
+            ActorKind::Cli,
+            None,
+            "api_token.create",
+            Outcome::Success,
+        ),
+    ];
+    store.insert_audit_events(&events[..3]).await.unwrap();
+    store.insert_audit_events(&events[3..]).await.unwrap();
+    let (all, total) = store
+        .list_audit_events(&AuditFilter::default(), 0, 50)
+        .await
+        .unwrap();
+    assert_eq!(total, 4);
+    assert_eq!(
+        all.iter().map(|e| e.at).collect::<Vec<_>>(),
+        vec![4_000, 3_000, 2_000, 1_000],
+        "newest first"
+    );
+    let stored = all.last().unwrap();
+    assert!(stored.id > 0);
+    assert_eq!(
+        AuditEvent {
+            id: 0,
+            ..stored.clone()
+        },
+        events[0],
+        "read back as written"
+    );
+
+    let count = |filter: AuditFilter| {
+        let store = store.clone();
+        async move { store.list_audit_events(&filter, 0, 50).await.unwrap().1 }
+    };
+    let mut by_actor = AuditFilter::default();
+    by_actor.set_actor("api_token:2").unwrap();
+    assert_eq!(count(by_actor).await, 1);
+    let mut by_kind = AuditFilter::default();
+    by_kind.set_actor("api_token").unwrap();
+    assert_eq!(count(by_kind).await, 2);
+    let mut by_user = AuditFilter::default();
+    by_user.set_actor("u1@example.com").unwrap();
+    assert_eq!(count(by_user).await, 1);
+    for (filter, n) in [
+        (
+            AuditFilter {
+                action: Some("access.refused".into()),
+                ..AuditFilter::default()
+            },
+            1,
+        ),
+        (
+            AuditFilter {
+                target: Some("t2000".into()),
+                ..AuditFilter::default()
+            },
+            1,
+        ),
+        (
+            AuditFilter {
+                outcome: Some(Outcome::Success),
+                ..AuditFilter::default()
+            },
+            3,
+        ),
+        (
+            AuditFilter {
+                since: Some(2_000),
+                until: Some(4_000),
+                ..AuditFilter::default()
+            },
+            2,
+        ),
+    ] {
+        assert_eq!(count(filter.clone()).await, n, "{filter:?}");
+    }
+    let (page, total) = store
+        .list_audit_events(&AuditFilter::default(), 1, 2)
+        .await
+        .unwrap();
+    assert_eq!(total, 4);
+    assert_eq!(
+        page.iter().map(|e| e.at).collect::<Vec<_>>(),
+        vec![3_000, 2_000]
+    );
+
+    assert_eq!(store.prune_audit_events(2_500).await.unwrap(), 2);
+    assert_eq!(count(AuditFilter::default()).await, 2);
+}
+
 macro_rules! contract {
     ($backend:ident, $open:path, $pushes:expr) => {
         mod $backend {
@@ -1464,6 +1595,11 @@ macro_rules! contract {
             #[tokio::test]
             async fn data_connection_changes() {
                 super::data_connection_changes($open().await.store).await
+            }
+
+            #[tokio::test]
+            async fn audit_events() {
+                super::audit_events($open().await.store).await
             }
 
             #[tokio::test]

@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, header};
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
+use crate::api::audit::{AuditSlot, token_actor};
 use crate::api::{AppState, BodyError, EdgeFailure};
 use crate::domain::token::{Principal, TokenScope};
 
@@ -24,9 +25,14 @@ impl FromRequestParts<AppState> for GlobalToken {
             .await
             .map_err(ApiError::from)?
             .ok_or(ApiError::Unauthorized)?;
+        let audit = AuditSlot::of(parts);
+        audit.actor(token_actor(&principal));
         match principal.scope {
             TokenScope::Global => Ok(Self(principal)),
-            TokenScope::Team(_) => Err(ApiError::Forbidden),
+            TokenScope::Team(_) => {
+                audit.refused();
+                Err(ApiError::Forbidden)
+            }
         }
     }
 }

@@ -7,21 +7,37 @@ use axum::http::StatusCode;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ConnectionId, GlobalToken, JsonObject, OptionalJsonObject};
 use super::parse::{
-    DEFAULT_PER_PAGE, parse_create_checked, parse_list_query, parse_rotate, parse_update,
+    DEFAULT_PER_PAGE, parse_audit_filter, parse_create_checked, parse_list_query, parse_rotate,
+    parse_update,
 };
 use super::wire::{
-    ConnectionEnvelope, ConnectionList, CreateConnectionBody, ListParams, Pagination, View,
-    resource,
+    AuditEventList, AuditParams, ConnectionEnvelope, ConnectionList, CreateConnectionBody,
+    ListParams, Pagination, View, resource,
 };
 use crate::api::AppState;
+use crate::api::audit::AuditSlot;
 use crate::domain::pagination::PageLinks;
 
 fn page_link(state: &AppState, page: u64, size: u64) -> String {
+    link_to(state, "/api/v1/connections?", page, size)
+}
+
+/// A page's link: `path_and_query` ends with `?` or `&`.
+fn link_to(state: &AppState, path_and_query: &str, page: u64, size: u64) -> String {
     let base = &state.services.public_url;
     if size == DEFAULT_PER_PAGE {
-        format!("{base}/api/v1/connections?page={page}")
+        format!("{base}{path_and_query}page={page}")
     } else {
-        format!("{base}/api/v1/connections?page={page}&per_page={size}")
+        format!("{base}{path_and_query}page={page}&per_page={size}")
+    }
+}
+
+fn pagination(links: PageLinks, size: u64, link: impl Fn(u64, u64) -> String) -> Pagination {
+    Pagination {
+        first: link(links.first, size),
+        last: link(links.last, size),
+        prev: links.prev.map(|p| link(p, size)),
+        next: links.next.map(|p| link(p, size)),
     }
 }
 
@@ -44,13 +60,9 @@ pub(super) async fn list_connections(
 ) -> Result<Json<ConnectionList>, ApiError> {
     let page = parse_list_query(query.as_deref())?;
     let (rows, total) = state.services.data_connections.list(page).await?;
-    let links = PageLinks::new(page, total);
-    let pagination = Pagination {
-        first: page_link(&state, links.first, page.size),
-        last: page_link(&state, links.last, page.size),
-        prev: links.prev.map(|p| page_link(&state, p, page.size)),
-        next: links.next.map(|p| page_link(&state, p, page.size)),
-    };
+    let pagination = pagination(PageLinks::new(page, total), page.size, |p, size| {
+        page_link(&state, p, size)
+    });
     let data = rows
         .into_iter()
         .map(|c| resource(&state, c, View::ListItem))
@@ -76,6 +88,7 @@ pub(super) async fn list_connections(
 pub(super) async fn create_connection(
     State(state): State<AppState>,
     GlobalToken(caller): GlobalToken,
+    audit: AuditSlot,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<ConnectionEnvelope>), ApiError> {
     let service = &state.services.data_connections;
@@ -88,6 +101,7 @@ pub(super) async fn create_connection(
         )
     })?;
     let created = service.create(&caller, request).await?;
+    audit.target(created.connection.id.to_string());
     let data = resource(&state, created.connection, View::Created(&created.password));
     Ok((StatusCode::CREATED, Json(ConnectionEnvelope { data })))
 }
@@ -202,4 +216,55 @@ pub(super) async fn rotate_password(
         .await?;
     let data = resource(&state, rotated.connection, View::Created(&rotated.password));
     Ok(Json(ConnectionEnvelope { data }))
+}
+
+/// The audit log, newest first: every change made through the API, the console or the
+/// command line, and every refused authentication.
+#[utoipa::path(get, path = "/api/v1/audit-events", tag = "audit",
+    params(AuditParams),
+    security(("bearer_token" = [])),
+    responses(
+        (status = 200, description = "A page of events", body = AuditEventList),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 403, description = "Not a global token", body = ErrorBody),
+        (status = 422, description = "Invalid filter or page; `invalid_attributes` names it", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "The database is unreachable, or the request took too long", body = ErrorBody),
+    ))]
+pub(super) async fn list_audit_events(
+    State(state): State<AppState>,
+    _caller: GlobalToken,
+    RawQuery(query): RawQuery,
+) -> Result<Json<AuditEventList>, ApiError> {
+    let page = parse_list_query(query.as_deref())?;
+    let filter = parse_audit_filter(query.as_deref())?;
+    let (events, total) = match page.offset() {
+        Some(offset) => {
+            state
+                .services
+                .audit
+                .list(&filter, offset, page.limit())
+                .await?
+        }
+        None => (Vec::new(), 0),
+    };
+    // The links keep the filters.
+    let kept: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(
+            url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+                .filter(|(k, _)| k != "page" && k != "per_page"),
+        )
+        .finish();
+    let prefix = if kept.is_empty() {
+        "/api/v1/audit-events?".to_owned()
+    } else {
+        format!("/api/v1/audit-events?{kept}&")
+    };
+    let pagination = pagination(PageLinks::new(page, total), page.size, |p, size| {
+        link_to(&state, &prefix, p, size)
+    });
+    Ok(Json(AuditEventList {
+        data: events.into_iter().map(Into::into).collect(),
+        pagination,
+    }))
 }

@@ -16,6 +16,7 @@ mod wire;
 
 pub use error::{ApiError, ErrorBody};
 use handlers::*;
+pub use wire::AuditEventResource;
 
 /// Where this dialect's routes live: every answer under it is in this dialect's shape.
 pub const PREFIX: &str = "/api/v1/";
@@ -29,4 +30,5 @@ pub fn router() -> OpenApiRouter<AppState> {
             delete_connection
         ))
         .routes(routes!(rotate_password))
+        .routes(routes!(list_audit_events))
 }

@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use crate::domain::allowlist::{AllowEntry, IpAllowlist, MAX_ENTRIES as MAX_ALLOWLIST};
+use crate::domain::audit::{AuditFilter, Outcome};
 use crate::domain::data_connection::{ClientType, CreateDataConnection, FieldError, TeamSelector};
 use crate::domain::echo::echo;
 use crate::domain::pagination::PageRequest;
@@ -378,6 +379,55 @@ pub fn parse_rotate(body: Option<&Map<String, Value>>) -> Result<std::time::Dura
         }
     }
     errors.into_result(|| overlap)
+}
+
+/// The audit listing's filters: `actor` (`api_token:3`, `cli`, an e-mail...), `action`,
+/// `target`, `outcome`, and `since`/`until` (ISO 8601; `until` excluded).
+pub fn parse_audit_filter(query: Option<&str>) -> Result<AuditFilter, ApiError> {
+    let mut filter = AuditFilter::default();
+    let mut errors = FieldErrors::default();
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        let moment = |name: &'static str, errors: &mut FieldErrors| {
+            let parsed = Timestamp::parse_iso8601(value).map(|t| t.as_millis() * 1000);
+            if parsed.is_none() {
+                errors.add(
+                    name,
+                    format!(
+                        "{name}: '{}' is not an ISO 8601 timestamp like 2025-12-02T00:00:00Z",
+                        echo(value)
+                    ),
+                );
+            }
+            parsed
+        };
+        match key.as_ref() {
+            "actor" => {
+                if let Err(message) = filter.set_actor(value) {
+                    errors.add("actor", echo(&message));
+                }
+            }
+            "action" => filter.action = Some(value.to_owned()),
+            "target" => filter.target = Some(value.to_owned()),
+            "outcome" => match Outcome::parse(value) {
+                Some(o) => filter.outcome = Some(o),
+                None => errors.add(
+                    "outcome",
+                    format!(
+                        "outcome must be success, refused, rejected or failed, not '{}'",
+                        echo(value)
+                    ),
+                ),
+            },
+            "since" => filter.since = moment("since", &mut errors),
+            "until" => filter.until = moment("until", &mut errors),
+            _ => {}
+        }
+    }
+    errors.into_result(|| filter)
 }
 
 #[cfg(test)]

@@ -184,3 +184,83 @@ pub fn resource(state: &AppState, c: DataConnection, view: View<'_>) -> Connecti
         },
     }
 }
+
+/// One audit event, JSON:API style like the connections.
+#[derive(Serialize, ToSchema)]
+pub struct AuditEventResource {
+    id: String,
+    #[serde(rename = "type")]
+    #[schema(example = "audit_event")]
+    kind: &'static str,
+    attributes: AuditEventAttributes,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditEventAttributes {
+    id: i64,
+    #[schema(example = "2025-07-19T16:19:29.702632Z")]
+    at: String,
+    /// api_token | vault_secret | cli | anonymous
+    actor_kind: &'static str,
+    actor_id: Option<i64>,
+    actor_user: Option<String>,
+    #[schema(example = "data_connection.create")]
+    action: String,
+    target: Option<String>,
+    request_id: Option<String>,
+    client_ip: Option<String>,
+    /// success | refused | rejected | failed
+    outcome: &'static str,
+    status: Option<u16>,
+}
+
+impl From<crate::domain::audit::AuditEvent> for AuditEventResource {
+    fn from(e: crate::domain::audit::AuditEvent) -> Self {
+        Self {
+            id: e.id.to_string(),
+            kind: "audit_event",
+            attributes: AuditEventAttributes {
+                id: e.id,
+                at: crate::domain::integration::iso_micros(e.at),
+                actor_kind: e.actor.kind.as_str(),
+                actor_id: e.actor.id,
+                actor_user: e.actor.user,
+                action: e.action,
+                target: e.target,
+                request_id: e.request_id,
+                client_ip: e.client_ip,
+                outcome: e.outcome.as_str(),
+                status: e.status,
+            },
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditEventList {
+    pub data: Vec<AuditEventResource>,
+    pub pagination: Pagination,
+}
+
+/// Query parameters of the audit listing (documentation; parsed by hand).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct AuditParams {
+    /// `api_token:ID`, `vault_secret:ID`, `api_token`, `cli`, `anonymous`, or a user's e-mail.
+    actor: Option<String>,
+    /// e.g. `data_connection.create`, `api_token.revoke`, `access.refused`.
+    action: Option<String>,
+    /// A connection's id, a token's id...
+    target: Option<String>,
+    /// success | refused | rejected | failed
+    outcome: Option<String>,
+    /// ISO 8601, inclusive.
+    since: Option<String>,
+    /// ISO 8601, exclusive.
+    until: Option<String>,
+    /// From 1.
+    page: Option<u64>,
+    /// Default 50, at most 250.
+    per_page: Option<u64>,
+}

@@ -12,6 +12,8 @@ use zeroize::Zeroizing;
 
 use super::{PageError, SIGN_IN, page};
 use crate::api::AppState;
+use crate::api::audit::{AuditSlot, secret_actor, token_actor};
+use crate::domain::audit::Actor;
 use crate::domain::console::{ConsoleActor, ConsoleError, ConsoleSession};
 use crate::domain::token::{Principal, TokenScope};
 
@@ -91,14 +93,26 @@ fn cookie_token(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, value)| value.trim())
 }
 
+/// Who a console session acts as, for the audit log.
+pub fn audit_actor(actor: &ConsoleActor) -> Actor {
+    match actor {
+        ConsoleActor::Token(p) => token_actor(p),
+        ConsoleActor::Vault { secret_id, .. } => secret_actor(*secret_id),
+    }
+}
+
 async fn session_of(parts: &Parts, state: &AppState) -> Result<Option<Signed>, PageError> {
     let Some(token) = cookie_token(&parts.headers) else {
         return Ok(None);
     };
     let console = &state.services.console;
+    let audit = AuditSlot::of(parts);
     let Some(session) = console.authenticate(token).await? else {
+        // A cookie that opens nothing (expired, signed out, its token revoked, or forged).
+        audit.refused();
         return Ok(None);
     };
+    audit.actor(audit_actor(&session.actor));
     Ok(Some(Signed {
         csrf: console.csrf_token(token),
         token: SecretString::from(token.to_owned()),
@@ -234,6 +248,7 @@ impl FromRequest<AppState> for SignedForm {
             .csrf_matches(signed.token.expose_secret(), presented)
         {
             tracing::warn!(session_id = %signed.session.id, "console form refused: CSRF token missing or wrong");
+            AuditSlot::of(&parts).refused();
             return Err(PageError::forbidden(
                 "This form has expired or did not come from this console. Go back, reload the page and try again.",
             ));
@@ -280,11 +295,12 @@ pub async fn sign_in(
     axum::extract::State(state): axum::extract::State<AppState>,
     req: Request,
 ) -> Result<Response, PageError> {
-    let (_, fields) = form_body(req, &state).await?;
+    let (parts, fields) = form_body(req, &state).await?;
     let presented = fields.get("credential").unwrap_or("");
     let console = &state.services.console;
     match console.sign_in(presented).await {
-        Ok(token) => {
+        Ok((token, actor)) => {
+            AuditSlot::of(&parts).actor(audit_actor(&actor));
             let mut response = Redirect::to("/console/").into_response();
             response.headers_mut().insert(
                 header::SET_COOKIE,

@@ -10,6 +10,7 @@ use secrecy::ExposeSecret;
 use super::auth::{FormFields, Signed, SignedForm};
 use super::{Area, PageError, copyable, expiry, format_millis, page};
 use crate::api::AppState;
+use crate::api::audit::AuditSlot;
 use crate::domain::allowlist::{AllowEntry, IpAllowlist, MAX_ENTRIES as MAX_ALLOWLIST};
 use crate::domain::console::{Reveal, RevealKind};
 use crate::domain::data_connection::{
@@ -375,6 +376,7 @@ fn parse_create(
 
 pub async fn create(
     State(state): State<AppState>,
+    audit: AuditSlot,
     form: SignedForm,
 ) -> Result<Response, PageError> {
     let signed = &form.signed;
@@ -396,6 +398,7 @@ pub async fn create(
     match outcome {
         Ok(created) => {
             let id = created.connection.id;
+            audit.target(id.to_string());
             state
                 .services
                 .console

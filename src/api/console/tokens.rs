@@ -11,6 +11,7 @@ use secrecy::ExposeSecret;
 use super::auth::{Signed, SignedForm};
 use super::{Area, PageError, copyable, format_millis, page};
 use crate::api::AppState;
+use crate::api::audit::AuditSlot;
 use crate::domain::console::{Reveal, RevealKind};
 use crate::domain::integration::Environment;
 use crate::domain::ports::Revoked;
@@ -106,6 +107,7 @@ async fn reveal_and_show(
 
 pub async fn create_token(
     State(state): State<AppState>,
+    audit: AuditSlot,
     form: SignedForm,
 ) -> Result<Response, PageError> {
     form.signed.global()?;
@@ -125,6 +127,7 @@ pub async fn create_token(
         return Err(PageError::bad_request("that is not an e-mail address"));
     }
     let (id, token) = state.services.tokens.create(scope, email).await?;
+    audit.target(id.to_string());
     reveal_and_show(
         &state,
         &form.signed,

@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use super::SECRET_HEADER;
 use super::error::PicaError;
+use crate::api::audit::{AuditSlot, secret_actor};
 use crate::api::{AppState, BodyError, EdgeFailure};
 use crate::domain::integration::Environment;
 
@@ -27,14 +28,15 @@ impl FromRequestParts<AppState> for VaultCaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, PicaError> {
         let secret = header_text(&parts.headers, SECRET_HEADER).ok_or(PicaError::Unauthorized)?;
-        state
+        let found = state
             .services
             .vault_secrets
-            .authenticate(&secret)
+            .identify(&secret)
             .await
             .map_err(PicaError::from)?
-            .map(Self)
-            .ok_or(PicaError::Unauthorized)
+            .ok_or(PicaError::Unauthorized)?;
+        AuditSlot::of(parts).actor(secret_actor(found.id));
+        Ok(Self(found.environment))
     }
 }
 

@@ -57,6 +57,7 @@ pub(super) async fn list_connections(
 pub(super) async fn create_connection(
     State(state): State<AppState>,
     VaultCaller(environment): VaultCaller,
+    audit: crate::api::audit::AuditSlot,
     PicaJson(body): PicaJson,
 ) -> Result<(StatusCode, Json<ConnectionRow>), PicaError> {
     let request = parse_create(&body)?;
@@ -65,6 +66,7 @@ pub(super) async fn create_connection(
         .integrations
         .create(environment, request)
         .await?;
+    audit.target(created.id.clone());
     Ok((StatusCode::CREATED, Json(row(&state, created))))
 }
 

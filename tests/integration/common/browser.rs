@@ -89,14 +89,11 @@ impl Browser {
     pub async fn wait_for_text(&self, text: &str) -> String {
         let start = Instant::now();
         loop {
-            let body = self
-                .client
-                .find(fantoccini::Locator::Css("body"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap_or_default();
+            // Between two pages there may be no body yet: that is "not yet", not a failure.
+            let body = match self.client.find(fantoccini::Locator::Css("body")).await {
+                Ok(body) => body.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
             if body.contains(text) {
                 return body;
             }

@@ -1,0 +1,200 @@
+//! The audit log's HTTP side: a layer on every matched route that records each change it
+//! answers (who, what, which target, the request id, the client address, the outcome) and
+//! each refused authentication, and `GET /api/v1/audit-events` (in `betterstack`).
+//!
+//! Who is calling is learnt where it is checked: the extractors that authenticate put the
+//! actor in the request's [`AuditSlot`], as does a handler that creates something (its id).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, State};
+use axum::http::request::Parts;
+use axum::http::{Method, Request};
+use axum::response::Response;
+
+use super::AppServices;
+use crate::domain::audit::{Actor, ActorKind, AuditEvent, Outcome};
+use crate::domain::token::Principal;
+
+#[derive(Debug, Default)]
+struct Note {
+    actor: Option<Actor>,
+    target: Option<String>,
+    refused: bool,
+}
+
+/// What the extractors and handlers of one request tell the audit layer.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSlot(Arc<Mutex<Note>>);
+
+impl AuditSlot {
+    pub fn actor(&self, actor: Actor) {
+        self.0.lock().expect("not poisoned").actor = Some(actor);
+    }
+
+    pub fn target(&self, target: impl Into<String>) {
+        self.0.lock().expect("not poisoned").target = Some(target.into());
+    }
+
+    /// The credential presented was refused (whatever status the answer has).
+    pub fn refused(&self) {
+        self.0.lock().expect("not poisoned").refused = true;
+    }
+
+    /// The slot of the request these parts belong to.
+    pub fn of(parts: &Parts) -> Self {
+        parts.extensions.get::<Self>().cloned().unwrap_or_default()
+    }
+}
+
+/// A handler's way to the slot: never fails (a route outside the layer gets a spare).
+impl<S: Send + Sync> FromRequestParts<S> for AuditSlot {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(parts))
+    }
+}
+
+pub fn token_actor(principal: &Principal) -> Actor {
+    Actor {
+        kind: ActorKind::ApiToken,
+        id: Some(principal.token_id),
+        user: principal.user.as_ref().map(|u| u.email.clone()),
+    }
+}
+
+pub fn secret_actor(secret_id: i64) -> Actor {
+    Actor {
+        kind: ActorKind::VaultSecret,
+        id: Some(secret_id),
+        user: None,
+    }
+}
+
+/// The action a route's change is recorded as; `None` for reads.
+fn action_of(method: &Method, route: &str) -> Option<&'static str> {
+    let action = match (method.as_str(), route) {
+        ("POST", "/api/v1/connections") => "data_connection.create",
+        ("PATCH", "/api/v1/connections/{id}") => "data_connection.update",
+        ("DELETE", "/api/v1/connections/{id}") => "data_connection.delete",
+        ("POST", "/api/v1/connections/{id}/rotate-password") => "data_connection.rotate_password",
+        ("POST", "/v1/vault/connections") => "integration.create",
+        ("PATCH", "/v1/vault/connections/{id}") => "integration.update",
+        ("DELETE", "/v1/vault/connections/{id}") => "integration.delete",
+        ("POST", "/v1/connect/sessions") => "connect_session.create",
+        ("POST", "/console/sign-in") => "console.sign_in",
+        ("POST", "/console/sign-out") => "console.sign_out",
+        ("POST", "/console/data-connections") => "data_connection.create",
+        ("POST", "/console/data-connections/{id}/delete") => "data_connection.delete",
+        ("POST", "/console/data-connections/{id}/rotate") => "data_connection.rotate_password",
+        ("POST", "/console/vault/{id}") => "integration.update",
+        ("POST", "/console/vault/{id}/delete") => "integration.delete",
+        ("POST", "/console/vault/connect-link") => "connect_session.create",
+        ("POST", "/console/tokens") => "api_token.create",
+        ("POST", "/console/tokens/{id}/revoke") => "api_token.revoke",
+        ("POST", "/console/secrets") => "vault_secret.create",
+        ("POST", "/console/secrets/{id}/revoke") => "vault_secret.revoke",
+        _ => return None,
+    };
+    Some(action)
+}
+
+/// The path's `{id}` segment, read where the route pattern has it.
+fn path_id(route: &str, path: &str) -> Option<String> {
+    let at = route.split('/').position(|s| s == "{id}")?;
+    path.split('/').nth(at).map(str::to_owned)
+}
+
+/// Records what the request did once it is answered: a change before its answer leaves;
+/// a refusal (of any route) queued for the next batch.
+pub async fn record(
+    State(services): State<Arc<AppServices>>,
+    mut req: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let path = req.uri().path().to_owned();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let client_ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_canonical().to_string());
+    let slot = AuditSlot::default();
+    req.extensions_mut().insert(slot.clone());
+
+    let response = next.run(req).await;
+
+    let status = response.status().as_u16();
+    let note = std::mem::take(&mut *slot.0.lock().expect("not poisoned"));
+    let outcome = if note.refused {
+        Outcome::Refused
+    } else {
+        Outcome::of_status(status)
+    };
+    let action = action_of(&method, &route);
+    // Reads are recorded only when a credential was refused (401, or a caller the
+    // extractor turned away).
+    let refused_read = action.is_none() && (status == 401 || note.refused);
+    if action.is_none() && !refused_read {
+        return response;
+    }
+    let event = AuditEvent {
+        target: note.target.or_else(|| path_id(&route, &path)).or_else(|| {
+            // A refused read names what it tried to reach.
+            refused_read.then(|| path.clone())
+        }),
+        request_id,
+        client_ip,
+        status: Some(status),
+        ..AuditEvent::now(
+            note.actor.unwrap_or_else(Actor::anonymous),
+            action.unwrap_or("access.refused"),
+            outcome,
+        )
+    };
+    if outcome == Outcome::Refused {
+        services.audit.record_later(event);
+    } else if let Err(e) = services.audit.record(event).await {
+        // The change is made and its answer is due; the missing event is logged.
+        tracing::error!(error = %e, action = action.unwrap_or("-"), "writing an audit event failed");
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_come_from_where_the_route_has_them() {
+        assert_eq!(
+            path_id(
+                "/api/v1/connections/{id}/rotate-password",
+                "/api/v1/connections/42/rotate-password"
+            ),
+            Some("42".into())
+        );
+        assert_eq!(path_id("/api/v1/connections", "/api/v1/connections"), None);
+    }
+
+    #[test]
+    fn only_changes_have_actions() {
+        assert_eq!(action_of(&Method::GET, "/api/v1/connections"), None);
+        assert_eq!(
+            action_of(&Method::PATCH, "/api/v1/connections/{id}"),
+            Some("data_connection.update")
+        );
+    }
+}
