@@ -56,6 +56,7 @@ pub struct Application {
     /// Writes queued audit events (refusals) in batches.
     audit_writer: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
     audit_retention: std::time::Duration,
+    usage_flush_interval: std::time::Duration,
 }
 
 impl Application {
@@ -207,6 +208,7 @@ impl Application {
             gateway_tls,
             audit_writer: Box::pin(audit_writer),
             audit_retention: settings.audit_retention,
+            usage_flush_interval: settings.gateway.usage_flush_interval,
         })
     }
 
@@ -248,6 +250,13 @@ impl Application {
                     .collect(),
             )),
         ];
+        // Not aborted with the others: it ends by itself on stop, after its last batch.
+        let usage = tokio::spawn(crate::domain::usage::flush_periodically(
+            self.gateway.usage(),
+            self.store.clone(),
+            self.usage_flush_interval,
+            stop_rx.clone(),
+        ));
         let scheme =
             |tls: &Option<Arc<ReloadableTls>>| if tls.is_some() { "https" } else { "http" };
         tracing::info!(addr = %self.api_addr, scheme = %scheme(&self.api_tls), "api listening");
@@ -279,6 +288,11 @@ impl Application {
         let (api, gateway) = tokio::join!(api, gateway);
         api.context("the API server failed")?;
         gateway.context("the gateway failed")?;
+        // What the gateway counted since the last batch, the in-flight batch first.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), usage).await;
+        if let Err(e) = self.gateway.usage().flush(self.store.as_ref()).await {
+            tracing::warn!(error = %e, "the last batch of usage could not be recorded");
+        }
         for task in tasks {
             task.abort();
         }

@@ -117,6 +117,7 @@ pub struct GatewaySettings {
     /// Longest wait for the upstream's response headers (a query's first bytes).
     pub upstream_response_timeout: Duration,
     pub health_check_interval: Duration,
+    pub usage_flush_interval: Duration,
     /// 0: unlimited.
     pub max_concurrent_queries_per_connection: usize,
     /// 0: unlimited.

@@ -210,6 +210,8 @@ pub struct RawGateway {
     pub upstream_connect_timeout_ms: u64,
     pub upstream_response_timeout_seconds: u64,
     pub health_check_interval_ms: u64,
+    /// How often counted usage is added to the store.
+    pub usage_flush_interval_ms: u64,
     pub max_concurrent_queries_per_connection: usize,
     pub max_requests_per_minute_per_connection: u32,
     pub workers: usize,
@@ -226,6 +228,7 @@ impl Default for RawGateway {
             upstream_connect_timeout_ms: 2000,
             upstream_response_timeout_seconds: 300,
             health_check_interval_ms: 2000,
+            usage_flush_interval_ms: 5000,
             max_concurrent_queries_per_connection: 16,
             max_requests_per_minute_per_connection: 6000,
             workers: 0,

@@ -200,6 +200,9 @@ pub(super) fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
             health_check_interval: Duration::from_millis(
                 raw.gateway.health_check_interval_ms.max(100),
             ),
+            usage_flush_interval: Duration::from_millis(
+                raw.gateway.usage_flush_interval_ms.clamp(100, 600_000),
+            ),
             max_concurrent_queries_per_connection: raw
                 .gateway
                 .max_concurrent_queries_per_connection,

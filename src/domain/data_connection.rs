@@ -15,6 +15,7 @@ use super::ports::{
 use super::time::Timestamp;
 use super::token::{Principal, TokenScope, User};
 use super::topology::{Region, Team, Topology};
+use super::usage::Usage;
 use crate::crypto::{self, CredentialHash, CredentialHasher};
 
 pub const USERNAME_RANDOM_LEN: usize = 32;
@@ -62,6 +63,8 @@ pub struct DataConnection {
     pub ip_allowlist: IpAllowlist,
     pub teams: TeamScope,
     pub created_by: Option<User>,
+    /// Counted by the gateway, added in batches (a few seconds behind).
+    pub usage: Usage,
 }
 
 /// What the store persists for a new connection; the password only as its keyed hash.

@@ -15,3 +15,4 @@ pub mod ports;
 pub mod time;
 pub mod token;
 pub mod topology;
+pub mod usage;

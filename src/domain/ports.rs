@@ -17,6 +17,7 @@ use super::data_connection::{DataConnection, NewDataConnection, PasswordHashes};
 use super::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
 use super::time::Timestamp;
 use super::token::{Principal, TokenScope, User};
+use super::usage::Tally;
 use crate::crypto::CredentialHash;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -205,6 +206,9 @@ pub trait DataConnectionStore: Send + Sync {
         id: i64,
         update: &ConnectionUpdate,
     ) -> Result<Option<(DataConnection, ChangeSeq)>, StoreError>;
+    /// Adds usage counted since the last batch (no change is recorded: usage is not what
+    /// the data planes serve).
+    async fn add_data_connection_usage(&self, usage: &[(i64, Tally)]) -> Result<(), StoreError>;
     /// Replaces the password's hash. With `previous_until`, the replaced hash keeps
     /// working until then; without, it stops at once. `None` if there was no such
     /// connection.

@@ -2,6 +2,7 @@
 //! ends, and holds the connection's concurrency slot until then.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -9,6 +10,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use super::limits::Admission;
+use crate::domain::usage::UsageMeter;
 
 /// The gateway's totals, registered once: a lookup per request would cost more than the
 /// increment. Totals only, never per connection: a series per connection is unbounded
@@ -36,16 +38,25 @@ pub struct MeteredBody<B> {
     meters: Meters,
     started: Instant,
     bytes: u64,
+    /// The connection's usage, counted when the body ends.
+    usage: (Arc<UsageMeter>, i64),
 }
 
 impl<B> MeteredBody<B> {
-    pub fn new(inner: B, admission: Admission, meters: Meters, started: Instant) -> Self {
+    pub fn new(
+        inner: B,
+        admission: Admission,
+        meters: Meters,
+        started: Instant,
+        usage: (Arc<UsageMeter>, i64),
+    ) -> Self {
         Self {
             inner,
             admission: Some(admission),
             meters,
             started,
             bytes: 0,
+            usage,
         }
     }
 
@@ -53,6 +64,7 @@ impl<B> MeteredBody<B> {
         // Once: the end of the stream and the drop that follows both land here.
         if self.admission.take().is_some() {
             self.meters.response_bytes.increment(self.bytes);
+            self.usage.0.response_bytes(self.usage.1, self.bytes);
             self.meters
                 .duration
                 .record(self.started.elapsed().as_secs_f64());

@@ -112,6 +112,7 @@ pub struct Gateway {
     /// Each team's login, for the teams that have one.
     team_logins: HashMap<i64, UpstreamIdentity>,
     meters: metering::Meters,
+    usage: Arc<crate::domain::usage::UsageMeter>,
 }
 
 impl Gateway {
@@ -154,6 +155,7 @@ impl Gateway {
             organisation,
             team_logins,
             meters: metering::Meters::register(),
+            usage: Arc::default(),
         })
     }
 
@@ -164,6 +166,11 @@ impl Gateway {
             gateway: self,
             client,
         }))
+    }
+
+    /// What the gateway counts of each connection's use, for the store in batches.
+    pub fn usage(&self) -> Arc<crate::domain::usage::UsageMeter> {
+        self.usage.clone()
     }
 
     /// The upstream nodes' health as the checks last saw it.
@@ -397,6 +404,8 @@ async fn forward(
     } = admitted;
     let gateway = &worker.gateway;
     gateway.meters.queries.increment(1);
+    gateway.usage.query(credential.connection_id);
+    let usage = (gateway.usage.clone(), credential.connection_id);
     let started = std::time::Instant::now();
 
     let path = parts.uri.path();
@@ -495,11 +504,17 @@ async fn forward(
                 admission,
                 gateway.meters.clone(),
                 started,
+                usage,
             );
             return Ok(Response::from_parts(response_parts, Body::new(metered)));
         }
-        let metered =
-            metering::MeteredBody::new(response_body, admission, gateway.meters.clone(), started);
+        let metered = metering::MeteredBody::new(
+            response_body,
+            admission,
+            gateway.meters.clone(),
+            started,
+            usage,
+        );
         return Ok(Response::from_parts(response_parts, Body::new(metered)));
     }
     Err(last_error)

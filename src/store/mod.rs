@@ -25,6 +25,7 @@ use crate::domain::ports::{
 };
 use crate::domain::time::Timestamp;
 use crate::domain::token::{Principal, TokenScope, User};
+use crate::domain::usage::{Tally, Usage};
 
 mod dump;
 mod engine;
@@ -358,6 +359,7 @@ impl DataConnectionStore for SqlStore {
             ip_allowlist: new.ip_allowlist,
             teams: new.teams,
             created_by: new.created_by,
+            usage: Usage::default(),
         };
         Ok((connection, seq))
     }
@@ -464,6 +466,20 @@ impl DataConnectionStore for SqlStore {
             .map(|mut r| row::data_connection(&r.text(0)?))
             .transpose()?;
         Ok(connection.map(|c| (c, seq)))
+    }
+
+    async fn add_data_connection_usage(&self, usage: &[(i64, Tally)]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for (id, tally) in usage {
+            tx.execute(&sql::add_data_connection_usage(
+                *id,
+                tally.queries as i64,
+                tally.response_bytes as i64,
+                tally.last_used_at,
+            ))
+            .await?;
+        }
+        tx.commit().await
     }
 
     async fn rotate_data_connection_password(

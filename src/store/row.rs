@@ -18,6 +18,7 @@ use crate::domain::ports::{
 };
 use crate::domain::time::Timestamp;
 use crate::domain::token::{Principal, TokenScope, User};
+use crate::domain::usage::Usage;
 
 /// A data connection as the JSON object the database builds (see `sql::ConnectionQueries`).
 #[derive(Deserialize)]
@@ -35,6 +36,12 @@ pub struct ConnectionRow {
     team_ids: Option<Vec<i64>>,
     created_by: Option<i64>,
     created_by_email: Option<String>,
+    #[serde(default)]
+    query_count: i64,
+    #[serde(default)]
+    response_bytes: i64,
+    #[serde(default)]
+    last_used_at: Option<i64>,
 }
 
 fn corrupt(what: &str, id: i64) -> StoreError {
@@ -71,6 +78,11 @@ impl ConnectionRow {
             ip_allowlist: IpAllowlist::new(allowlist),
             teams: self.team_ids.map_or(TeamScope::All, TeamScope::Teams),
             created_by,
+            usage: Usage {
+                queries: self.query_count.max(0) as u64,
+                response_bytes: self.response_bytes.max(0) as u64,
+                last_used_at: self.last_used_at.map(Timestamp::from_millis),
+            },
         })
     }
 }
@@ -108,6 +120,9 @@ impl ConnectionRow {
             team_ids,
             created_by: row.opt_int(12)?,
             created_by_email: row.opt_text(13)?,
+            query_count: row.int(14)?,
+            response_bytes: row.int(15)?,
+            last_used_at: row.opt_int(16)?,
         }))
     }
 }

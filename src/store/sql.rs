@@ -230,6 +230,9 @@ pub const CONNECTION_ROW_KINDS: &[Kind] = &[
     Kind::Text,
     Kind::Int,
     Kind::Text,
+    Kind::Int,
+    Kind::Int,
+    Kind::Int,
 ];
 
 // Data connections: read as one JSON object each (see `row::ConnectionRow`), except a
@@ -253,7 +256,8 @@ impl ConnectionQueries {
             "{obj}('id', c.id, 'client_type', c.client_type, 'note', c.note, 'created_at', c.created_at, \
              'valid_until', c.valid_until, 'region_id', c.region_id, 'host', c.host, 'port', c.port, \
              'username', c.username, 'ip_allowlist', {json}(c.ip_allowlist), 'team_ids', {json}(c.team_ids), \
-             'created_by', c.created_by, 'created_by_email', u.email)"
+             'created_by', c.created_by, 'created_by_email', u.email, 'query_count', c.query_count, \
+             'response_bytes', c.response_bytes, 'last_used_at', c.last_used_at)"
         );
         let from = "FROM data_connections c LEFT JOIN users u ON u.id = c.created_by";
         // One statement, so the page and the total describe the same state. The page's
@@ -274,7 +278,8 @@ impl ConnectionQueries {
             PageShape::Rows => format!(
                 "SELECT t.total, c.id, c.client_type, c.note, c.created_at, c.valid_until, \
                  c.region_id, c.host, CAST(c.port AS BIGINT), c.username, CAST(c.ip_allowlist AS TEXT), \
-                 CAST(c.team_ids AS TEXT), c.created_by, u.email \
+                 CAST(c.team_ids AS TEXT), c.created_by, u.email, c.query_count, c.response_bytes, \
+                 c.last_used_at \
                  FROM ({total}) t(total) LEFT JOIN ((SELECT id FROM data_connections {ids}) p \
                  JOIN data_connections c ON c.id = p.id \
                  LEFT JOIN users u ON u.id = c.created_by) ON TRUE"
@@ -338,6 +343,25 @@ impl ConnectionQueries {
 const PASSWORD_COLUMNS: &str =
     "c.password_hash, c.previous_password_hash, c.previous_password_until";
 const WITH_PASSWORD_KINDS: &[Kind] = &[Kind::Text, Kind::Bytes, Kind::Bytes, Kind::Int];
+
+/// Adds a batch of usage to one connection (gone connections match no row).
+pub fn add_data_connection_usage(
+    id: i64,
+    queries: i64,
+    bytes: i64,
+    last_used_at: i64,
+) -> Statement {
+    Statement::new(
+        "UPDATE data_connections SET query_count = query_count + $2, \
+         response_bytes = response_bytes + $3, \
+         last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $4 THEN $4 ELSE last_used_at END \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(queries)
+    .bind(bytes)
+    .bind(last_used_at)
+}
 
 /// Changes the fields `update` names, leaving the others as they are.
 pub fn update_data_connection(id: i64, update: &ConnectionUpdate) -> Statement {

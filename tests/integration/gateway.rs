@@ -1,7 +1,7 @@
 //! The ClickHouse gateway against a real ClickHouse server: issued credentials work with
 //! ClickHouse HTTP clients, and every rule of the connection is enforced.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::common::TestServer;
 use crate::common::clickhouse::{ClickHouse, TEAM_A_PASSWORD, TEAM_A_ROWS};
@@ -745,4 +745,117 @@ async fn an_ipv6_loopback_client_matches_an_ipv6_allowlist() {
         .await
         .unwrap();
     assert_refused(refused, &v4_user).await;
+}
+
+#[tokio::test]
+async fn usage_is_counted_exactly_and_survives_a_restart() {
+    let ch = ClickHouse::start().await;
+    let config = format!("{}\n", config(&ch, ""))
+        .replace("[gateway]\n", "[gateway]\nusage_flush_interval_ms = 200\n");
+    let mut server = TestServer::start(&config).await;
+    let (id, user, password) = server
+        .create_connection(json!({"client_type": "clickhouse", "team_ids": [1]}))
+        .await;
+    let (other, _, _) = server
+        .create_connection(json!({"client_type": "clickhouse", "team_ids": [1]}))
+        .await;
+    let attributes = |server: &TestServer, id: i64| {
+        let request = server.get(&format!("/api/v1/connections/{id}"));
+        async move {
+            let v: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+            v["data"]["attributes"].clone()
+        }
+    };
+    let fresh = attributes(&server, id).await;
+    assert_eq!(
+        (
+            fresh["query_count"].as_u64(),
+            fresh["response_bytes"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    assert!(fresh["last_used_at"].is_null());
+
+    // 25 queries whose answers are known to the byte.
+    let mut bytes = 0;
+    for i in 0..25 {
+        let body = server
+            .client
+            .post(&server.gateway)
+            .basic_auth(&user, Some(&password))
+            .body(format!(
+                "SELECT number FROM system.numbers LIMIT {i} FORMAT TabSeparated"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        bytes += body.len() as u64;
+    }
+    // A refused query is no use.
+    let refused = server
+        .client
+        .post(&server.gateway)
+        .basic_auth(&user, Some("wrong"))
+        .body("SELECT 1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+
+    // Exact once a batch has gone (every 200 ms here).
+    let start = Instant::now();
+    let counted = loop {
+        let a = attributes(&server, id).await;
+        if a["query_count"] == 25 && a["response_bytes"] == bytes {
+            break a;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{a}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(counted["last_used_at"].as_str().is_some());
+    let list: serde_json::Value = server
+        .get("/api/v1/connections")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["attributes"]["id"] == id)
+        .unwrap();
+    assert_eq!(listed["attributes"]["query_count"], 25, "on the list too");
+    let untouched = attributes(&server, other).await;
+    assert_eq!(untouched["query_count"], 0, "only the connection used");
+
+    // Stopped gracefully right after more queries: the last batch is written on the way out.
+    for _ in 0..3 {
+        server
+            .client
+            .post(&server.gateway)
+            .basic_auth(&user, Some(&password))
+            .body("SELECT 1")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+    }
+    server.restart().await;
+    let after = attributes(&server, id).await;
+    assert_eq!(after["query_count"], 28, "{after} {}", server.logs());
+    assert_eq!(
+        after["response_bytes"],
+        bytes + 3 * 2,
+        "\"1\\n\" three times"
+    );
+    assert!(after["last_used_at"].as_str() >= counted["last_used_at"].as_str());
+    drop(ch);
 }

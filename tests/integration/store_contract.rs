@@ -1367,6 +1367,37 @@ pub async fn data_connection_changes(store: Arc<SqlStore>) {
             .is_none()
     );
 
+    // Usage adds up batch by batch, the latest use kept; no change is recorded for it.
+    use switchboard::domain::usage::Tally;
+    let before_usage = store.latest_change().await.unwrap();
+    let tally = |queries, response_bytes, last_used_at| Tally {
+        queries,
+        response_bytes,
+        last_used_at,
+    };
+    store
+        .add_data_connection_usage(&[(made.id, tally(3, 100, 5_000)), (424_242, tally(1, 1, 1))])
+        .await
+        .unwrap();
+    store
+        .add_data_connection_usage(&[(made.id, tally(2, 50, 4_000))])
+        .await
+        .unwrap();
+    let used = store
+        .get_data_connection(made.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .usage;
+    assert_eq!((used.queries, used.response_bytes), (5, 150));
+    assert_eq!(used.last_used_at, Some(Timestamp::from_millis(5_000)));
+    let (page, _) = store
+        .list_data_connections(PageStart::FromId(made.id), 1)
+        .await
+        .unwrap();
+    assert_eq!(page[0].usage, used, "a page reads it too");
+    assert_eq!(store.latest_change().await.unwrap(), before_usage);
+
     // Rotation: the old hash kept until the overlap's end, or dropped at once.
     let original = store
         .data_connection_credential(made.id)

@@ -55,6 +55,13 @@ pub struct ConnectionAttributes {
     team_ids: Vec<i64>,
     team_names: Vec<String>,
     created_by: Option<CreatedBy>,
+    /// A Switchboard extension: queries admitted through the gateway (added in batches,
+    /// a few seconds behind).
+    query_count: u64,
+    /// A Switchboard extension: response bytes sent through the gateway.
+    response_bytes: u64,
+    /// A Switchboard extension: the last query's time.
+    last_used_at: Option<String>,
     /// Present on create and get.
     #[serde(skip_serializing_if = "Option::is_none")]
     sample_query: Option<String>,
@@ -179,6 +186,9 @@ pub fn resource(state: &AppState, c: DataConnection, view: View<'_>) -> Connecti
                 id: u.id,
                 email: u.email,
             }),
+            query_count: c.usage.queries,
+            response_bytes: c.usage.response_bytes,
+            last_used_at: c.usage.last_used_at.map(Timestamp::to_iso8601_millis),
             sample_query,
             data_sources,
         },

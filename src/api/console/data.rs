@@ -81,6 +81,21 @@ fn allowlist_text(c: &DataConnection) -> String {
     }
 }
 
+/// Queries, bytes and the last use, as counted by the gateway.
+fn usage_text(c: &DataConnection) -> String {
+    let u = c.usage;
+    match u.last_used_at {
+        None => "never".into(),
+        Some(at) => format!(
+            "{} {}, {} bytes; last {}",
+            u.queries,
+            if u.queries == 1 { "query" } else { "queries" },
+            u.response_bytes,
+            super::relative(at.as_millis(), Timestamp::now().as_millis())
+        ),
+    }
+}
+
 fn expiry_cell(c: &DataConnection) -> Markup {
     let (text, expired) = expiry(
         c.valid_until.map(Timestamp::as_millis),
@@ -131,7 +146,7 @@ pub async fn list(
                     thead { tr {
                         th scope="col" { "Note" } th scope="col" { "Username" } th scope="col" { "Region" }
                         th scope="col" { "Teams" } th scope="col" { "Allowlist" } th scope="col" { "Expiry" }
-                        th scope="col" { "Created by" }
+                        th scope="col" { "Created by" } th scope="col" { "Used" }
                     } }
                     tbody {
                         @for c in &connections {
@@ -145,6 +160,7 @@ pub async fn list(
                                 td { (allowlist_text(c)) }
                                 td { (expiry_cell(c)) }
                                 td { @match &c.created_by { Some(u) => (u.email), None => span.muted { "a token without a user" } } }
+                                td { (usage_text(c)) }
                             }
                         }
                     }
@@ -468,6 +484,7 @@ pub async fn show(
             dt { "Expiry" } dd { (expiry_cell(&c)) }
             dt { "Created" } dd { (format_millis(c.created_at.as_millis())) }
             dt { "Created by" } dd { @match &c.created_by { Some(u) => (u.email), None => "a token without a user" } }
+            dt { "Used" } dd { (usage_text(&c)) }
         }
         h2 { "Sample query" }
         @if password.is_none() {

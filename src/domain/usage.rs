@@ -1,0 +1,149 @@
+//! How data connections are used: queries, response bytes and the last use, counted in
+//! memory by the gateway and added to the store in batches, so a query never waits on the
+//! database (and the data plane keeps serving without it: a failed batch is kept for the
+//! next).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::ports::{DataConnectionStore, StoreError};
+use super::time::Timestamp;
+
+/// Independent locks, so concurrent queries of different connections rarely meet.
+const SHARDS: usize = 16;
+
+/// Usage since the last batch, or (in the store) since the connection was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub queries: u64,
+    pub response_bytes: u64,
+    /// Milliseconds since the Unix epoch; 0: not used.
+    pub last_used_at: i64,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.queries += other.queries;
+        self.response_bytes += other.response_bytes;
+        self.last_used_at = self.last_used_at.max(other.last_used_at);
+    }
+}
+
+/// A connection's usage as stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub queries: u64,
+    pub response_bytes: u64,
+    pub last_used_at: Option<Timestamp>,
+}
+
+#[derive(Default)]
+pub struct UsageMeter {
+    shards: [Mutex<HashMap<i64, Tally>>; SHARDS],
+}
+
+impl UsageMeter {
+    fn shard(&self, connection_id: i64) -> &Mutex<HashMap<i64, Tally>> {
+        &self.shards[connection_id.rem_euclid(SHARDS as i64) as usize]
+    }
+
+    /// A query was admitted.
+    pub fn query(&self, connection_id: i64) {
+        let now = Timestamp::now().as_millis();
+        let mut shard = self.shard(connection_id).lock().expect("not poisoned");
+        let tally = shard.entry(connection_id).or_default();
+        tally.queries += 1;
+        tally.last_used_at = tally.last_used_at.max(now);
+    }
+
+    /// A query's response ended, this many bytes long.
+    pub fn response_bytes(&self, connection_id: i64, bytes: u64) {
+        self.shard(connection_id)
+            .lock()
+            .expect("not poisoned")
+            .entry(connection_id)
+            .or_default()
+            .response_bytes += bytes;
+    }
+
+    fn take(&self) -> Vec<(i64, Tally)> {
+        self.shards
+            .iter()
+            .flat_map(|s| std::mem::take(&mut *s.lock().expect("not poisoned")))
+            .collect()
+    }
+
+    fn put_back(&self, tallies: Vec<(i64, Tally)>) {
+        for (id, tally) in tallies {
+            self.shard(id)
+                .lock()
+                .expect("not poisoned")
+                .entry(id)
+                .or_default()
+                .add(tally);
+        }
+    }
+
+    /// Adds what was counted to the store; on failure keeps it for the next try.
+    pub async fn flush(&self, store: &dyn DataConnectionStore) -> Result<usize, StoreError> {
+        let tallies = self.take();
+        if tallies.is_empty() {
+            return Ok(0);
+        }
+        match store.add_data_connection_usage(&tallies).await {
+            Ok(()) => Ok(tallies.len()),
+            Err(e) => {
+                self.put_back(tallies);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Flushes every `interval` until `stop`, then once more.
+pub async fn flush_periodically(
+    meter: Arc<UsageMeter>,
+    store: Arc<dyn DataConnectionStore>,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let stopping = tokio::select! {
+            () = tokio::time::sleep(interval) => false,
+            _ = stop.changed() => true,
+        };
+        if let Err(e) = meter.flush(store.as_ref()).await {
+            tracing::warn!(error = %e, "recording data connections' usage failed; kept for the next try");
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tallies_add_up_and_go_back_on_failure() {
+        let meter = UsageMeter::default();
+        for _ in 0..3 {
+            meter.query(7);
+        }
+        meter.response_bytes(7, 10);
+        meter.response_bytes(7, 5);
+        meter.query(-3);
+        let mut taken = meter.take();
+        taken.sort_by_key(|(id, _)| *id);
+        assert_eq!(taken.len(), 2);
+        assert_eq!((taken[1].1.queries, taken[1].1.response_bytes), (3, 15));
+        assert!(taken[1].1.last_used_at > 0);
+        assert!(meter.take().is_empty(), "taken once");
+        meter.put_back(taken);
+        meter.query(7);
+        let again: HashMap<_, _> = meter.take().into_iter().collect();
+        assert_eq!(again[&7].queries, 4, "kept through a failed batch");
+    }
+}
