@@ -115,27 +115,28 @@ pub async fn record(
     mut req: Request<Body>,
     next: axum::middleware::Next,
 ) -> Response {
+    // Only cheap clones (reference counts) here: the passthrough's every call comes by;
+    // text is made only for a request that is recorded.
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_default();
-    let path = req.uri().path().to_owned();
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let client_ip = req
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let uri = req.uri().clone();
+    let request_id = req.headers().get("x-request-id").cloned();
+    let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_canonical().to_string());
+        .map(|c| c.0.ip());
     let slot = AuditSlot::default();
     req.extensions_mut().insert(slot.clone());
 
     let response = next.run(req).await;
 
+    let route = matched.as_ref().map_or("", MatchedPath::as_str);
+    let path = uri.path();
+    let request_id = request_id
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let client_ip = peer.map(|ip| ip.to_canonical().to_string());
     let status = response.status().as_u16();
     let note = std::mem::take(&mut *slot.0.lock().expect("not poisoned"));
     let outcome = if note.refused {
@@ -143,7 +144,7 @@ pub async fn record(
     } else {
         Outcome::of_status(status)
     };
-    let action = action_of(&method, &route);
+    let action = action_of(&method, route);
     // Reads are recorded only when a credential was refused (401, or a caller the
     // extractor turned away).
     let refused_read = action.is_none() && (status == 401 || note.refused);
@@ -151,9 +152,9 @@ pub async fn record(
         return response;
     }
     let event = AuditEvent {
-        target: note.target.or_else(|| path_id(&route, &path)).or_else(|| {
-            // A refused read names what it tried to reach.
-            refused_read.then(|| path.clone())
+        target: note.target.or_else(|| path_id(route, path)).or_else(|| {
+            // A refused read names what it tried to reach (without a link's token).
+            refused_read.then(|| super::loggable_path(path).into_owned())
         }),
         request_id,
         client_ip,

@@ -226,8 +226,26 @@ async fn every_change_is_recorded_once_with_its_actor() {
         .send()
         .await
         .unwrap();
-    let refused = until_listed(&server, "outcome=refused", 3).await;
-    assert_eq!(refused.len(), 3, "{refused:?}");
+    // A connect session's status read with a bad secret: the link's token stays out.
+    server
+        .client
+        .get(server.url("/v1/connect/sessions/cs_secret_link_token_value"))
+        .header("x-pica-secret", "sk_test_wrong")
+        .send()
+        .await
+        .unwrap();
+    let refused = until_listed(&server, "outcome=refused", 4).await;
+    assert_eq!(refused.len(), 4, "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .any(|e| e["target"] == "/v1/connect/sessions/{token}")
+    );
+    assert!(
+        !serde_json::to_string(&refused)
+            .unwrap()
+            .contains("cs_secret_link_token_value")
+    );
     assert!(
         refused
             .iter()
@@ -290,6 +308,7 @@ async fn every_change_is_recorded_once_with_its_actor() {
         TOKEN,
         "re_secret_key_value",
         "not-a-token-at-all-0000",
+        "cs_secret_link_token_value",
     ] {
         assert!(!holds(secret), "the database holds a secret");
     }
