@@ -251,9 +251,12 @@ impl Application {
             )),
         ];
         // Not aborted with the others: it ends by itself on stop, after its last batch.
+        let sinks = Arc::new(crate::domain::usage::UsageSinks {
+            data_connections: (self.gateway.usage(), self.store.clone()),
+            integrations: (self.services.integrations.uses(), self.store.clone()),
+        });
         let usage = tokio::spawn(crate::domain::usage::flush_periodically(
-            self.gateway.usage(),
-            self.store.clone(),
+            sinks.clone(),
             self.usage_flush_interval,
             stop_rx.clone(),
         ));
@@ -290,9 +293,7 @@ impl Application {
         gateway.context("the gateway failed")?;
         // What the gateway counted since the last batch, the in-flight batch first.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), usage).await;
-        if let Err(e) = self.gateway.usage().flush(self.store.as_ref()).await {
-            tracing::warn!(error = %e, "the last batch of usage could not be recorded");
-        }
+        sinks.flush().await;
         for task in tasks {
             task.abort();
         }

@@ -17,6 +17,7 @@ use super::ports::{
     ChangeSync, IntegrationStore, RefreshStore, Revoked, SealedIntegration, StoreError,
     VaultSecret, VaultSecretStore,
 };
+use super::usage::LastUses;
 use crate::crypto::{self, CredentialHasher, Sealer};
 
 pub const SECRET_RANDOM_LEN: usize = 40;
@@ -153,6 +154,8 @@ pub struct Health {
     pub expires_at: Option<i64>,
     /// When a failed refresh is tried again.
     pub retry_at: Option<i64>,
+    /// The last passthrough call (a few seconds behind: added in batches).
+    pub last_used_at: Option<i64>,
 }
 
 /// Microseconds since the epoch as `2025-07-19T16:19:29.702632Z`.
@@ -460,6 +463,7 @@ pub struct Integrations {
     store: Arc<dyn IntegrationStore>,
     /// What calls observed, written behind them.
     states: StateWriter,
+    uses: Arc<LastUses>,
     /// A write returns once this process's passthrough snapshot holds it.
     snapshots: Arc<dyn ChangeSync>,
     catalog: Arc<Catalog>,
@@ -529,6 +533,7 @@ impl Integrations {
                 oauth,
             ),
             states: StateWriter::start(store.clone()),
+            uses: Arc::default(),
             store,
             snapshots,
             catalog,
@@ -601,6 +606,7 @@ impl Integrations {
         connection: &IntegrationConnection,
         platform_status: u16,
     ) -> Option<ConnectionState> {
+        self.uses.used(&connection.id);
         let (state, error) = state_after_call(platform_status);
         if state == connection.state {
             return None;
@@ -608,6 +614,11 @@ impl Integrations {
         self.states
             .record(&connection.id, state, error, Utc::now().timestamp_micros());
         Some(state)
+    }
+
+    /// When connections were last called, for the store in batches.
+    pub fn uses(&self) -> Arc<LastUses> {
+        self.uses.clone()
     }
 
     pub fn catalog(&self) -> &Catalog {

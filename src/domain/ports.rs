@@ -324,6 +324,9 @@ pub trait IntegrationStore: Send + Sync {
         key: &str,
     ) -> Result<Option<SealedIntegration>, StoreError>;
     async fn sealed_integration(&self, id: &str) -> Result<Option<SealedIntegration>, StoreError>;
+    /// Records the last passthrough calls (µs) of connections; a gone one matches nothing.
+    /// No change is recorded: the data planes do not serve it.
+    async fn add_integration_uses(&self, last_used: &[(String, i64)]) -> Result<(), StoreError>;
     /// Every connection of every environment with its sealed credential.
     async fn sealed_integrations(&self) -> Result<Vec<SealedIntegration>, StoreError>;
     /// Replaces a sealed credential with the same credential sealed under another key,

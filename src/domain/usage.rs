@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::ports::{DataConnectionStore, StoreError};
+use super::ports::{DataConnectionStore, IntegrationStore, StoreError};
 use super::time::Timestamp;
 
 /// Independent locks, so concurrent queries of different connections rarely meet.
@@ -101,10 +101,71 @@ impl UsageMeter {
     }
 }
 
+/// When integration connections were last called, by connection id, since the last batch.
+#[derive(Default)]
+pub struct LastUses {
+    calls: Mutex<HashMap<String, i64>>,
+}
+
+impl LastUses {
+    /// A passthrough call was made with this connection.
+    pub fn used(&self, connection_id: &str) {
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut calls = self.calls.lock().expect("not poisoned");
+        // A key is copied only on its first call of a batch.
+        match calls.get_mut(connection_id) {
+            Some(at) => *at = (*at).max(now),
+            None => {
+                calls.insert(connection_id.to_owned(), now);
+            }
+        }
+    }
+
+    /// Records the batch in the store; on failure keeps it for the next try.
+    pub async fn flush(&self, store: &dyn IntegrationStore) -> Result<usize, StoreError> {
+        let batch: Vec<(String, i64)> =
+            std::mem::take(&mut *self.calls.lock().expect("not poisoned"))
+                .into_iter()
+                .collect();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        match store.add_integration_uses(&batch).await {
+            Ok(()) => Ok(batch.len()),
+            Err(e) => {
+                let mut calls = self.calls.lock().expect("not poisoned");
+                for (id, at) in batch {
+                    let kept = calls.entry(id).or_insert(at);
+                    *kept = (*kept).max(at);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// What the data planes count, and where it goes.
+pub struct UsageSinks {
+    pub data_connections: (Arc<UsageMeter>, Arc<dyn DataConnectionStore>),
+    pub integrations: (Arc<LastUses>, Arc<dyn IntegrationStore>),
+}
+
+impl UsageSinks {
+    pub async fn flush(&self) {
+        let (meter, store) = &self.data_connections;
+        if let Err(e) = meter.flush(store.as_ref()).await {
+            tracing::warn!(error = %e, "recording data connections' usage failed; kept for the next try");
+        }
+        let (uses, store) = &self.integrations;
+        if let Err(e) = uses.flush(store.as_ref()).await {
+            tracing::warn!(error = %e, "recording integration connections' last use failed; kept for the next try");
+        }
+    }
+}
+
 /// Flushes every `interval` until `stop`, then once more.
 pub async fn flush_periodically(
-    meter: Arc<UsageMeter>,
-    store: Arc<dyn DataConnectionStore>,
+    sinks: Arc<UsageSinks>,
     interval: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -113,9 +174,7 @@ pub async fn flush_periodically(
             () = tokio::time::sleep(interval) => false,
             _ = stop.changed() => true,
         };
-        if let Err(e) = meter.flush(store.as_ref()).await {
-            tracing::warn!(error = %e, "recording data connections' usage failed; kept for the next try");
-        }
+        sinks.flush().await;
         if stopping {
             return;
         }

@@ -715,6 +715,14 @@ impl IntegrationStore for SqlStore {
             .transpose()
     }
 
+    async fn add_integration_uses(&self, last_used: &[(String, i64)]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for (id, at) in last_used {
+            tx.execute(&sql::add_integration_use(id, *at)).await?;
+        }
+        tx.commit().await
+    }
+
     async fn sealed_integrations(&self) -> Result<Vec<SealedIntegration>, StoreError> {
         self.reader
             .fetch(&sql::sealed_integrations())

@@ -181,13 +181,13 @@ pub fn data_connection_credential(
 pub const INTEGRATION_COLUMNS: &str = "c.id, c.environment, c.platform, c.platform_version, c.name, c.connection_key, \
      c.identity, c.identity_type, CAST(c.tags AS TEXT) AS tags, c.version, c.active, c.state, c.created_at, \
      c.credential_generation, c.refresh_attempts, c.consecutive_failures, c.last_error, c.last_error_at, \
-     c.last_refresh_at, c.expires_at, c.retry_at";
+     c.last_refresh_at, c.expires_at, c.retry_at, c.last_used_at";
 
-const INTEGRATION_KIND_LIST: [Kind; 21] = {
+const INTEGRATION_KIND_LIST: [Kind; 22] = {
     use Kind::{Bool, Int, Text};
     [
         Text, Text, Text, Text, Text, Text, Text, Text, Text, Text, Bool, Text, Int, Int, Int, Int,
-        Text, Int, Int, Int, Int,
+        Text, Int, Int, Int, Int, Int,
     ]
 };
 
@@ -195,7 +195,7 @@ pub const INTEGRATION_KINDS: &[Kind] = &INTEGRATION_KIND_LIST;
 
 /// [`INTEGRATION_KINDS`] and the sealed credential after them.
 pub const SEALED_INTEGRATION_KINDS: &[Kind] = &{
-    let mut kinds = [Kind::Bytes; 22];
+    let mut kinds = [Kind::Bytes; 23];
     let mut i = 0;
     while i < INTEGRATION_KIND_LIST.len() {
         kinds[i] = INTEGRATION_KIND_LIST[i];
@@ -234,6 +234,7 @@ pub fn integration(row: &mut Row) -> Result<IntegrationConnection, StoreError> {
             last_refresh_at: row.opt_int(18)?,
             expires_at: row.opt_int(19)?,
             retry_at: row.opt_int(20)?,
+            last_used_at: row.opt_int(21)?,
         },
         id,
     })

@@ -363,6 +363,16 @@ pub fn add_data_connection_usage(
     .bind(last_used_at)
 }
 
+pub fn add_integration_use(id: &str, at: i64) -> Statement {
+    Statement::new(
+        "UPDATE integration_connections SET \
+         last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $2 THEN $2 ELSE last_used_at END \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(at)
+}
+
 /// Changes the fields `update` names, leaving the others as they are.
 pub fn update_data_connection(id: i64, update: &ConnectionUpdate) -> Statement {
     let note = update.note.as_ref();

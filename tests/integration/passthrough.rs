@@ -575,3 +575,55 @@ async fn a_secret_made_by_another_process_opens_the_passthrough_within_a_second(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn a_call_leaves_last_used_at_behind_and_a_restart_keeps_it() {
+    let base = platform().await;
+    let mut server = TestServer::start(&format!(
+        "[gateway]\nusage_flush_interval_ms = 200\n{}",
+        config(&base)
+    ))
+    .await;
+    let used = connect(&server, "acme", json!({"api_key": "k1"})).await;
+    let idle = connect(&server, "acme", json!({"api_key": "k2"})).await;
+    async fn get(server: &TestServer, id: &str) -> Value {
+        server
+            .client
+            .get(server.url(&format!("/v1/vault/connections/{id}")))
+            .header("x-pica-secret", TEST_SECRET)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+    let id = used["id"].as_str().unwrap();
+    assert!(get(&server, id).await["lastUsedAt"].is_null());
+    let before = chrono::Utc::now();
+    for _ in 0..3 {
+        let resp = call(
+            &server,
+            reqwest::Method::GET,
+            "ping",
+            used["key"].as_str().unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let start = std::time::Instant::now();
+    let at = loop {
+        if let Some(at) = get(&server, id).await["lastUsedAt"].as_str() {
+            break at.to_owned();
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let at_time = chrono::DateTime::parse_from_rfc3339(&at).unwrap();
+    assert!(at_time >= before && at_time <= chrono::Utc::now(), "{at}");
+    assert!(get(&server, idle["id"].as_str().unwrap()).await["lastUsedAt"].is_null());
+    server.restart().await;
+    assert_eq!(get(&server, id).await["lastUsedAt"], at.as_str());
+}

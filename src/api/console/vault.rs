@@ -247,6 +247,7 @@ fn detail(
             dt { "State" } dd { (state_tag(c.state)) @if !c.active { " " span.tag { "inactive" } } }
             dt { "Last error" } dd { @match &h.last_error { Some(e) => { (e) @if let Some(at) = h.last_error_at { " " small.muted { (format_micros(at)) } } }, None => "none" } }
             dt { "Next refresh" } dd { (next_refresh(c)) }
+            dt { "Last used" } dd { @match h.last_used_at { Some(at) => (format_micros(at)), None => "never" } }
             dt { "Refreshes" } dd { (h.refresh_attempts) " attempted, " (h.consecutive_failures) " failed in a row" }
             dt { "Created" } dd { (format_micros(c.created_at)) }
             dt { "Version" } dd { (c.version) }

@@ -30,6 +30,8 @@ pub struct ConnectionRow {
     created_at: String,
     /// Switchboard's own: how the credential has fared (not in Pica's API).
     health: HealthView,
+    /// Switchboard's own: the last passthrough call (added in batches, seconds behind).
+    last_used_at: Option<String>,
 }
 
 /// Refresh attempts and the last error of a connection; times in ISO 8601.
@@ -115,6 +117,7 @@ pub fn row(state: &AppState, c: IntegrationConnection) -> ConnectionRow {
         next_refresh_at,
     };
     ConnectionRow {
+        last_used_at: h.last_used_at.map(iso_micros),
         health,
         created_at: c.created_at_iso(),
         id: c.id,
