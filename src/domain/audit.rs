@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::echo::echo;
 use super::ports::{AuditStore, StoreError};
 
 /// Refusals waiting to be written; past this they are counted and dropped.
@@ -169,19 +170,19 @@ impl AuditFilter {
             self.actor_user = Some(text.to_owned());
             return Ok(());
         }
-        let (kind, id) =
-            match text.split_once(':') {
-                Some((kind, id)) => (
-                    kind,
-                    Some(id.parse::<i64>().map_err(|_| {
-                        format!("actor '{text}': the id after ':' must be a number")
-                    })?),
-                ),
-                None => (text, None),
-            };
+        let (kind, id) = match text.split_once(':') {
+            Some((kind, id)) => (
+                kind,
+                Some(id.parse::<i64>().map_err(|_| {
+                    format!("actor '{}': the id after ':' must be a number", echo(text))
+                })?),
+            ),
+            None => (text, None),
+        };
         self.actor_kind = Some(ActorKind::parse(kind).ok_or_else(|| {
             format!(
-                "actor must be api_token[:ID], vault_secret[:ID], cli, anonymous or an e-mail address, not '{text}'"
+                "actor must be api_token[:ID], vault_secret[:ID], cli, anonymous or an e-mail address, not '{}'",
+                echo(text)
             )
         })?);
         self.actor_id = id;

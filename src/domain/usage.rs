@@ -104,14 +104,20 @@ impl UsageMeter {
 /// When integration connections were last called, by connection id, since the last batch.
 #[derive(Default)]
 pub struct LastUses {
-    calls: Mutex<HashMap<String, i64>>,
+    shards: [Mutex<HashMap<String, i64>>; SHARDS],
 }
 
 impl LastUses {
+    fn shard(&self, connection_id: &str) -> &Mutex<HashMap<String, i64>> {
+        // The id's last byte is random enough (a UUID's hex digit) to spread the calls.
+        let last = connection_id.as_bytes().last().copied().unwrap_or(0);
+        &self.shards[usize::from(last) % SHARDS]
+    }
+
     /// A passthrough call was made with this connection.
     pub fn used(&self, connection_id: &str) {
         let now = chrono::Utc::now().timestamp_micros();
-        let mut calls = self.calls.lock().expect("not poisoned");
+        let mut calls = self.shard(connection_id).lock().expect("not poisoned");
         // A key is copied only on its first call of a batch.
         match calls.get_mut(connection_id) {
             Some(at) => *at = (*at).max(now),
@@ -123,18 +129,19 @@ impl LastUses {
 
     /// Records the batch in the store; on failure keeps it for the next try.
     pub async fn flush(&self, store: &dyn IntegrationStore) -> Result<usize, StoreError> {
-        let batch: Vec<(String, i64)> =
-            std::mem::take(&mut *self.calls.lock().expect("not poisoned"))
-                .into_iter()
-                .collect();
+        let batch: Vec<(String, i64)> = self
+            .shards
+            .iter()
+            .flat_map(|s| std::mem::take(&mut *s.lock().expect("not poisoned")))
+            .collect();
         if batch.is_empty() {
             return Ok(0);
         }
         match store.add_integration_uses(&batch).await {
             Ok(()) => Ok(batch.len()),
             Err(e) => {
-                let mut calls = self.calls.lock().expect("not poisoned");
                 for (id, at) in batch {
+                    let mut calls = self.shard(&id).lock().expect("not poisoned");
                     let kept = calls.entry(id).or_insert(at);
                     *kept = (*kept).max(at);
                 }

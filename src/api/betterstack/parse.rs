@@ -407,7 +407,7 @@ pub fn parse_audit_filter(query: Option<&str>) -> Result<AuditFilter, ApiError> 
         match key.as_ref() {
             "actor" => {
                 if let Err(message) = filter.set_actor(value) {
-                    errors.add("actor", echo(&message));
+                    errors.add("actor", message);
                 }
             }
             "action" => filter.action = Some(value.to_owned()),
