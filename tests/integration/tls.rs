@@ -239,6 +239,26 @@ async fn api_serves_https_and_bad_tls_configuration_is_refused() {
     ]);
     assert!(ok, "{body}");
     assert!(body.contains("ok"));
+    // Over TLS the console's session cookie is marked Secure.
+    let (ok, answer) = curl(&[
+        "--cacert",
+        &cert.display().to_string(),
+        "-i",
+        "--data-urlencode",
+        &format!("credential={}", crate::common::TOKEN),
+        &format!("{}/console/sign-in", https(&server.base)),
+    ]);
+    assert!(ok, "{answer}");
+    let cookie = answer
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie: {answer}"));
+    assert!(
+        cookie.contains("; Secure")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
 
     let (ok, stderr) = crate::common::run_once(
         &format!("[api]\ntls_cert_file = \"{}\"\n", cert.display()),
