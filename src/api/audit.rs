@@ -109,7 +109,8 @@ fn path_id(route: &str, path: &str) -> Option<String> {
 }
 
 /// Records what the request did once it is answered: a change before its answer leaves;
-/// a refusal (of any route) queued for the next batch.
+/// anything else (a refusal on any route, a rejected or failed change) queued for the next
+/// batch.
 pub async fn record(
     State(services): State<Arc<AppServices>>,
     mut req: Request<Body>,
@@ -165,7 +166,9 @@ pub async fn record(
             outcome,
         )
     };
-    if outcome == Outcome::Refused {
+    // A change made is written before its answer leaves; what changed nothing (refused,
+    // rejected, failed), which a client can repeat at any rate, goes with the next batch.
+    if outcome != Outcome::Success {
         services.audit.record_later(event);
     } else if let Err(e) = services.audit.record(event).await {
         // The change is made and its answer is due; the missing event is logged.

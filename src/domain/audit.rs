@@ -1,7 +1,7 @@
 //! The audit log: who changed what, and who was refused. Every control-plane change is
-//! written before its answer leaves; refusals (which anyone can cause, at any rate, the
-//! data plane's included) go through a bounded queue written in batches, so a flood of bad
-//! credentials never becomes a database write per request. No event holds a secret: an
+//! written before its answer leaves; refusals and rejected attempts (which anyone can
+//! cause, at any rate, the data plane's included) go through a bounded queue written in
+//! batches, so a flood of bad requests never becomes a database write per request. No event holds a secret: an
 //! actor is a token's or secret's id and its user's e-mail.
 
 use std::sync::Arc;
