@@ -90,6 +90,7 @@ fn action_of(method: &Method, route: &str) -> Option<&'static str> {
         ("POST", "/console/data-connections") => "data_connection.create",
         ("POST", "/console/data-connections/{id}/delete") => "data_connection.delete",
         ("POST", "/console/data-connections/{id}/rotate") => "data_connection.rotate_password",
+        ("POST", "/console/data-connections/{id}/edit") => "data_connection.update",
         ("POST", "/console/vault/{id}") => "integration.update",
         ("POST", "/console/vault/{id}/delete") => "integration.delete",
         ("POST", "/console/vault/connect-link") => "connect_session.create",

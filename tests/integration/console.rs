@@ -968,3 +968,108 @@ async fn the_command_line_lists_and_revokes_tokens_and_secrets() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_data_connection_is_changed_from_its_page() {
+    let server = start().await;
+    let (id, user, password) = server
+        .create_connection(json!({"client_type": "clickhouse", "team_ids": [1234], "note": "old note", "ip_allowlist": ["127.0.0.1"], "valid_until": "2099-06-01T12:30:00Z"}))
+        .await;
+    let console = Console::sign_in(&server, TOKEN).await;
+    let page = console
+        .get(&format!("/console/data-connections/{id}"))
+        .await;
+    assert_eq!(page.input_value("edit-note").as_deref(), Some("old note"));
+    assert_eq!(
+        page.input_value("edit-valid-until").as_deref(),
+        Some("2099-06-01T12:30"),
+        "the picker holds the expiry"
+    );
+    let api = |server: &TestServer| {
+        let request = server.get(&format!("/api/v1/connections/{id}"));
+        async move {
+            let v: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+            v["data"]["attributes"].clone()
+        }
+    };
+
+    // The note and allowlist change; the expiry, left as shown, stays.
+    let saved = console
+        .post(
+            &format!("/console/data-connections/{id}/edit"),
+            &[
+                ("note", "new note"),
+                ("ip_allowlist", "203.0.113.0/24\n127.0.0.1"),
+                ("valid_until", "2099-06-01T12:30"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    let shown = console.get(saved.location()).await;
+    assert!(shown.body.contains("Saved."));
+    let a = api(&server).await;
+    assert_eq!(a["note"], "new note");
+    assert_eq!(a["ip_allowlist"], json!(["203.0.113.0/24", "127.0.0.1"]));
+    assert_eq!(a["valid_until"], "2099-06-01T12:30:00.000Z");
+    assert!(!shown.body.contains(&password));
+
+    // A bad entry or a past expiry changes nothing and says why.
+    for (fields, message) in [
+        (
+            vec![
+                ("ip_allowlist", "10.0.0.1/8"),
+                ("valid_until", "2099-06-01T12:30"),
+            ],
+            "host bits set",
+        ),
+        (
+            vec![
+                ("ip_allowlist", "127.0.0.1"),
+                ("valid_until", "2001-01-01T00:00"),
+            ],
+            "valid_until must be in the future",
+        ),
+    ] {
+        let refused = console
+            .post(&format!("/console/data-connections/{id}/edit"), &fields)
+            .await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        assert!(refused.body.contains(message), "{}", refused.body);
+    }
+    assert_eq!(api(&server).await["note"], "new note");
+
+    // Emptied: never expires, any address; the gateway follows at once.
+    let saved = console
+        .post(
+            &format!("/console/data-connections/{id}/edit"),
+            &[("note", ""), ("ip_allowlist", ""), ("valid_until", "")],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER);
+    let a = api(&server).await;
+    assert!(a["note"].is_null() && a["valid_until"].is_null());
+    assert_eq!(a["ip_allowlist"], json!([]));
+    let status = server
+        .client
+        .post(&server.gateway)
+        .basic_auth(&user, Some(&password))
+        .body("SELECT 1")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_ne!(status, StatusCode::FORBIDDEN, "still authenticates");
+    let audit: serde_json::Value = server
+        .get("/api/v1/audit-events?action=data_connection.update&outcome=success")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        audit["data"].as_array().unwrap().len(),
+        2,
+        "two changes saved"
+    );
+}

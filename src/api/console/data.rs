@@ -17,6 +17,7 @@ use crate::domain::data_connection::{
     ClientType, CreateDataConnection, DataConnection, DataConnectionError, FieldError, TeamSelector,
 };
 use crate::domain::pagination::{PageLinks, PageRequest};
+use crate::domain::ports::ConnectionUpdate;
 use crate::domain::time::Timestamp;
 use crate::domain::token::{Principal, TokenScope};
 
@@ -315,6 +316,51 @@ fn parse_local_utc(text: &str) -> Option<Timestamp> {
         .or_else(|| Timestamp::parse_iso8601(text))
 }
 
+/// An allowlist as typed: entries separated by commas or white space.
+fn allowlist_field(text: &str, errors: &mut Vec<FieldError>) -> IpAllowlist {
+    let entries: Vec<&str> = text
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if entries.len() > MAX_ALLOWLIST {
+        errors.push(FieldError {
+            field: "ip_allowlist",
+            message: format!("at most {MAX_ALLOWLIST} entries, got {}", entries.len()),
+        });
+    }
+    let mut allow = Vec::new();
+    for entry in entries.iter().take(MAX_ALLOWLIST) {
+        match entry.parse::<AllowEntry>() {
+            Ok(e) => allow.push(e),
+            Err(e) => errors.push(FieldError {
+                field: "ip_allowlist",
+                message: e.to_string(),
+            }),
+        }
+    }
+    IpAllowlist::new(allow)
+}
+
+/// A time as a `datetime-local` field holds it: `2099-06-01T12:30` (UTC).
+fn minute_text(t: Timestamp) -> String {
+    t.to_iso8601_millis().chars().take(16).collect()
+}
+
+/// An expiry as the picker sends it; empty: never.
+fn valid_until_field(text: &str, errors: &mut Vec<FieldError>) -> Option<Timestamp> {
+    if text.is_empty() {
+        return None;
+    }
+    let parsed = parse_local_utc(text);
+    if parsed.is_none() {
+        errors.push(FieldError {
+            field: "valid_until",
+            message: "not a date and time; pick one, or leave it empty".into(),
+        });
+    }
+    parsed
+}
+
 /// The create form as the domain's request (with what parsed), and what did not parse.
 fn parse_create(
     fields: &FormFields,
@@ -345,45 +391,13 @@ fn parse_create(
             }
         }
     };
-    let entries: Vec<&str> = draft
-        .allowlist
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|e| !e.is_empty())
-        .collect();
-    if entries.len() > MAX_ALLOWLIST {
-        errors.push(FieldError {
-            field: "ip_allowlist",
-            message: format!("at most {MAX_ALLOWLIST} entries, got {}", entries.len()),
-        });
-    }
-    let mut allow = Vec::new();
-    for entry in entries.iter().take(MAX_ALLOWLIST) {
-        match entry.parse::<AllowEntry>() {
-            Ok(e) => allow.push(e),
-            Err(e) => errors.push(FieldError {
-                field: "ip_allowlist",
-                message: e.to_string(),
-            }),
-        }
-    }
-    let valid_until = match draft.valid_until.as_str() {
-        "" => None,
-        text => {
-            let parsed = parse_local_utc(text);
-            if parsed.is_none() {
-                errors.push(FieldError {
-                    field: "valid_until",
-                    message: "not a date and time; pick one, or leave it empty".into(),
-                });
-            }
-            parsed
-        }
-    };
+    let ip_allowlist = allowlist_field(&draft.allowlist, &mut errors);
+    let valid_until = valid_until_field(&draft.valid_until, &mut errors);
     let request = CreateDataConnection {
         client_type: ClientType::ClickHouse,
         teams,
         data_region: draft.region.clone(),
-        ip_allowlist: IpAllowlist::new(allow),
+        ip_allowlist,
         valid_until,
         note: Some(draft.note.clone()).filter(|n| !n.is_empty()),
     };
@@ -447,7 +461,9 @@ pub async fn show(
     State(state): State<AppState>,
     signed: Signed,
     Path(raw): Path<String>,
+    Query(query): Query<ShowQuery>,
 ) -> Result<Response, PageError> {
+    let edited = query.edited.is_some();
     let principal = signed.token()?;
     let id = connection_id(&raw)?;
     let connections = &state.services.data_connections;
@@ -504,6 +520,21 @@ pub async fn show(
                 } } }
             } }
         }
+        h2 { "Change" }
+        @if edited { p.notice.good role="status" { "Saved. The gateway applies it from the next query." } }
+        form.stack method="post" action={ "/console/data-connections/" (id) "/edit" } {
+            (signed.csrf_field())
+            label for="edit-note" { "Note" }
+            input id="edit-note" name="note" type="text" maxlength="1000" value=(c.note.as_deref().unwrap_or(""));
+            label for="edit-allowlist" { "IP allowlist" }
+            textarea id="edit-allowlist" name="ip_allowlist" rows="3" spellcheck="false" data-allowlist=""
+                aria-describedby="edit-allowlist-live" { (c.ip_allowlist.to_strings().join("\n")) }
+            p.field-error.live id="edit-allowlist-live" aria-live="polite" {}
+            label for="edit-valid-until" { "Expires at (UTC; empty: never)" }
+            input id="edit-valid-until" name="valid_until" type="datetime-local"
+                value=(c.valid_until.map(minute_text).unwrap_or_default());
+            div.actions { button type="submit" { "Save changes" } }
+        }
         h2 { "New password" }
         form.stack method="post" action={ "/console/data-connections/" (id) "/rotate" } {
             (signed.csrf_field())
@@ -532,6 +563,42 @@ fn connection_name(c: &DataConnection) -> String {
         Some(note) => format!("“{note}” ({})", c.username),
         None => format!("connection {} ({})", c.id, c.username),
     }
+}
+
+#[derive(serde::Deserialize)]
+pub struct ShowQuery {
+    edited: Option<String>,
+}
+
+pub async fn edit(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    form: SignedForm,
+) -> Result<Response, PageError> {
+    let principal = form.signed.token()?;
+    let id = connection_id(&raw)?;
+    let connections = &state.services.data_connections;
+    let current = connections.get_for(principal, id).await?;
+    let mut errors = Vec::new();
+    let until_text = form.fields.get("valid_until").unwrap_or("");
+    // An expiry left as shown is not changed (it may have passed meanwhile).
+    let until_unchanged = current
+        .valid_until
+        .map(|t| minute_text(t) == until_text)
+        .unwrap_or(until_text.is_empty());
+    let update = ConnectionUpdate {
+        note: Some(form.fields.get("note").map(str::to_owned)),
+        valid_until: (!until_unchanged).then(|| valid_until_field(until_text, &mut errors)),
+        ip_allowlist: Some(allowlist_field(
+            form.fields.get("ip_allowlist").unwrap_or(""),
+            &mut errors,
+        )),
+    };
+    if !errors.is_empty() {
+        return Err(DataConnectionError::Invalid(errors).into());
+    }
+    connections.update(id, update).await?;
+    Ok(Redirect::to(&format!("/console/data-connections/{id}?edited=1")).into_response())
 }
 
 pub async fn rotate(

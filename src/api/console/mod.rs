@@ -45,6 +45,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .route("/console/data-connections/new", get(data::new_form))
         .route("/console/data-connections/{id}", get(data::show))
         .route("/console/data-connections/{id}/rotate", post(data::rotate))
+        .route("/console/data-connections/{id}/edit", post(data::edit))
         .route(
             "/console/data-connections/{id}/delete",
             get(data::confirm_delete).post(data::delete),
