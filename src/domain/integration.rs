@@ -207,6 +207,9 @@ pub struct Patch {
     pub active: Option<bool>,
     /// Replaces the stored credential (checked like at create); the state starts over.
     pub credentials: Option<BTreeMap<String, SecretString>>,
+    /// Applies only over this version (what the caller showed): a change made meanwhile
+    /// is a conflict, not overwritten.
+    pub expected_version: Option<String>,
 }
 
 /// An opened credential, for one outbound call; each value wiped when dropped.
@@ -772,6 +775,13 @@ impl Integrations {
             validate_name(name)?;
         }
         let mut connection = self.get(environment, id).await?;
+        if patch
+            .expected_version
+            .as_ref()
+            .is_some_and(|v| *v != connection.version)
+        {
+            return Err(IntegrationError::Conflict);
+        }
         let mut expires_at = None;
         if let Some(credentials) = &patch.credentials {
             let platform = self

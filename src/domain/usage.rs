@@ -48,23 +48,23 @@ impl UsageMeter {
         &self.shards[connection_id.rem_euclid(SHARDS as i64) as usize]
     }
 
-    /// A query was admitted.
-    pub fn query(&self, connection_id: i64) {
+    /// A ticket for one admitted query, counted (with its response's bytes) when dropped:
+    /// one lock per query, whichever way it ends.
+    pub fn ticket(self: &Arc<Self>, connection_id: i64) -> UsageTicket {
+        UsageTicket {
+            meter: self.clone(),
+            connection_id,
+            response_bytes: 0,
+        }
+    }
+
+    fn record(&self, connection_id: i64, response_bytes: u64) {
         let now = Timestamp::now().as_millis();
         let mut shard = self.shard(connection_id).lock().expect("not poisoned");
         let tally = shard.entry(connection_id).or_default();
         tally.queries += 1;
+        tally.response_bytes += response_bytes;
         tally.last_used_at = tally.last_used_at.max(now);
-    }
-
-    /// A query's response ended, this many bytes long.
-    pub fn response_bytes(&self, connection_id: i64, bytes: u64) {
-        self.shard(connection_id)
-            .lock()
-            .expect("not poisoned")
-            .entry(connection_id)
-            .or_default()
-            .response_bytes += bytes;
     }
 
     fn take(&self) -> Vec<(i64, Tally)> {
@@ -98,6 +98,25 @@ impl UsageMeter {
                 Err(e)
             }
         }
+    }
+}
+
+/// One query's use of its connection; see [`UsageMeter::ticket`].
+pub struct UsageTicket {
+    meter: Arc<UsageMeter>,
+    connection_id: i64,
+    response_bytes: u64,
+}
+
+impl UsageTicket {
+    pub fn add_response_bytes(&mut self, bytes: u64) {
+        self.response_bytes += bytes;
+    }
+}
+
+impl Drop for UsageTicket {
+    fn drop(&mut self) {
+        self.meter.record(self.connection_id, self.response_bytes);
     }
 }
 
@@ -194,13 +213,14 @@ mod tests {
 
     #[test]
     fn tallies_add_up_and_go_back_on_failure() {
-        let meter = UsageMeter::default();
-        for _ in 0..3 {
-            meter.query(7);
-        }
-        meter.response_bytes(7, 10);
-        meter.response_bytes(7, 5);
-        meter.query(-3);
+        let meter = Arc::new(UsageMeter::default());
+        let mut first = meter.ticket(7);
+        first.add_response_bytes(10);
+        first.add_response_bytes(5);
+        drop(first);
+        drop(meter.ticket(7));
+        drop(meter.ticket(7));
+        drop(meter.ticket(-3));
         let mut taken = meter.take();
         taken.sort_by_key(|(id, _)| *id);
         assert_eq!(taken.len(), 2);
@@ -208,7 +228,7 @@ mod tests {
         assert!(taken[1].1.last_used_at > 0);
         assert!(meter.take().is_empty(), "taken once");
         meter.put_back(taken);
-        meter.query(7);
+        drop(meter.ticket(7));
         let again: HashMap<_, _> = meter.take().into_iter().collect();
         assert_eq!(again[&7].queries, 4, "kept through a failed batch");
     }

@@ -2,7 +2,6 @@
 //! ends, and holds the connection's concurrency slot until then.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -10,7 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use super::limits::Admission;
-use crate::domain::usage::UsageMeter;
+use crate::domain::usage::UsageTicket;
 
 /// The gateway's totals, registered once: a lookup per request would cost more than the
 /// increment. Totals only, never per connection: a series per connection is unbounded
@@ -38,8 +37,8 @@ pub struct MeteredBody<B> {
     meters: Meters,
     started: Instant,
     bytes: u64,
-    /// The connection's usage, counted when the body ends.
-    usage: (Arc<UsageMeter>, i64),
+    /// The query's use of its connection, counted when the body ends.
+    usage: Option<UsageTicket>,
 }
 
 impl<B> MeteredBody<B> {
@@ -48,7 +47,7 @@ impl<B> MeteredBody<B> {
         admission: Admission,
         meters: Meters,
         started: Instant,
-        usage: (Arc<UsageMeter>, i64),
+        usage: UsageTicket,
     ) -> Self {
         Self {
             inner,
@@ -56,7 +55,7 @@ impl<B> MeteredBody<B> {
             meters,
             started,
             bytes: 0,
-            usage,
+            usage: Some(usage),
         }
     }
 
@@ -64,7 +63,9 @@ impl<B> MeteredBody<B> {
         // Once: the end of the stream and the drop that follows both land here.
         if self.admission.take().is_some() {
             self.meters.response_bytes.increment(self.bytes);
-            self.usage.0.response_bytes(self.usage.1, self.bytes);
+            if let Some(mut usage) = self.usage.take() {
+                usage.add_response_bytes(self.bytes);
+            }
             self.meters
                 .duration
                 .record(self.started.elapsed().as_secs_f64());

@@ -404,8 +404,8 @@ async fn forward(
     } = admitted;
     let gateway = &worker.gateway;
     gateway.meters.queries.increment(1);
-    gateway.usage.query(credential.connection_id);
-    let usage = (gateway.usage.clone(), credential.connection_id);
+    // Counted when the answer ends, or here if no upstream answers.
+    let usage = gateway.usage.ticket(credential.connection_id);
     let started = std::time::Instant::now();
 
     let path = parts.uri.path();

@@ -929,9 +929,10 @@ impl ConsoleSessionStore for SqlStore {
         token_hash: &CredentialHash,
         now: i64,
     ) -> Result<Option<ConsoleSession>, StoreError> {
-        // The writer: a session opened (or a token revoked) a moment ago is seen at once.
+        // A reader: every console request reads this, and a committed sign-in or revocation
+        // is visible to the next read (WAL on SQLite), so the single writer is spared.
         match self
-            .writer
+            .reader
             .fetch_optional(&sql::console_session_by_token(token_hash, now))
             .await?
         {

@@ -8,13 +8,14 @@ use maud::{Markup, html};
 use secrecy::ExposeSecret;
 
 use super::auth::{FormFields, Signed, SignedForm};
-use super::{Area, PageError, copyable, expiry, format_millis, page};
+use super::{Area, PageError, copyable, expiry, format_millis, page, show_once};
 use crate::api::AppState;
 use crate::api::audit::AuditSlot;
 use crate::domain::allowlist::{AllowEntry, IpAllowlist, MAX_ENTRIES as MAX_ALLOWLIST};
-use crate::domain::console::{Reveal, RevealKind};
+use crate::domain::console::RevealKind;
 use crate::domain::data_connection::{
-    ClientType, CreateDataConnection, DataConnection, DataConnectionError, FieldError, TeamSelector,
+    ClientType, CreateDataConnection, DataConnection, DataConnectionError, FieldError, TeamScope,
+    TeamSelector,
 };
 use crate::domain::pagination::{PageLinks, PageRequest};
 use crate::domain::ports::ConnectionUpdate;
@@ -30,7 +31,7 @@ pub struct ListQuery {
 }
 
 /// A page number from the query; anything that is not a positive number is page 1.
-pub(super) fn page_number(raw: Option<&str>) -> u64 {
+fn page_number(raw: Option<&str>) -> u64 {
     raw.and_then(|p| p.parse::<u64>().ok())
         .filter(|p| *p >= 1)
         .unwrap_or(1)
@@ -61,8 +62,8 @@ fn region_name(state: &AppState, c: &DataConnection) -> String {
 
 fn team_names(state: &AppState, c: &DataConnection) -> String {
     match &c.teams {
-        crate::domain::data_connection::TeamScope::All => "All teams".into(),
-        crate::domain::data_connection::TeamScope::Teams(_) => state
+        TeamScope::All => "All teams".into(),
+        TeamScope::Teams(_) => state
             .services
             .data_connections
             .teams_of(c)
@@ -429,19 +430,14 @@ pub async fn create(
         Ok(created) => {
             let id = created.connection.id;
             audit.target(id.to_string());
-            state
-                .services
-                .console
-                .keep_reveal(
-                    &signed.session,
-                    &Reveal {
-                        kind: RevealKind::DataConnectionPassword,
-                        subject: id.to_string(),
-                        secret: created.password,
-                    },
-                )
-                .await?;
-            Ok(Redirect::to(&format!("/console/data-connections/{id}")).into_response())
+            show_once(
+                &state,
+                signed,
+                RevealKind::DataConnectionPassword,
+                id.to_string(),
+                created.password,
+            )
+            .await
         }
         Err(DataConnectionError::Invalid(errors)) => Ok(page(
             StatusCode::BAD_REQUEST,
@@ -621,19 +617,14 @@ pub async fn rotate(
     let rotated = connections
         .rotate_password(id, std::time::Duration::from_secs(overlap))
         .await?;
-    state
-        .services
-        .console
-        .keep_reveal(
-            &form.signed.session,
-            &Reveal {
-                kind: RevealKind::DataConnectionPassword,
-                subject: id.to_string(),
-                secret: rotated.password,
-            },
-        )
-        .await?;
-    Ok(Redirect::to(&format!("/console/data-connections/{id}")).into_response())
+    show_once(
+        &state,
+        &form.signed,
+        RevealKind::DataConnectionPassword,
+        id.to_string(),
+        rotated.password,
+    )
+    .await
 }
 
 pub async fn confirm_delete(

@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use super::html::{CONSOLE_POLICY, page_response};
 use super::{AppState, EdgeFailure};
-use crate::domain::console::{ConsoleActor, ConsoleError as SessionError};
+use crate::domain::console::{ConsoleActor, ConsoleError as SessionError, Reveal, RevealKind};
 use crate::domain::data_connection::DataConnectionError;
 use crate::domain::integration::IntegrationError;
 use crate::domain::ports::StoreError;
@@ -301,6 +301,39 @@ fn navigation(signed: &Signed, current: Area) -> Markup {
             }
         }
     }
+}
+
+/// The page that shows a kept value once: a password on its connection's page, anything
+/// else on `/console/revealed`.
+fn reveal_page(reveal: &Reveal) -> String {
+    match reveal.kind {
+        RevealKind::DataConnectionPassword => {
+            format!("/console/data-connections/{}", reveal.subject)
+        }
+        _ => "/console/revealed".to_owned(),
+    }
+}
+
+/// Keeps a new secret in the session and sends the browser to the page that shows it once
+/// (a redirect, so reloading that page does not repeat the post).
+async fn show_once(
+    state: &AppState,
+    signed: &Signed,
+    kind: RevealKind,
+    subject: String,
+    secret: secrecy::SecretString,
+) -> Result<Response, PageError> {
+    let reveal = Reveal {
+        kind,
+        subject,
+        secret,
+    };
+    state
+        .services
+        .console
+        .keep_reveal(&signed.session, &reveal)
+        .await?;
+    Ok(Redirect::to(&reveal_page(&reveal)).into_response())
 }
 
 /// A time as people read it: `2026-12-02 14:05 UTC`.

@@ -5,17 +5,27 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use maud::html;
+use maud::{Markup, html};
 use secrecy::ExposeSecret;
 
 use super::auth::{Signed, SignedForm};
-use super::{Area, PageError, copyable, format_millis, page};
+use super::{Area, PageError, copyable, format_millis, page, show_once};
 use crate::api::AppState;
 use crate::api::audit::AuditSlot;
-use crate::domain::console::{Reveal, RevealKind};
+use crate::domain::console::RevealKind;
 use crate::domain::integration::Environment;
 use crate::domain::ports::Revoked;
 use crate::domain::token::TokenScope;
+
+/// A table row's revoke button, confirmed first where the script runs.
+fn revoke_button(signed: &Signed, area: &str, id: i64, what: &str, consequence: &str) -> Markup {
+    html! {
+        form method="post" action={ "/console/" (area) "/" (id) "/revoke" } {
+            (signed.csrf_field())
+            button.danger.small type="submit" data-confirm={ "Revoke " (what) " #" (id) "? " (consequence) } { "Revoke #" (id) }
+        }
+    }
+}
 
 pub async fn list(State(state): State<AppState>, signed: Signed) -> Result<Response, PageError> {
     let me = signed.global()?.token_id;
@@ -37,12 +47,7 @@ pub async fn list(State(state): State<AppState>, signed: Signed) -> Result<Respo
                 } }
                 td { @match &t.user { Some(u) => (u.email), None => span.muted { "none" } } }
                 td { (format_millis(t.created_at.as_millis())) }
-                td {
-                    form method="post" action={ "/console/tokens/" (t.id) "/revoke" } {
-                        (signed.csrf_field())
-                        button.danger.small type="submit" data-confirm={ "Revoke token #" (t.id) "? It stops working at once." } { "Revoke #" (t.id) }
-                    }
-                }
+                td { (revoke_button(&signed, "tokens", t.id, "token", "It stops working at once.")) }
             } } }
         } }
         form.stack.panel method="post" action="/console/tokens" {
@@ -65,12 +70,7 @@ pub async fn list(State(state): State<AppState>, signed: Signed) -> Result<Respo
                 td { "#" (s.id) }
                 td { (s.environment.as_str()) }
                 td { (format_millis(s.created_at.as_millis())) }
-                td {
-                    form method="post" action={ "/console/secrets/" (s.id) "/revoke" } {
-                        (signed.csrf_field())
-                        button.danger.small type="submit" data-confirm={ "Revoke secret #" (s.id) "? Calls with it stop at once." } { "Revoke #" (s.id) }
-                    }
-                }
+                td { (revoke_button(&signed, "secrets", s.id, "secret", "Calls with it stop at once.")) }
             } } }
         } }
         form.stack.panel method="post" action="/console/secrets" {
@@ -90,19 +90,6 @@ pub async fn list(State(state): State<AppState>, signed: Signed) -> Result<Respo
         Some((&signed, Area::Tokens)),
         content,
     ))
-}
-
-async fn reveal_and_show(
-    state: &AppState,
-    signed: &Signed,
-    reveal: Reveal,
-) -> Result<Response, PageError> {
-    state
-        .services
-        .console
-        .keep_reveal(&signed.session, &reveal)
-        .await?;
-    Ok(Redirect::to("/console/revealed").into_response())
 }
 
 pub async fn create_token(
@@ -128,14 +115,12 @@ pub async fn create_token(
     }
     let (id, token) = state.services.tokens.create(scope, email).await?;
     audit.target(id.to_string());
-    reveal_and_show(
+    show_once(
         &state,
         &form.signed,
-        Reveal {
-            kind: RevealKind::ApiToken,
-            subject: id.to_string(),
-            secret: token,
-        },
+        RevealKind::ApiToken,
+        id.to_string(),
+        token,
     )
     .await
 }
@@ -151,14 +136,12 @@ pub async fn create_secret(
         .and_then(Environment::parse)
         .ok_or_else(|| PageError::bad_request("choose the test or live environment"))?;
     let secret = state.services.vault_secrets.create(environment).await?;
-    reveal_and_show(
+    show_once(
         &state,
         &form.signed,
-        Reveal {
-            kind: RevealKind::VaultSecret,
-            subject: environment.as_str().to_owned(),
-            secret,
-        },
+        RevealKind::VaultSecret,
+        environment.as_str().to_owned(),
+        secret,
     )
     .await
 }
@@ -251,15 +234,9 @@ pub async fn revealed(
                 p { a href="/console/vault" { "Back to the vault" } }
             },
         ),
+        // Its own page shows it: kept again, and off there.
         RevealKind::DataConnectionPassword => {
-            // Its own page shows it.
-            let to = format!("/console/data-connections/{}", reveal.subject);
-            state
-                .services
-                .console
-                .keep_reveal(&signed.session, &reveal)
-                .await?;
-            return Ok(Redirect::to(&to).into_response());
+            return show_once(&state, &signed, reveal.kind, reveal.subject, reveal.secret).await;
         }
     };
     let content = html! {

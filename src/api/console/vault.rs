@@ -11,17 +11,15 @@ use secrecy::SecretString;
 
 use super::auth::{Signed, SignedForm};
 use super::data::pager;
-use super::{Area, PageError, format_micros, page};
+use super::{Area, PageError, format_micros, page, show_once};
 use crate::api::AppState;
-use crate::api::pica::parse::parse_list;
+use crate::api::pica::parse::{comma_list, parse_list};
 use crate::domain::connect::{ConnectError, NewSession};
-use crate::domain::console::{Reveal, RevealKind};
+use crate::domain::console::RevealKind;
 use crate::domain::integration::{
     ConnectionState, Environment, IdentityType, IntegrationConnection, Patch,
 };
 use crate::domain::pagination::{PageLinks, PageRequest};
-
-const PER_PAGE: i64 = 25;
 
 fn environment_of(signed: &Signed) -> Result<Environment, PageError> {
     match signed.session.actor {
@@ -146,24 +144,18 @@ pub async fn list(
         .into_owned()
         .filter(|(k, v)| k != "page" && !v.trim().is_empty())
         .collect();
-    // The API's parser: the console filters exactly as `GET /v1/vault/connections` does.
-    let (filter, _, _, _) =
+    // The API's parser: the console filters and pages exactly as
+    // `GET /v1/vault/connections` does (its page size, its refusals).
+    let (filter, offset, limit, number) =
         parse_list(Some(&raw)).map_err(|e| PageError::bad_request(e.to_string()))?;
-    let number = super::data::page_number(
-        url::form_urlencoded::parse(raw.as_bytes())
-            .find(|(k, _)| k == "page")
-            .map(|(_, v)| v.into_owned())
-            .as_deref(),
-    );
     let request = PageRequest {
         number,
-        size: PER_PAGE as u64,
+        size: limit as u64,
     };
-    let offset = request.offset().unwrap_or(i64::MAX);
     let (connections, total) = state
         .services
         .integrations
-        .list(environment, &filter, offset, PER_PAGE)
+        .list(environment, &filter, offset, limit)
         .await?;
     let base = {
         let mut s = url::form_urlencoded::Serializer::new(String::new());
@@ -214,17 +206,27 @@ fn uuid_of(raw: &str) -> Result<&str, PageError> {
         .map_err(|_| PageError::not_found())
 }
 
+/// The connection a path names, in the session's environment.
+async fn connection_of(
+    state: &AppState,
+    signed: &Signed,
+    raw: &str,
+) -> Result<(Environment, IntegrationConnection), PageError> {
+    let environment = environment_of(signed)?;
+    let connection = state
+        .services
+        .integrations
+        .get(environment, uuid_of(raw)?)
+        .await?;
+    Ok((environment, connection))
+}
+
 pub async fn show(
     State(state): State<AppState>,
     signed: Signed,
     Path(raw): Path<String>,
 ) -> Result<Response, PageError> {
-    let environment = environment_of(&signed)?;
-    let c = state
-        .services
-        .integrations
-        .get(environment, uuid_of(&raw)?)
-        .await?;
+    let (_, c) = connection_of(&state, &signed, &raw).await?;
     Ok(detail(&signed, &c, None, StatusCode::OK))
 }
 
@@ -279,29 +281,19 @@ pub async fn update(
     form: SignedForm,
 ) -> Result<Response, PageError> {
     let environment = environment_of(&form.signed)?;
-    let id = uuid_of(&raw)?;
-    let integrations = &state.services.integrations;
-    let current = integrations.get(environment, id).await?;
-    // Saved over what the page showed only: a change made meanwhile is not overwritten.
-    if form.fields.get("version") != Some(current.version.as_str()) {
-        return Err(crate::domain::integration::IntegrationError::Conflict.into());
-    }
-    let tags: Vec<String> = form
-        .fields
-        .get("tags")
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-        .collect();
     let patch = Patch {
-        tags: Some(tags),
+        tags: Some(comma_list(form.fields.get("tags").unwrap_or(""))),
         name: Some(form.fields.get("name").map(str::to_owned)),
         active: Some(form.fields.get("active") == Some("true")),
         credentials: None,
+        // Saved over what the page showed only.
+        expected_version: Some(form.fields.get("version").unwrap_or("").to_owned()),
     };
-    let updated = integrations.patch(environment, id, patch).await?;
+    let updated = state
+        .services
+        .integrations
+        .patch(environment, uuid_of(&raw)?, patch)
+        .await?;
     Ok(detail(
         &form.signed,
         &updated,
@@ -315,12 +307,7 @@ pub async fn confirm_delete(
     signed: Signed,
     Path(raw): Path<String>,
 ) -> Result<Response, PageError> {
-    let environment = environment_of(&signed)?;
-    let c = state
-        .services
-        .integrations
-        .get(environment, uuid_of(&raw)?)
-        .await?;
+    let (_, c) = connection_of(&state, &signed, &raw).await?;
     let name = c.name.clone().unwrap_or_else(|| c.platform.clone());
     let content = html! {
         div.narrow {
@@ -374,14 +361,7 @@ pub async fn connect_link(
             .get("platform")
             .map(|p| vec![p.to_owned()])
             .unwrap_or_default(),
-        tags: fields
-            .get("tags")
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        tags: comma_list(fields.get("tags").unwrap_or("")),
         name: None,
         reconnect_key: None,
         return_url: None,
@@ -392,17 +372,12 @@ pub async fn connect_link(
         Err(ConnectError::Store(e)) => return Err(e.into()),
         Err(other) => return Err(PageError::bad_request(other.to_string())),
     };
-    state
-        .services
-        .console
-        .keep_reveal(
-            &form.signed.session,
-            &Reveal {
-                kind: RevealKind::ConnectLink,
-                subject: crate::domain::integration::iso_micros(created.expires_at),
-                secret: SecretString::from(created.url),
-            },
-        )
-        .await?;
-    Ok(Redirect::to("/console/revealed").into_response())
+    show_once(
+        &state,
+        &form.signed,
+        RevealKind::ConnectLink,
+        crate::domain::integration::iso_micros(created.expires_at),
+        SecretString::from(created.url),
+    )
+    .await
 }

@@ -34,7 +34,8 @@ const FILTERS: &[&str] = &[
     "skip",
 ];
 
-fn comma_list(value: &str) -> Vec<String> {
+/// `a, b,,c` as `[a, b, c]`.
+pub(in crate::api) fn comma_list(value: &str) -> Vec<String> {
     value
         .split(',')
         .map(str::trim)
