@@ -759,14 +759,7 @@ async fn usage_is_counted_exactly_and_survives_a_restart() {
     let (other, _, _) = server
         .create_connection(json!({"client_type": "clickhouse", "team_ids": [1]}))
         .await;
-    let attributes = |server: &TestServer, id: i64| {
-        let request = server.get(&format!("/api/v1/connections/{id}"));
-        async move {
-            let v: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
-            v["data"]["attributes"].clone()
-        }
-    };
-    let fresh = attributes(&server, id).await;
+    let fresh = server.connection(id).await;
     assert_eq!(
         (
             fresh["query_count"].as_u64(),
@@ -808,7 +801,7 @@ async fn usage_is_counted_exactly_and_survives_a_restart() {
     // Exact once a batch has gone (every 200 ms here).
     let start = Instant::now();
     let counted = loop {
-        let a = attributes(&server, id).await;
+        let a = server.connection(id).await;
         if a["query_count"] == 25 && a["response_bytes"] == bytes {
             break a;
         }
@@ -816,14 +809,7 @@ async fn usage_is_counted_exactly_and_survives_a_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(counted["last_used_at"].as_str().is_some());
-    let list: serde_json::Value = server
-        .get("/api/v1/connections")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: serde_json::Value = server.get_json("/api/v1/connections").await;
     let listed = list["data"]
         .as_array()
         .unwrap()
@@ -831,7 +817,7 @@ async fn usage_is_counted_exactly_and_survives_a_restart() {
         .find(|c| c["attributes"]["id"] == id)
         .unwrap();
     assert_eq!(listed["attributes"]["query_count"], 25, "on the list too");
-    let untouched = attributes(&server, other).await;
+    let untouched = server.connection(other).await;
     assert_eq!(untouched["query_count"], 0, "only the connection used");
 
     // Stopped gracefully right after more queries: the last batch is written on the way out.
@@ -849,7 +835,7 @@ async fn usage_is_counted_exactly_and_survives_a_restart() {
             .unwrap();
     }
     server.restart().await;
-    let after = attributes(&server, id).await;
+    let after = server.connection(id).await;
     assert_eq!(after["query_count"], 28, "{after} {}", server.logs());
     assert_eq!(
         after["response_bytes"],

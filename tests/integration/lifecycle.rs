@@ -1,7 +1,7 @@
 //! A data connection's life after create: changed in place (note, expiry, allowlist) and
 //! its password rotated with an overlap, each taking effect in the gateway at once. The
-//! upstream here never answers, so a query whose credentials the gateway accepts gets 502
-//! or 503, and one it refuses 403: the gateway's verdict without a ClickHouse. (Two
+//! upstream here never answers: `TestServer::gateway_verdict` tells accepted credentials
+//! (502/503) from refused ones (403) without a ClickHouse. (Two
 //! replicas on a real ClickHouse are in `replicas`.)
 
 use std::time::{Duration, Instant};
@@ -11,23 +11,6 @@ use serde_json::{Value, json};
 
 use crate::common::{TOPOLOGY, TestServer};
 use crate::console::{Console, PLATFORMS};
-
-async fn verdict(server: &TestServer, user: &str, password: &str) -> &'static str {
-    let status = server
-        .client
-        .post(&server.gateway)
-        .basic_auth(user, Some(password))
-        .body("SELECT 1")
-        .send()
-        .await
-        .unwrap()
-        .status();
-    match status {
-        StatusCode::FORBIDDEN => "refused",
-        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => "accepted",
-        other => panic!("unexpected gateway status {other}"),
-    }
-}
 
 async fn patch(server: &TestServer, id: i64, body: Value) -> (StatusCode, Value) {
     let resp = server
@@ -77,7 +60,7 @@ async fn a_connection_changes_in_place_and_the_gateway_follows_at_once() {
     let (id, user, password) = server
         .create_connection(json!({"client_type": "clickhouse", "team_ids": [1234], "note": "first", "ip_allowlist": ["127.0.0.1"]}))
         .await;
-    assert_eq!(verdict(&server, &user, &password).await, "accepted");
+    assert_eq!(server.gateway_verdict(&user, &password).await, "accepted");
 
     // The allowlist: changed, and the very next query meets it.
     let (status, body) = patch(&server, id, json!({"ip_allowlist": ["203.0.113.0/24"]})).await;
@@ -87,10 +70,10 @@ async fn a_connection_changes_in_place_and_the_gateway_follows_at_once() {
     assert_eq!(a["note"], "first", "what the PATCH does not name stays");
     assert!(a["password"].is_null(), "never the password");
     assert!(a["sample_query"].as_str().unwrap().contains(&user));
-    assert_eq!(verdict(&server, &user, &password).await, "refused");
+    assert_eq!(server.gateway_verdict(&user, &password).await, "refused");
     let (status, _) = patch(&server, id, json!({"ip_allowlist": ["127.0.0.0/8", "::1"]})).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(verdict(&server, &user, &password).await, "accepted");
+    assert_eq!(server.gateway_verdict(&user, &password).await, "accepted");
 
     // The expiry: shortened to a moment from now, it ends then; extended, it works again.
     let soon = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
@@ -102,10 +85,10 @@ async fn a_connection_changes_in_place_and_the_gateway_follows_at_once() {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["data"]["attributes"]["note"], "second");
-    assert_eq!(verdict(&server, &user, &password).await, "accepted");
+    assert_eq!(server.gateway_verdict(&user, &password).await, "accepted");
     tokio::time::sleep(Duration::from_millis(1700)).await;
     assert_eq!(
-        verdict(&server, &user, &password).await,
+        server.gateway_verdict(&user, &password).await,
         "refused",
         "expired"
     );
@@ -113,7 +96,7 @@ async fn a_connection_changes_in_place_and_the_gateway_follows_at_once() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["data"]["attributes"]["valid_until"].is_null());
     assert!(body["data"]["attributes"]["note"].is_null());
-    assert_eq!(verdict(&server, &user, &password).await, "accepted");
+    assert_eq!(server.gateway_verdict(&user, &password).await, "accepted");
 
     // What cannot change, or is wrong, is named; nothing changes then.
     for (body, fields) in [
@@ -184,28 +167,21 @@ async fn a_rotated_password_overlaps_the_old_one_then_replaces_it() {
         "as create answers"
     );
     let rotated_at = Instant::now();
-    assert_eq!(verdict(&server, &user, &new).await, "accepted");
+    assert_eq!(server.gateway_verdict(&user, &new).await, "accepted");
     assert_eq!(
-        verdict(&server, &user, &old).await,
+        server.gateway_verdict(&user, &old).await,
         "accepted",
         "inside the overlap"
     );
-    let get: Value = server
-        .get(&format!("/api/v1/connections/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let get: Value = server.get_json(&format!("/api/v1/connections/{id}")).await;
     assert!(get["data"]["attributes"]["password"].is_null());
     tokio::time::sleep(Duration::from_millis(2100).saturating_sub(rotated_at.elapsed())).await;
     assert_eq!(
-        verdict(&server, &user, &old).await,
+        server.gateway_verdict(&user, &old).await,
         "refused",
         "after the overlap"
     );
-    assert_eq!(verdict(&server, &user, &new).await, "accepted");
+    assert_eq!(server.gateway_verdict(&user, &new).await, "accepted");
 
     // Without an overlap (no body at all), the old password stops at once.
     let (status, body) = rotate(&server, id, None).await;
@@ -214,8 +190,8 @@ async fn a_rotated_password_overlaps_the_old_one_then_replaces_it() {
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(verdict(&server, &user, &new).await, "refused");
-    assert_eq!(verdict(&server, &user, &newest).await, "accepted");
+    assert_eq!(server.gateway_verdict(&user, &new).await, "refused");
+    assert_eq!(server.gateway_verdict(&user, &newest).await, "accepted");
 
     for (body, field) in [
         (json!({"overlap_seconds": 604_801}), "overlap_seconds"),
@@ -232,7 +208,7 @@ async fn a_rotated_password_overlaps_the_old_one_then_replaces_it() {
         assert_eq!(invalid_fields(&answer), vec![field]);
     }
     assert_eq!(
-        verdict(&server, &user, &newest).await,
+        server.gateway_verdict(&user, &newest).await,
         "accepted",
         "refusals change nothing"
     );
@@ -250,7 +226,7 @@ async fn a_rotated_password_overlaps_the_old_one_then_replaces_it() {
     let cli_password = printed.trim();
     assert_eq!(cli_password.len(), 64);
     let start = Instant::now();
-    while verdict(&server, &user, cli_password).await != "accepted" {
+    while server.gateway_verdict(&user, cli_password).await != "accepted" {
         assert!(
             start.elapsed() < Duration::from_secs(1),
             "the server did not follow"
@@ -258,7 +234,7 @@ async fn a_rotated_password_overlaps_the_old_one_then_replaces_it() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        verdict(&server, &user, &newest).await,
+        server.gateway_verdict(&user, &newest).await,
         "accepted",
         "overlap of 60 s"
     );
@@ -304,9 +280,9 @@ async fn the_console_shows_changes_and_rotates_a_password() {
         .input_value("password")
         .expect("the new password, once");
     assert_ne!(new, old);
-    assert_eq!(verdict(&server, &user, &new).await, "accepted");
+    assert_eq!(server.gateway_verdict(&user, &new).await, "accepted");
     assert_eq!(
-        verdict(&server, &user, &old).await,
+        server.gateway_verdict(&user, &old).await,
         "accepted",
         "10 minutes of overlap"
     );
@@ -324,7 +300,7 @@ async fn the_console_shows_changes_and_rotates_a_password() {
         .await;
     assert_eq!(refused.status, StatusCode::NOT_FOUND);
     assert_eq!(
-        verdict(&server, &other_user, &other_password).await,
+        server.gateway_verdict(&other_user, &other_password).await,
         "accepted"
     );
 }

@@ -353,6 +353,35 @@ impl TestServer {
 }
 
 impl TestServer {
+    /// GET with the bootstrap token; the body as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.get(path).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// A data connection's attributes as `GET /api/v1/connections/{id}` shows them.
+    pub async fn connection(&self, id: i64) -> serde_json::Value {
+        self.get_json(&format!("/api/v1/connections/{id}")).await["data"]["attributes"].clone()
+    }
+
+    /// The gateway's verdict on these credentials where the upstream never answers
+    /// (`TOPOLOGY`'s): credentials it accepts get 502 or 503, others 403.
+    pub async fn gateway_verdict(&self, user: &str, password: &str) -> &'static str {
+        let status = self
+            .client
+            .post(&self.gateway)
+            .basic_auth(user, Some(password))
+            .body("SELECT 1")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        match status.as_u16() {
+            403 => "refused",
+            502 | 503 => "accepted",
+            other => panic!("unexpected gateway status {other}"),
+        }
+    }
+
     /// Creates a data connection; returns (id, username, password).
     pub async fn create_connection(&self, body: serde_json::Value) -> (i64, String, String) {
         let resp = self
