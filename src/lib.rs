@@ -29,3 +29,4 @@ pub mod passthrough;
 pub mod store;
 pub mod telemetry;
 pub mod token_client;
+pub mod webhooks;

@@ -81,6 +81,8 @@ fn action_of(method: &Method, route: &str) -> Option<&'static str> {
         ("PATCH", "/api/v1/connections/{id}") => "data_connection.update",
         ("DELETE", "/api/v1/connections/{id}") => "data_connection.delete",
         ("POST", "/api/v1/connections/{id}/rotate-password") => "data_connection.rotate_password",
+        ("POST", "/api/v1/webhooks") => "webhook_endpoint.create",
+        ("DELETE", "/api/v1/webhooks/{id}") => "webhook_endpoint.delete",
         ("POST", "/v1/vault/connections") => "integration.create",
         ("PATCH", "/v1/vault/connections/{id}") => "integration.update",
         ("DELETE", "/v1/vault/connections/{id}") => "integration.delete",

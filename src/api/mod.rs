@@ -57,6 +57,7 @@ pub struct AppServices {
     pub connect: Arc<ConnectSessions>,
     pub console: Arc<ConsoleSessions>,
     pub audit: Arc<AuditLog>,
+    pub webhooks: Arc<crate::domain::webhook::Webhooks>,
     /// The configured regions and teams, for the console's topology view.
     pub topology: Arc<Topology>,
     pub upstream_health: Arc<dyn UpstreamHealth>,

@@ -17,6 +17,7 @@ use super::pica;
         (name = "vault", description = "Integration connections (Pica dialect)"),
         (name = "connect", description = "Connect sessions: links end users follow to link an account"),
         (name = "audit", description = "The audit log: changes and refused authentications"),
+        (name = "webhooks", description = "Webhook endpoints and deliveries. Each event is POSTed as JSON `{\"type\", \"timestamp\", \"data\"}` with the Standard Webhooks headers `webhook-id` (the same on every attempt: drop repeats), `webhook-timestamp` (Unix seconds of the attempt) and `webhook-signature: v1,<base64 of HMAC-SHA256(key, \"{webhook-id}.{webhook-timestamp}.{body}\")>`, where the key is the base64 after `whsec_` in the endpoint's secret. Types: data_connection.created, data_connection.updated, data_connection.deleted, data_connection.password_rotated, data_connection.expiring, data_connection.expired, integration.created, integration.updated, integration.deleted, integration.state_changed, integration.refresh_failed, connect_session.completed, connect_session.failed. A 2xx answer delivers; anything else is retried with exponential backoff and jitter until the horizon (`[webhook_delivery]`)."),
         (name = "operations", description = "Health and service documents"),
     )
 )]

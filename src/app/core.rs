@@ -11,8 +11,10 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::config::{DatabaseUrl, Settings};
 use crate::crypto::{self, CredentialHasher, MasterKey, Sealer};
 use crate::domain::integration::{Environment, VaultSecrets};
+use crate::domain::ports::WebhookStore;
 use crate::domain::ports::{ChangeSync, IntegrationStore, MetaStore};
 use crate::domain::token::{ApiTokens, MIN_PROVIDED_TOKEN_LEN};
+use crate::domain::webhook::SigningSecret;
 use crate::feed::NoSnapshots;
 use crate::store::{SqlStore, postgres, sqlite};
 
@@ -226,6 +228,27 @@ impl Core {
             resealed += pass;
             if pass == 0 && changed_meanwhile == 0 {
                 break;
+            }
+        }
+        // Webhook endpoints' signing secrets (an endpoint deleted meanwhile is skipped).
+        for endpoint in self.store.webhook_endpoints().await? {
+            let Some(sealed) = &endpoint.sealed_secret else {
+                continue;
+            };
+            if Sealer::key_id_of(sealed) == Some(next_sealer.key_id()) {
+                continue;
+            }
+            let secret = SigningSecret::open(&self.sealer, &endpoint.id, sealed)?;
+            if self
+                .store
+                .reseal_webhook_endpoint(
+                    &endpoint.id,
+                    sealed,
+                    &secret.seal(&next_sealer, &endpoint.id),
+                )
+                .await?
+            {
+                resealed += 1;
             }
         }
         let sealed = self

@@ -19,6 +19,7 @@ use crate::domain::data_connection::DataConnections;
 use crate::domain::integration::Integrations;
 use crate::domain::ports::{Change, Entity, StoreError};
 use crate::domain::token::ApiTokens;
+use crate::domain::webhook::Webhooks;
 use crate::feed::ChangeFeed;
 use crate::gateway::Gateway;
 use crate::gateway::directory::{CredentialDirectory, DirectoryFollower};
@@ -28,6 +29,7 @@ use crate::passthrough::Passthrough;
 use crate::passthrough::directory::{VaultDirectory, VaultFollower};
 use crate::store::SqlStore;
 use crate::token_client::TokenClient;
+use crate::webhooks::{DispatchWaker, Dispatcher};
 
 mod core;
 mod tasks;
@@ -56,6 +58,8 @@ pub struct Application {
     /// Writes queued audit events (refusals) in batches.
     audit_writer: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
     audit_retention: std::time::Duration,
+    webhook_retention: std::time::Duration,
+    dispatcher: Arc<Dispatcher>,
     usage_flush_interval: std::time::Duration,
 }
 
@@ -88,6 +92,7 @@ impl Application {
         describe_upstreams(&topology);
         let tokens = Arc::new(core.api_tokens());
         let directory = Arc::new(CredentialDirectory::default());
+        let webhook_wake = Arc::new(tokio::sync::Notify::new());
         let vault = Arc::new(VaultDirectory::default());
         let feed = Arc::new(ChangeFeed::new(
             core.store.clone(),
@@ -102,6 +107,7 @@ impl Application {
                     directory: vault.clone(),
                 }),
                 Arc::new(TokenCacheFollower(tokens.clone())),
+                Arc::new(DispatchWaker(webhook_wake.clone())),
             ],
         ));
         feed.start()
@@ -151,6 +157,17 @@ impl Application {
             settings.console_session_ttl,
         ));
         let (audit, audit_writer) = AuditLog::new(core.store.clone());
+        let dispatcher = Arc::new(
+            Dispatcher::start(
+                core.store.clone(),
+                core.sealer.clone(),
+                settings.webhook_delivery.clone(),
+                settings.webhooks.clone(),
+                webhook_wake,
+            )
+            .await
+            .context("cannot record the configured webhook endpoints")?,
+        );
         let services = Arc::new(AppServices {
             audit: Arc::new(audit),
             health: core.store.clone(),
@@ -172,6 +189,11 @@ impl Application {
             )),
             connect,
             console,
+            webhooks: Arc::new(Webhooks::new(
+                core.store.clone(),
+                core.sealer.clone(),
+                settings.webhook_delivery.allow_private_network,
+            )),
             topology: topology.clone(),
             upstream_health: gateway.upstream_health(),
             secure_cookies: settings.api.tls.is_some() || public_url.scheme() == "https",
@@ -208,6 +230,8 @@ impl Application {
             gateway_tls,
             audit_writer: Box::pin(audit_writer),
             audit_retention: settings.audit_retention,
+            webhook_retention: settings.webhook_delivery.retention,
+            dispatcher,
             usage_flush_interval: settings.gateway.usage_flush_interval,
         })
     }
@@ -236,9 +260,13 @@ impl Application {
                 self.services.connect.clone(),
                 self.services.console.clone(),
                 self.services.audit.clone(),
-                self.audit_retention,
+                Retention {
+                    audit: self.audit_retention,
+                    webhook_events: self.webhook_retention,
+                },
                 stop_rx.clone(),
             )),
+            tokio::spawn(self.dispatcher.clone().run(stop_rx.clone())),
             tokio::spawn(check_upstream_users(
                 self.upstream_client.clone(),
                 self.topology.clone(),

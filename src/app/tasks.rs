@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::AppServices;
-use crate::domain::ports::ChangeLog;
+use crate::domain::ports::{ChangeLog, WebhookStore};
 use crate::net::ReloadableTls;
 use crate::store::SqlStore;
 
@@ -58,6 +58,12 @@ pub(super) async fn refresh_oauth_tokens(
     }
 }
 
+/// How long the store keeps what it prunes.
+pub(super) struct Retention {
+    pub audit: Duration,
+    pub webhook_events: Duration,
+}
+
 /// Keeps the store in shape: the planner's statistics current (so a bulk load does not
 /// leave list queries on a plan chosen for an empty table), and the change log short.
 pub(super) async fn maintain_store(
@@ -65,7 +71,7 @@ pub(super) async fn maintain_store(
     connect: Arc<crate::domain::connect::ConnectSessions>,
     console: Arc<crate::domain::console::ConsoleSessions>,
     audit: Arc<crate::domain::audit::AuditLog>,
-    audit_retention: std::time::Duration,
+    retention: Retention,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -86,7 +92,14 @@ pub(super) async fn maintain_store(
             Ok(n) => tracing::debug!(sessions = n, "forgot expired connect sessions"),
             Err(e) => tracing::warn!(error = %e, "forgetting expired connect sessions failed"),
         }
-        match audit.prune(audit_retention).await {
+        let webhook_before =
+            chrono::Utc::now().timestamp_millis() - retention.webhook_events.as_millis() as i64;
+        match store.prune_webhook_events(webhook_before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(events = n, "forgot webhook events past retention"),
+            Err(e) => tracing::warn!(error = %e, "pruning webhook events failed"),
+        }
+        match audit.prune(retention.audit).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(events = n, "forgot audit events past retention"),
             Err(e) => tracing::warn!(error = %e, "pruning the audit log failed"),

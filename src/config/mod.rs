@@ -156,6 +156,9 @@ pub struct Settings {
     pub console_session_ttl: Duration,
     /// `[audit] retention_days`: audit events older than this are forgotten.
     pub audit_retention: Duration,
+    pub webhook_delivery: crate::domain::webhook::DeliverySettings,
+    /// `[[webhooks]]`, each with its secret read.
+    pub webhooks: Vec<crate::domain::webhook::ConfiguredEndpoint>,
 }
 
 /// `[connect]`: connect sessions' lifetime and where they may send people back to.

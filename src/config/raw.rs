@@ -44,6 +44,58 @@ pub struct RawConfig {
     pub console: RawConsole,
     #[serde(default)]
     pub audit: RawAudit,
+    #[serde(default)]
+    pub webhooks: Vec<RawWebhook>,
+    #[serde(default)]
+    pub webhook_delivery: RawWebhookDelivery,
+}
+
+/// A webhook endpoint: `[[webhooks]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub url: String,
+    /// A file holding the signing secret, `whsec_` and base64.
+    pub secret_file: PathBuf,
+    /// Event types (`data_connection.created`), families (`integration.*`) or `*`; empty:
+    /// every type.
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+/// How webhooks are delivered: `[webhook_delivery]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWebhookDelivery {
+    pub timeout_ms: u64,
+    pub first_retry_ms: u64,
+    pub max_retry_ms: u64,
+    pub horizon_seconds: u64,
+    pub expiring_lead_seconds: Vec<u64>,
+    pub poll_interval_ms: u64,
+    pub expiry_scan_interval_ms: u64,
+    pub allow_private_network: bool,
+    pub retention_days: u64,
+    pub concurrency: usize,
+}
+
+impl Default for RawWebhookDelivery {
+    fn default() -> Self {
+        let d = crate::domain::webhook::DeliverySettings::default();
+        let ms = |d: Duration| d.as_millis() as u64;
+        Self {
+            timeout_ms: ms(d.timeout),
+            first_retry_ms: ms(d.first_retry),
+            max_retry_ms: ms(d.max_retry),
+            horizon_seconds: d.horizon.as_secs(),
+            expiring_lead_seconds: d.expiring_leads.iter().map(Duration::as_secs).collect(),
+            poll_interval_ms: ms(d.poll_interval),
+            expiry_scan_interval_ms: ms(d.expiry_scan_interval),
+            allow_private_network: d.allow_private_network,
+            retention_days: d.retention.as_secs() / 86_400,
+            concurrency: d.concurrency,
+        }
+    }
 }
 
 /// The audit log.

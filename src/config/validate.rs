@@ -11,11 +11,14 @@ use secrecy::SecretString;
 use url::Url;
 
 use super::platforms::validate_platforms;
-use super::raw::{RawConfig, RawConnect, RawOAuth};
+use super::raw::{RawConfig, RawConnect, RawOAuth, RawWebhook, RawWebhookDelivery};
 use super::topology::{validate_regions, validate_teams};
 use super::{ApiSettings, ConnectConfig, DatabaseUrl, GatewaySettings, LogFormat, Settings};
 use crate::domain::oauth::OAuthSettings;
 use crate::domain::topology::{Region, Topology, UpstreamUser};
+use crate::domain::webhook::{
+    ConfiguredEndpoint, DeliverySettings, EventFilter, SigningSecret, parse_endpoint_url,
+};
 
 /// Where the default region's ClickHouse is, when nothing says otherwise.
 pub const DEFAULT_UPSTREAM_URL: &str = "http://127.0.0.1:8123";
@@ -67,6 +70,7 @@ pub(super) fn read_secret_file(what: &str, path: &Path) -> anyhow::Result<Secret
 
 /// Relative paths, like the SQLite URL, are relative to the working directory.
 pub(super) fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
+    let raw_allow_private = raw.webhook_delivery.allow_private_network;
     let api_listen = parse_listen("api.listen", &raw.api.listen)?;
     let gateway_listen = parse_listen("gateway.listen", &raw.gateway.listen)?;
     if raw.api.request_timeout_seconds == 0 {
@@ -249,7 +253,89 @@ pub(super) fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
             }
             Duration::from_secs(days * 86_400)
         },
+        webhook_delivery: validate_webhook_delivery(raw.webhook_delivery)?,
+        webhooks: validate_webhooks(raw.webhooks, raw_allow_private)?,
     })
+}
+
+fn validate_webhook_delivery(raw: RawWebhookDelivery) -> anyhow::Result<DeliverySettings> {
+    let ms = Duration::from_millis;
+    if !(100..=300_000).contains(&raw.timeout_ms) {
+        bail!("webhook_delivery.timeout_ms must be between 100 and 300000");
+    }
+    if raw.first_retry_ms < 10 || raw.max_retry_ms < raw.first_retry_ms {
+        bail!(
+            "webhook_delivery.first_retry_ms must be at least 10 and at most webhook_delivery.max_retry_ms"
+        );
+    }
+    if raw.horizon_seconds == 0 || raw.horizon_seconds > 30 * 86_400 {
+        bail!("webhook_delivery.horizon_seconds must be between 1 and 2592000 (30 days)");
+    }
+    if raw.poll_interval_ms < 10 || raw.expiry_scan_interval_ms < 10 {
+        bail!(
+            "webhook_delivery.poll_interval_ms and webhook_delivery.expiry_scan_interval_ms must be at least 10"
+        );
+    }
+    if raw.expiring_lead_seconds.contains(&0) {
+        bail!(
+            "webhook_delivery.expiring_lead_seconds: a lead time is at least 1 second (expiry itself is data_connection.expired)"
+        );
+    }
+    if !(1..=3650).contains(&raw.retention_days) {
+        bail!("webhook_delivery.retention_days must be between 1 and 3650");
+    }
+    if !(1..=256).contains(&raw.concurrency) {
+        bail!("webhook_delivery.concurrency must be between 1 and 256");
+    }
+    Ok(DeliverySettings {
+        timeout: ms(raw.timeout_ms),
+        first_retry: ms(raw.first_retry_ms),
+        max_retry: ms(raw.max_retry_ms),
+        horizon: Duration::from_secs(raw.horizon_seconds),
+        expiring_leads: raw
+            .expiring_lead_seconds
+            .iter()
+            .map(|s| Duration::from_secs(*s))
+            .collect(),
+        poll_interval: ms(raw.poll_interval_ms),
+        expiry_scan_interval: ms(raw.expiry_scan_interval_ms),
+        allow_private_network: raw.allow_private_network,
+        retention: Duration::from_secs(raw.retention_days * 86_400),
+        concurrency: raw.concurrency,
+    })
+}
+
+fn validate_webhooks(
+    raw: Vec<RawWebhook>,
+    allow_private_network: bool,
+) -> anyhow::Result<Vec<ConfiguredEndpoint>> {
+    let mut endpoints: Vec<ConfiguredEndpoint> = Vec::new();
+    for (i, w) in raw.into_iter().enumerate() {
+        let at = format!("webhooks[{i}]");
+        let url = parse_endpoint_url(&w.url, allow_private_network)
+            .map_err(|e| anyhow::anyhow!("{at}.{e}"))?;
+        let events =
+            EventFilter::parse(&w.events).map_err(|e| anyhow::anyhow!("{at}.events: {e}"))?;
+        let text = read_secret_file(&format!("{at}.secret_file"), &w.secret_file)?;
+        let secret = SigningSecret::parse(secrecy::ExposeSecret::expose_secret(&text)).map_err(|e| {
+            anyhow::anyhow!(
+                "{at}.secret_file: {}: {e} (make one with: echo \"whsec_$(openssl rand -base64 32)\" > {})",
+                w.secret_file.display(),
+                w.secret_file.display()
+            )
+        })?;
+        if endpoints.iter().any(|e| e.url == url) {
+            bail!(
+                "{at}.url: {url} is configured twice; give it one entry with every event it takes"
+            );
+        }
+        endpoints.push(ConfiguredEndpoint {
+            url,
+            events,
+            secret,
+        });
+    }
+    Ok(endpoints)
 }
 
 fn validate_connect(raw: RawConnect) -> anyhow::Result<ConnectConfig> {

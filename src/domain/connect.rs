@@ -528,6 +528,7 @@ impl ConnectSessions {
                         &session.id,
                         StoredStatus::Completed,
                         Some(&connection.key),
+                        Some(&platform.key),
                         None,
                         now,
                     )
@@ -556,6 +557,7 @@ impl ConnectSessions {
                 &session.id,
                 StoredStatus::Failed,
                 None,
+                session.consent.as_ref().map(|c| c.platform.as_str()),
                 Some(error),
                 now_micros(),
             )

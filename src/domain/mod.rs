@@ -16,3 +16,4 @@ pub mod time;
 pub mod token;
 pub mod topology;
 pub mod usage;
+pub mod webhook;

@@ -18,6 +18,7 @@ use super::integration::{ConnectionState, Environment, IntegrationConnection, Li
 use super::time::Timestamp;
 use super::token::{Principal, TokenScope, User};
 use super::usage::Tally;
+use super::webhook::{AfterAttempt, Attempt, Delivery, DeliveryFilter, DueDelivery, Endpoint};
 use crate::crypto::CredentialHash;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -440,11 +441,13 @@ pub trait ConnectSessionStore: Send + Sync {
         now: i64,
     ) -> Result<bool, StoreError>;
     /// Ends a pending or completing session; false if it had already ended.
+    /// Ends a session (`platform`: the one the user chose, for its webhook event).
     async fn finish_connect_session(
         &self,
         id: &str,
         status: StoredStatus,
         connection_key: Option<&str>,
+        platform: Option<&str>,
         error: Option<&str>,
         now: i64,
     ) -> Result<bool, StoreError>;
@@ -494,6 +497,79 @@ pub trait AuditStore: Send + Sync {
     async fn prune_audit_events(&self, before: i64) -> Result<u64, StoreError>;
 }
 
+/// Webhooks (see `domain::webhook`): endpoints, and the outbox's deliveries. Events enter
+/// the outbox inside the store's own writes (each change's transaction); these methods
+/// manage endpoints and move deliveries along.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// Makes the configuration's endpoints the stored `config` ones: these upserted, other
+    /// `config` endpoints (and their deliveries) removed.
+    async fn sync_configured_webhook_endpoints(
+        &self,
+        endpoints: &[Endpoint],
+    ) -> Result<(), StoreError>;
+    async fn insert_webhook_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError>;
+    /// Every endpoint, oldest first.
+    async fn webhook_endpoints(&self) -> Result<Vec<Endpoint>, StoreError>;
+    /// Replaces an API endpoint's sealed secret (a key rotation), if it is still `previous`.
+    async fn reseal_webhook_endpoint(
+        &self,
+        id: &str,
+        previous: &[u8],
+        sealed: &[u8],
+    ) -> Result<bool, StoreError>;
+    /// Removes an endpoint and its deliveries; false if there was none.
+    async fn delete_webhook_endpoint(&self, id: &str) -> Result<bool, StoreError>;
+    /// Leases up to `limit` pending deliveries due by `now` that nobody holds, as `owner`
+    /// until `until` (ms); a delivery is leased by one process at a time.
+    async fn claim_webhook_deliveries(
+        &self,
+        owner: &str,
+        now: i64,
+        until: i64,
+        limit: i64,
+    ) -> Result<Vec<DueDelivery>, StoreError>;
+    /// Records an attempt and what follows it, releasing the lease.
+    async fn record_webhook_attempt(
+        &self,
+        delivery_id: i64,
+        attempt_number: i64,
+        attempt: &Attempt,
+        after: AfterAttempt,
+    ) -> Result<(), StoreError>;
+    /// Gives a lease back untried (the process cannot sign for the endpoint).
+    async fn release_webhook_delivery(
+        &self,
+        delivery_id: i64,
+        owner: &str,
+    ) -> Result<(), StoreError>;
+    /// Newest first, and how many match.
+    async fn list_webhook_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<Delivery>, u64), StoreError>;
+    async fn webhook_delivery(
+        &self,
+        id: i64,
+    ) -> Result<Option<(Delivery, Vec<Attempt>)>, StoreError>;
+    /// Pending deliveries, for `/metrics`.
+    async fn count_pending_webhook_deliveries(&self) -> Result<u64, StoreError>;
+    /// Announces, once per connection and `valid_until`, each lead time (ms, any order)
+    /// `valid_until` has come within, and expiry (`valid_until` ≤ `now`, at most
+    /// `expired_since` ago). Leads a connection passed together are announced once, as
+    /// the shortest. Returns how many events it wrote.
+    async fn announce_expiries(
+        &self,
+        now: i64,
+        leads_ms: &[i64],
+        expired_since: i64,
+    ) -> Result<u64, StoreError>;
+    /// Forgets events older than `before` (ms) that no delivery still waits on.
+    async fn prune_webhook_events(&self, before: i64) -> Result<u64, StoreError>;
+}
+
 /// Every port at once: what a backend implements.
 pub trait Store:
     Health
@@ -507,6 +583,7 @@ pub trait Store:
     + ConnectSessionStore
     + ConsoleSessionStore
     + AuditStore
+    + WebhookStore
     + 'static
 {
 }

@@ -71,7 +71,7 @@ fn is_private_v4(v4: Ipv4Addr) -> bool {
 
 /// Whether a URL's host is inside without asking a resolver: a private address written
 /// out, or a `localhost` name (RFC 6761: always loopback, trailing dot or not).
-fn names_inside(host: &str) -> bool {
+pub fn names_inside(host: &str) -> bool {
     let name = host.trim_end_matches('.').to_ascii_lowercase();
     name == "localhost"
         || name.ends_with(".localhost")

@@ -21,6 +21,7 @@ pub enum Bind {
     OptInt(Option<i64>),
     Bool(bool),
     Bytes(Vec<u8>),
+    OptBytes(Option<Vec<u8>>),
     /// JSON for a JSON column (PostgreSQL's `jsonb`, SQLite's JSON text); `None` is NULL.
     Json(Option<serde_json::Value>),
 }
@@ -64,6 +65,12 @@ impl From<Option<i64>> for Bind {
 impl From<bool> for Bind {
     fn from(v: bool) -> Self {
         Self::Bool(v)
+    }
+}
+
+impl From<Option<&[u8]>> for Bind {
+    fn from(v: Option<&[u8]>) -> Self {
+        Self::OptBytes(v.map(<[u8]>::to_vec))
     }
 }
 
@@ -220,6 +227,7 @@ where
     Option<i64>: Encode<'q, DB> + Type<DB>,
     bool: Encode<'q, DB> + Type<DB>,
     &'q [u8]: Encode<'q, DB> + Type<DB>,
+    Option<&'q [u8]>: Encode<'q, DB> + Type<DB>,
     Option<sqlx::types::Json<&'q serde_json::Value>>: Encode<'q, DB> + Type<DB>,
 {
     let mut query = sqlx::query(statement.sql());
@@ -231,6 +239,7 @@ where
             Bind::OptInt(v) => query.bind(*v),
             Bind::Bool(v) => query.bind(*v),
             Bind::Bytes(v) => query.bind(v.as_slice()),
+            Bind::OptBytes(v) => query.bind(v.as_deref()),
             Bind::Json(v) => query.bind(v.as_ref().map(sqlx::types::Json)),
         };
     }
@@ -291,6 +300,7 @@ where
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
     for<'q> bool: Encode<'q, DB> + Type<DB>,
     for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q [u8]>: Encode<'q, DB> + Type<DB>,
     for<'q> Option<sqlx::types::Json<&'q serde_json::Value>>: Encode<'q, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
     for<'r> Option<i64>: Decode<'r, DB> + Type<DB>,

@@ -26,6 +26,7 @@ use crate::domain::ports::{
 use crate::domain::time::Timestamp;
 use crate::domain::token::{Principal, TokenScope, User};
 use crate::domain::usage::{Tally, Usage};
+use crate::domain::webhook::{EventType, OutboxEvent};
 
 mod dump;
 mod engine;
@@ -33,6 +34,7 @@ pub mod postgres;
 mod row;
 mod sql;
 pub mod sqlite;
+mod webhooks;
 
 pub use dump::{DUMP_FORMAT, DUMP_VERSION, Dump};
 use engine::{Engine, Transaction};
@@ -134,23 +136,61 @@ impl SqlStore {
         .await
     }
 
-    /// Like [`Self::execute_recording`], but a change is recorded even if no row changed
-    /// (the caller's view of the row is then stale, and followers read it again).
-    async fn execute_always_recording(
+    /// A data connection as a write transaction sees it.
+    async fn data_connection_in(
         &self,
-        entity: Entity,
+        tx: &mut Box<dyn Transaction>,
+        id: i64,
+    ) -> Result<Option<DataConnection>, StoreError> {
+        tx.fetch(&self.connections.one(id))
+            .await?
+            .into_iter()
+            .next()
+            .map(|mut r| row::data_connection(&r.text(0)?))
+            .transpose()
+    }
+
+    /// An integration connection as a write transaction sees it, locked until it ends.
+    async fn integration_in(
+        &self,
+        tx: &mut Box<dyn Transaction>,
+        id: &str,
+    ) -> Result<Option<IntegrationConnection>, StoreError> {
+        tx.fetch(&sql::integration_for_update(self.dialect, id))
+            .await?
+            .into_iter()
+            .next()
+            .map(|mut r| row::integration(&mut r))
+            .transpose()
+    }
+
+    /// A write that sets an integration's state (and maybe records a failed refresh),
+    /// recorded as a change even if no row changed; `integration.state_changed` announced
+    /// when the state is not what it was, `integration.refresh_failed` with a failure.
+    async fn write_integration_state(
+        &self,
         id: &str,
         statement: engine::Statement,
+        state: ConnectionState,
+        error: Option<&str>,
+        failure: Option<&RefreshFailure>,
     ) -> Result<ChangeSeq, StoreError> {
-        let seq = self
-            .write_recording(entity, id, move |tx| {
-                Box::pin(async move {
-                    tx.execute(&statement).await?;
-                    Ok(true)
-                })
-            })
-            .await?;
-        Ok(seq.expect("always recorded"))
+        let mut tx = self.writer.begin().await?;
+        let before = self.integration_in(&mut tx, id).await?;
+        tx.execute(&statement).await?;
+        let seq = record_change(&mut tx, Entity::Integration, id).await?;
+        if let Some(before) = before {
+            if before.state != state {
+                let event = OutboxEvent::state_changed(&before, state, error);
+                webhooks::announce(&mut tx, self.dialect, &event).await?;
+            }
+            if let Some(failure) = failure {
+                let event = OutboxEvent::refresh_failed(&before, failure);
+                webhooks::announce(&mut tx, self.dialect, &event).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(seq)
     }
 
     /// Inserts the first token or secret (`insert` returns its id, or no row when one
@@ -345,7 +385,6 @@ impl DataConnectionStore for SqlStore {
         let mut tx = self.writer.begin().await?;
         let id = tx.fetch_one(&statement).await?.int(0)?;
         let seq = record_change(&mut tx, Entity::DataConnection, &id.to_string()).await?;
-        tx.commit().await?;
         let connection = DataConnection {
             id,
             client_type: new.client_type,
@@ -361,6 +400,9 @@ impl DataConnectionStore for SqlStore {
             created_by: new.created_by,
             usage: Usage::default(),
         };
+        let event = OutboxEvent::data_connection(EventType::DataConnectionCreated, &connection);
+        webhooks::announce(&mut tx, self.dialect, &event).await?;
+        tx.commit().await?;
         Ok((connection, seq))
     }
 
@@ -414,12 +456,18 @@ impl DataConnectionStore for SqlStore {
     }
 
     async fn delete_data_connection(&self, id: i64) -> Result<Option<ChangeSeq>, StoreError> {
-        self.execute_recording(
-            Entity::DataConnection,
-            &id.to_string(),
-            sql::delete_data_connection(id),
-        )
-        .await
+        let mut tx = self.writer.begin().await?;
+        let Some(before) = self.data_connection_in(&mut tx, id).await? else {
+            return Ok(None);
+        };
+        if tx.execute(&sql::delete_data_connection(id)).await? == 0 {
+            return Ok(None);
+        }
+        let seq = record_change(&mut tx, Entity::DataConnection, &id.to_string()).await?;
+        let event = OutboxEvent::data_connection(EventType::DataConnectionDeleted, &before);
+        webhooks::announce(&mut tx, self.dialect, &event).await?;
+        tx.commit().await?;
+        Ok(Some(seq))
     }
 
     async fn data_connection_credential(
@@ -449,23 +497,18 @@ impl DataConnectionStore for SqlStore {
         id: i64,
         update: &ConnectionUpdate,
     ) -> Result<Option<(DataConnection, ChangeSeq)>, StoreError> {
-        let Some(seq) = self
-            .execute_recording(
-                Entity::DataConnection,
-                &id.to_string(),
-                sql::update_data_connection(id, update),
-            )
-            .await?
-        else {
+        let mut tx = self.writer.begin().await?;
+        if tx.execute(&sql::update_data_connection(id, update)).await? == 0 {
+            return Ok(None);
+        }
+        let Some(connection) = self.data_connection_in(&mut tx, id).await? else {
             return Ok(None);
         };
-        let connection = self
-            .writer
-            .fetch_optional(&self.connections.one(id))
-            .await?
-            .map(|mut r| row::data_connection(&r.text(0)?))
-            .transpose()?;
-        Ok(connection.map(|c| (c, seq)))
+        let seq = record_change(&mut tx, Entity::DataConnection, &id.to_string()).await?;
+        let event = OutboxEvent::data_connection(EventType::DataConnectionUpdated, &connection);
+        webhooks::announce(&mut tx, self.dialect, &event).await?;
+        tx.commit().await?;
+        Ok(Some((connection, seq)))
     }
 
     async fn add_data_connection_usage(&self, usage: &[(i64, Tally)]) -> Result<(), StoreError> {
@@ -488,16 +531,23 @@ impl DataConnectionStore for SqlStore {
         new_hash: &CredentialHash,
         previous_until: Option<Timestamp>,
     ) -> Result<Option<ChangeSeq>, StoreError> {
-        self.execute_recording(
-            Entity::DataConnection,
-            &id.to_string(),
-            sql::rotate_data_connection_password(
-                id,
-                new_hash,
-                previous_until.map(Timestamp::as_millis),
-            ),
-        )
-        .await
+        let rotate = sql::rotate_data_connection_password(
+            id,
+            new_hash,
+            previous_until.map(Timestamp::as_millis),
+        );
+        let mut tx = self.writer.begin().await?;
+        if tx.execute(&rotate).await? == 0 {
+            return Ok(None);
+        }
+        let Some(connection) = self.data_connection_in(&mut tx, id).await? else {
+            return Ok(None);
+        };
+        let seq = record_change(&mut tx, Entity::DataConnection, &id.to_string()).await?;
+        let event = OutboxEvent::password_rotated(&connection, previous_until);
+        webhooks::announce(&mut tx, self.dialect, &event).await?;
+        tx.commit().await?;
+        Ok(Some(seq))
     }
 }
 
@@ -580,6 +630,8 @@ impl IntegrationStore for SqlStore {
     ) -> Result<ChangeSeq, StoreError> {
         let insert = sql::insert_integration(c, sealed_credentials);
         let tags: Vec<_> = c.tags.iter().map(|t| sql::insert_tag(&c.id, t)).collect();
+        let event = OutboxEvent::integration(EventType::IntegrationCreated, c);
+        let dialect = self.dialect;
         let seq = self
             .write_recording(Entity::Integration, &c.id, move |tx| {
                 Box::pin(async move {
@@ -587,6 +639,7 @@ impl IntegrationStore for SqlStore {
                     for tag in &tags {
                         tx.execute(tag).await?;
                     }
+                    webhooks::announce(tx, dialect, &event).await?;
                     Ok(true)
                 })
             })
@@ -634,6 +687,8 @@ impl IntegrationStore for SqlStore {
         let update = sql::update_integration(c, previous_version);
         let delete_tags = sql::delete_tags(&c.id);
         let tags: Vec<_> = c.tags.iter().map(|t| sql::insert_tag(&c.id, t)).collect();
+        let event = OutboxEvent::integration(EventType::IntegrationUpdated, c);
+        let dialect = self.dialect;
         self.write_recording(Entity::Integration, &c.id, move |tx| {
             Box::pin(async move {
                 // Only if nobody changed it meanwhile.
@@ -644,6 +699,7 @@ impl IntegrationStore for SqlStore {
                 for tag in &tags {
                     tx.execute(tag).await?;
                 }
+                webhooks::announce(tx, dialect, &event).await?;
                 Ok(true)
             })
         })
@@ -655,12 +711,22 @@ impl IntegrationStore for SqlStore {
         environment: Environment,
         id: &str,
     ) -> Result<Option<ChangeSeq>, StoreError> {
-        self.execute_recording(
-            Entity::Integration,
-            id,
-            sql::delete_integration(environment, id),
-        )
-        .await
+        let mut tx = self.writer.begin().await?;
+        let Some(before) = self.integration_in(&mut tx, id).await? else {
+            return Ok(None);
+        };
+        if tx
+            .execute(&sql::delete_integration(environment, id))
+            .await?
+            == 0
+        {
+            return Ok(None);
+        }
+        let seq = record_change(&mut tx, Entity::Integration, id).await?;
+        let event = OutboxEvent::integration(EventType::IntegrationDeleted, &before);
+        webhooks::announce(&mut tx, self.dialect, &event).await?;
+        tx.commit().await?;
+        Ok(Some(seq))
     }
 
     async fn set_integration_state(
@@ -670,12 +736,9 @@ impl IntegrationStore for SqlStore {
         error: Option<&str>,
         at: i64,
     ) -> Result<ChangeSeq, StoreError> {
-        self.execute_always_recording(
-            Entity::Integration,
-            id,
-            sql::set_integration_state(id, state, error, at),
-        )
-        .await
+        let statement = sql::set_integration_state(id, state, error, at);
+        self.write_integration_state(id, statement, state, error, None)
+            .await
     }
 
     async fn set_integration_credentials(
@@ -684,12 +747,9 @@ impl IntegrationStore for SqlStore {
         sealed_credentials: &[u8],
         expires_at: Option<i64>,
     ) -> Result<ChangeSeq, StoreError> {
+        let statement = sql::set_integration_credentials(id, sealed_credentials, expires_at);
         let seq = self
-            .execute_always_recording(
-                Entity::Integration,
-                id,
-                sql::set_integration_credentials(id, sealed_credentials, expires_at),
-            )
+            .write_integration_state(id, statement, ConnectionState::Unknown, None, None)
             .await?;
         self.services.purge_replaced().await;
         Ok(seq)
@@ -780,12 +840,10 @@ impl RefreshStore for SqlStore {
         expires_at: i64,
         at: i64,
     ) -> Result<ChangeSeq, StoreError> {
+        let statement =
+            sql::store_refreshed_credentials(id, owner, sealed_credentials, expires_at, at);
         let seq = self
-            .execute_always_recording(
-                Entity::Integration,
-                id,
-                sql::store_refreshed_credentials(id, owner, sealed_credentials, expires_at, at),
-            )
+            .write_integration_state(id, statement, ConnectionState::Operational, None, None)
             .await?;
         self.services.purge_replaced().await;
         Ok(seq)
@@ -797,10 +855,13 @@ impl RefreshStore for SqlStore {
         owner: &str,
         failure: &RefreshFailure,
     ) -> Result<ChangeSeq, StoreError> {
-        self.execute_always_recording(
-            Entity::Integration,
+        let statement = sql::record_refresh_failure(id, owner, failure);
+        self.write_integration_state(
             id,
-            sql::record_refresh_failure(id, owner, failure),
+            statement,
+            failure.state,
+            Some(&failure.error),
+            Some(failure),
         )
         .await
     }
@@ -883,20 +944,32 @@ impl ConnectSessionStore for SqlStore {
         id: &str,
         status: StoredStatus,
         connection_key: Option<&str>,
+        platform: Option<&str>,
         error: Option<&str>,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let changed = self
-            .writer
-            .execute(&sql::finish_connect_session(
-                id,
-                status,
-                connection_key,
-                error,
-                now,
-            ))
-            .await?;
-        Ok(changed == 1)
+        let mut tx = self.writer.begin().await?;
+        let Some(mut session) = tx
+            .fetch(&sql::connect_session(id))
+            .await?
+            .into_iter()
+            .next()
+            .map(row::connect_session)
+            .transpose()?
+        else {
+            return Ok(false);
+        };
+        let finish = sql::finish_connect_session(id, status, connection_key, error, now);
+        if tx.execute(&finish).await? != 1 {
+            return Ok(false);
+        }
+        session.connection_key = connection_key.map(str::to_owned);
+        session.error = error.map(str::to_owned);
+        let completed = status == StoredStatus::Completed;
+        let event = OutboxEvent::connect_session(completed, &session, platform);
+        webhooks::announce(&mut tx, self.dialect, &event).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn delete_connect_sessions_expired_before(&self, before: i64) -> Result<u64, StoreError> {

@@ -11,6 +11,7 @@ use crate::domain::connect::{ConnectSession, PendingConsent, StoredStatus};
 use crate::domain::console::ConsoleActorRef;
 use crate::domain::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
 use crate::domain::ports::{ConnectionUpdate, Entity, PageStart, RefreshFailure};
+use crate::domain::webhook::{AfterAttempt, Attempt, DeliveryFilter, Endpoint, OutboxEvent};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -53,6 +54,23 @@ impl Dialect {
         match self {
             Self::Sqlite => PageShape::JsonArray,
             Self::Postgres => PageShape::Rows,
+        }
+    }
+
+    /// Where a string occurs in another (`(haystack, needle)`, 0 if nowhere).
+    fn position(self) -> &'static str {
+        match self {
+            Self::Sqlite => "instr",
+            Self::Postgres => "strpos",
+        }
+    }
+
+    /// Locks the rows a read inside a write transaction returns, until it ends. SQLite has
+    /// one writer, so a write transaction's reads are locked already.
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Self::Sqlite => "",
+            Self::Postgres => "FOR UPDATE",
         }
     }
 
@@ -604,6 +622,15 @@ pub fn get_integration(environment: Environment, id: &str) -> Statement {
         "SELECT {INTEGRATION_COLUMNS} FROM integration_connections c WHERE c.environment = $1 AND c.id = $2"
     ))
     .bind(environment.as_str())
+    .bind(id)
+    .returns(INTEGRATION_KINDS)
+}
+
+pub fn integration_for_update(d: Dialect, id: &str) -> Statement {
+    Statement::new(format!(
+        "SELECT {INTEGRATION_COLUMNS} FROM integration_connections c WHERE c.id = $1 {}",
+        d.for_update()
+    ))
     .bind(id)
     .returns(INTEGRATION_KINDS)
 }
@@ -1175,4 +1202,283 @@ pub fn audit_events(filter: &AuditFilter, offset: i64, limit: i64) -> (Statement
 
 pub fn prune_audit_events(before: i64) -> Statement {
     Statement::new("DELETE FROM audit_events WHERE at < $1").bind(before)
+}
+
+// ----------------------------------------------------------------------------------------
+// Webhooks: endpoints, the outbox, deliveries and their attempts, expiry notices
+
+pub fn insert_webhook_event(e: &OutboxEvent) -> Statement {
+    Statement::new(
+        "INSERT INTO webhook_events (id, event_type, occurred_at, body) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(e.id.as_str())
+    .bind(e.event_type.as_str())
+    .bind(e.occurred_at.as_millis())
+    .bind(e.body.as_str())
+}
+
+/// A delivery for every endpoint that takes the event's type, due at once.
+pub fn fan_out_webhook_event(d: Dialect, e: &OutboxEvent) -> Statement {
+    Statement::new(format!(
+        "INSERT INTO webhook_deliveries (event_id, endpoint_id, state, attempts, next_attempt_at, \
+         lease_until, created_at) SELECT $1, id, 'pending', 0, $2, 0, $2 FROM webhook_endpoints \
+         WHERE events = '*' OR {}(events, $3) > 0",
+        d.position()
+    ))
+    .bind(e.id.as_str())
+    .bind(e.occurred_at.as_millis())
+    .bind(format!(",{},", e.event_type.as_str()))
+}
+
+const WEBHOOK_ENDPOINT_COLUMNS: &str =
+    "w.id, w.source, w.url, w.events, w.created_at, w.sealed_secret";
+pub const WEBHOOK_ENDPOINT_KINDS: &[Kind] = {
+    use Kind::{Bytes, Int, Text};
+    &[Text, Text, Text, Text, Int, Bytes]
+};
+
+/// Inserts an endpoint, or (a configured one seen again) updates its URL and events.
+pub fn upsert_webhook_endpoint(e: &Endpoint) -> Statement {
+    Statement::new(
+        "INSERT INTO webhook_endpoints (id, source, url, events, sealed_secret, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (id) DO UPDATE SET url = excluded.url, events = excluded.events",
+    )
+    .bind(e.id.as_str())
+    .bind(e.source.as_str())
+    .bind(e.url.as_str())
+    .bind(e.events.stored())
+    .bind(e.sealed_secret.as_deref())
+    .bind(e.created_at.as_millis())
+}
+
+pub fn webhook_endpoints() -> Statement {
+    Statement::new(format!(
+        "SELECT {WEBHOOK_ENDPOINT_COLUMNS} FROM webhook_endpoints w ORDER BY w.created_at, w.id"
+    ))
+    .returns(WEBHOOK_ENDPOINT_KINDS)
+}
+
+pub fn reseal_webhook_endpoint(id: &str, previous: &[u8], sealed: &[u8]) -> Statement {
+    Statement::new(
+        "UPDATE webhook_endpoints SET sealed_secret = $1 WHERE id = $2 AND sealed_secret = $3",
+    )
+    .bind(sealed)
+    .bind(id)
+    .bind(previous)
+}
+
+/// An endpoint's deliveries' attempts, its deliveries, then the endpoint.
+pub fn delete_webhook_endpoint(id: &str) -> [Statement; 3] {
+    [
+        Statement::new(
+            "DELETE FROM webhook_attempts WHERE delivery_id IN \
+             (SELECT id FROM webhook_deliveries WHERE endpoint_id = $1)",
+        )
+        .bind(id),
+        Statement::new("DELETE FROM webhook_deliveries WHERE endpoint_id = $1").bind(id),
+        Statement::new("DELETE FROM webhook_endpoints WHERE id = $1").bind(id),
+    ]
+}
+
+/// Leases due, unleased deliveries. The outer conditions are checked again on each row as
+/// it is locked (PostgreSQL re-reads a row another transaction changed meanwhile), so two
+/// processes claiming at once never both take one.
+pub fn claim_webhook_deliveries(owner: &str, now: i64, until: i64, limit: i64) -> Statement {
+    Statement::new(format!(
+        "UPDATE webhook_deliveries SET lease_owner = $1, lease_until = $2 \
+         WHERE id IN (SELECT id FROM webhook_deliveries WHERE state = 'pending' \
+         AND next_attempt_at <= $3 AND lease_until <= $3 ORDER BY next_attempt_at LIMIT {}) \
+         AND state = 'pending' AND lease_until <= $3",
+        page_size_literal(limit)
+    ))
+    .bind(owner)
+    .bind(until)
+    .bind(now)
+}
+
+pub fn claimed_webhook_deliveries(owner: &str) -> Statement {
+    Statement::new(format!(
+        "SELECT d.id, d.attempts, e.id, e.event_type, e.occurred_at, e.body, {WEBHOOK_ENDPOINT_COLUMNS} \
+         FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id \
+         JOIN webhook_endpoints w ON w.id = d.endpoint_id \
+         WHERE d.lease_owner = $1 AND d.state = 'pending' ORDER BY d.id"
+    ))
+    .bind(owner)
+    .returns(CLAIMED_DELIVERY_KINDS)
+}
+
+/// The delivery's id and attempts, its event's columns, then [`WEBHOOK_ENDPOINT_KINDS`].
+const CLAIMED_DELIVERY_KINDS: &[Kind] = {
+    use Kind::{Bytes, Int, Text};
+    &[
+        Int, Int, Text, Text, Int, Text, Text, Text, Text, Text, Int, Bytes,
+    ]
+};
+
+/// Recorded once even if two processes tried the same delivery (a lease ran out).
+pub fn insert_webhook_attempt(delivery_id: i64, number: i64, a: &Attempt) -> Statement {
+    Statement::new(
+        "INSERT INTO webhook_attempts (delivery_id, attempt, at, status, latency_ms, error) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (delivery_id, attempt) DO NOTHING",
+    )
+    .bind(delivery_id)
+    .bind(number)
+    .bind(a.at.as_millis())
+    .bind(a.status.map(i64::from))
+    .bind(a.latency_ms)
+    .bind(a.error.as_deref())
+}
+
+/// A delivery another process delivered meanwhile stays delivered.
+pub fn finish_webhook_attempt(delivery_id: i64, a: &Attempt, after: AfterAttempt) -> Statement {
+    let at = a.at.as_millis();
+    let (state, next, delivered) = match after {
+        AfterAttempt::Delivered => ("delivered", at, Some(at)),
+        AfterAttempt::RetryAt(next) => ("pending", next.as_millis(), None),
+        AfterAttempt::GiveUp => ("failed", at, None),
+    };
+    Statement::new(
+        "UPDATE webhook_deliveries SET state = $1, attempts = attempts + 1, next_attempt_at = $2, \
+         lease_owner = NULL, lease_until = 0, last_status = $3, last_error = $4, \
+         last_attempt_at = $5, delivered_at = $6 WHERE id = $7 AND state = 'pending'",
+    )
+    .bind(state)
+    .bind(next)
+    .bind(a.status.map(i64::from))
+    .bind(a.error.as_deref())
+    .bind(at)
+    .bind(delivered)
+    .bind(delivery_id)
+}
+
+pub fn release_webhook_delivery(delivery_id: i64, owner: &str) -> Statement {
+    Statement::new(
+        "UPDATE webhook_deliveries SET lease_owner = NULL, lease_until = 0 \
+         WHERE id = $1 AND lease_owner = $2",
+    )
+    .bind(delivery_id)
+    .bind(owner)
+}
+
+const WEBHOOK_DELIVERY_COLUMNS: &str = "d.id, d.event_id, e.event_type, d.endpoint_id, d.state, \
+     d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.last_attempt_at, \
+     d.delivered_at, d.created_at";
+pub const WEBHOOK_DELIVERY_KINDS: &[Kind] = {
+    use Kind::{Int, Text};
+    &[
+        Int, Text, Text, Text, Text, Int, Int, Int, Text, Int, Int, Int,
+    ]
+};
+
+/// A page of deliveries newest first, and the count, over the same filter.
+pub fn webhook_deliveries(
+    filter: &DeliveryFilter,
+    offset: i64,
+    limit: i64,
+) -> (Statement, Statement) {
+    let mut b = Binder::default();
+    let mut clauses = Vec::new();
+    if let Some(state) = filter.state {
+        clauses.push(format!("d.state = {}", b.bind(state.as_str())));
+    }
+    if let Some(endpoint) = &filter.endpoint_id {
+        clauses.push(format!("d.endpoint_id = {}", b.bind(endpoint.as_str())));
+    }
+    if let Some(t) = filter.event_type {
+        clauses.push(format!("e.event_type = {}", b.bind(t.as_str())));
+    }
+    let clause = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let filter_binds = b.binds.clone();
+    let offset_at = b.bind(offset);
+    let from = "FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id";
+    let page = Statement::new(format!(
+        "SELECT {WEBHOOK_DELIVERY_COLUMNS} {from} {clause} ORDER BY d.id DESC LIMIT {} OFFSET {offset_at}",
+        page_size_literal(limit)
+    ))
+    .bind_all(b.binds)
+    .returns(WEBHOOK_DELIVERY_KINDS);
+    let count = Statement::new(format!("SELECT CAST(COUNT(*) AS BIGINT) {from} {clause}"))
+        .bind_all(filter_binds)
+        .returns(&[Kind::Int]);
+    (page, count)
+}
+
+pub fn webhook_delivery(id: i64) -> Statement {
+    Statement::new(format!(
+        "SELECT {WEBHOOK_DELIVERY_COLUMNS} FROM webhook_deliveries d \
+         JOIN webhook_events e ON e.id = d.event_id WHERE d.id = $1"
+    ))
+    .bind(id)
+    .returns(WEBHOOK_DELIVERY_KINDS)
+}
+
+pub fn webhook_attempts(delivery_id: i64) -> Statement {
+    Statement::new(
+        "SELECT at, status, latency_ms, error FROM webhook_attempts WHERE delivery_id = $1 \
+         ORDER BY attempt",
+    )
+    .bind(delivery_id)
+    .returns(&[Kind::Int, Kind::Int, Kind::Int, Kind::Text])
+}
+
+pub fn count_pending_webhook_deliveries() -> Statement {
+    Statement::new(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM webhook_deliveries WHERE state = 'pending'",
+    )
+    .returns(&[Kind::Int])
+}
+
+/// Connections whose `valid_until` lies in `(after, by]` and that have no notice for
+/// `lead_ms` at that `valid_until` yet.
+pub fn unannounced_expiries(after: i64, by: i64, lead_ms: i64, limit: i64) -> Statement {
+    Statement::new(format!(
+        "SELECT c.id, c.valid_until FROM data_connections c \
+         WHERE c.valid_until > $1 AND c.valid_until <= $2 AND NOT EXISTS \
+         (SELECT 1 FROM webhook_expiry_notices n WHERE n.connection_id = c.id \
+         AND n.valid_until = c.valid_until AND n.lead_ms = $3) ORDER BY c.valid_until LIMIT {}",
+        page_size_literal(limit)
+    ))
+    .bind(after)
+    .bind(by)
+    .bind(lead_ms)
+    .returns(&[Kind::Int, Kind::Int])
+}
+
+pub fn insert_expiry_notice(connection_id: i64, valid_until: i64, lead_ms: i64) -> Statement {
+    Statement::new(
+        "INSERT INTO webhook_expiry_notices (connection_id, valid_until, lead_ms) \
+         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(connection_id)
+    .bind(valid_until)
+    .bind(lead_ms)
+}
+
+/// Done events (every delivery delivered or given up, or none) older than `$1`, with
+/// their deliveries and attempts; and notices for expiries that long past.
+pub fn prune_webhook_events(before: i64) -> [Statement; 4] {
+    [
+        Statement::new(
+            "DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT d.id FROM \
+             webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id \
+             WHERE e.occurred_at < $1 AND d.state <> 'pending')",
+        )
+        .bind(before),
+        Statement::new(
+            "DELETE FROM webhook_deliveries WHERE state <> 'pending' AND event_id IN \
+             (SELECT id FROM webhook_events WHERE occurred_at < $1)",
+        )
+        .bind(before),
+        Statement::new(
+            "DELETE FROM webhook_events WHERE occurred_at < $1 AND NOT EXISTS \
+             (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = webhook_events.id)",
+        )
+        .bind(before),
+        Statement::new("DELETE FROM webhook_expiry_notices WHERE valid_until < $1").bind(before),
+    ]
 }

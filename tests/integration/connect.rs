@@ -335,7 +335,7 @@ fn location(resp: &reqwest::Response) -> String {
 }
 
 /// Presses the page's sign-in button: the provider's authorization URL.
-async fn sign_in(link: &str) -> url::Url {
+pub async fn sign_in(link: &str) -> url::Url {
     let resp = browser()
         .post(format!("{link}/oauth"))
         .form(&[("platform", "acme")])
@@ -347,7 +347,7 @@ async fn sign_in(link: &str) -> url::Url {
 }
 
 /// Follows `url` (the provider's consent) to the callback; returns the callback's answer.
-async fn consent_and_return(authorize: &url::Url) -> reqwest::Response {
+pub async fn consent_and_return(authorize: &url::Url) -> reqwest::Response {
     let resp = browser().get(authorize.as_str()).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     browser().get(location(&resp)).send().await.unwrap()

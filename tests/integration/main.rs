@@ -24,3 +24,4 @@ mod replicas;
 mod store_contract;
 mod tls;
 mod vault;
+mod webhooks;

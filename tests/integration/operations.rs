@@ -30,6 +30,27 @@ const ROUTES: &[(&str, &str, &[u16])] = &[
         "/api/v1/audit-events",
         &[200, 401, 403, 422, 500, 503],
     ),
+    ("get", "/api/v1/webhooks", &[200, 401, 403, 500, 503]),
+    (
+        "post",
+        "/api/v1/webhooks",
+        &[201, 400, 401, 403, 413, 415, 422, 500, 503],
+    ),
+    (
+        "delete",
+        "/api/v1/webhooks/{id}",
+        &[204, 401, 403, 404, 409, 500, 503],
+    ),
+    (
+        "get",
+        "/api/v1/webhook-deliveries",
+        &[200, 401, 403, 422, 500, 503],
+    ),
+    (
+        "get",
+        "/api/v1/webhook-deliveries/{id}",
+        &[200, 401, 403, 404, 500, 503],
+    ),
     (
         "patch",
         "/api/v1/connections/{id}",

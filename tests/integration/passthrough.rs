@@ -449,7 +449,10 @@ async fn refusals_timeouts_redirects_and_large_bodies() {
 #[tokio::test]
 async fn master_key_rotation_keeps_every_secret_readable_without_downtime() {
     let base = platform().await;
-    let platforms = config(&base);
+    let platforms = format!(
+        "[webhook_delivery]\nallow_private_network = true\npoll_interval_ms = 50\n{}",
+        config(&base)
+    );
     let mut server = TestServer::start(&platforms).await;
     let conn = connect(
         &server,
@@ -461,6 +464,22 @@ async fn master_key_rotation_keeps_every_secret_readable_without_downtime() {
     let (_, user, password) = server
         .create_connection(json!({"client_type": "clickhouse"}))
         .await;
+    // A webhook endpoint made through the API: its signing secret is sealed too.
+    let receiver = crate::webhooks::Receiver::start().await;
+    let hook = server
+        .post_json(
+            "/api/v1/webhooks",
+            &json!({"url": format!("{}/hook", receiver.base), "events": ["data_connection.deleted"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hook.status(), StatusCode::CREATED);
+    let hook: Value = hook.json().await.unwrap();
+    let hook_secret = hook["data"]["attributes"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let old_key = server.master_key_path();
     let next_key = server.dir.join("next.key");
     std::fs::write(&next_key, "bmV4dC1tYXN0ZXIta2V5LWZvci10aGUtcm90YXRpb24=\n").unwrap();
@@ -488,7 +507,7 @@ async fn master_key_rotation_keeps_every_secret_readable_without_downtime() {
         "--new-key-file",
         next_key.to_str().unwrap(),
     ]);
-    assert!(out.contains("re-encrypted 2 secrets"), "{out}");
+    assert!(out.contains("re-encrypted 3 secrets"), "{out}");
     assert_eq!(
         injected(&server).await,
         "sealed-before-rotation",
@@ -519,6 +538,19 @@ async fn master_key_rotation_keeps_every_secret_readable_without_downtime() {
         StatusCode::FORBIDDEN,
         "the issued password still verifies"
     );
+    let (id, _, _) = server
+        .create_connection(json!({"client_type": "clickhouse"}))
+        .await;
+    let deleted = server
+        .delete(&format!("/api/v1/connections/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    receiver
+        .wait_for("a delivery signed after the rotation", |r| !r.is_empty())
+        .await;
+    assert!(receiver.received()[0].signed_with(&hook_secret));
 
     // 4. The old key alone is refused now.
     server.stop();

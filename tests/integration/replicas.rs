@@ -682,3 +682,74 @@ async fn rotations_and_in_place_changes_reach_the_other_replica_within_a_second(
         "replica 2 saw: the rotated password after {seen:?}, a narrowed allowlist after {narrowed:?}, a widened one after {widened:?}"
     );
 }
+
+#[tokio::test]
+async fn two_replicas_deliver_each_webhook_event_once() {
+    use crate::webhooks::{Receiver, secret_file, webhook_config};
+    use std::collections::HashMap;
+
+    let receiver = Receiver::start().await;
+    let (_dir, secret_path, secret) = secret_file();
+    let config = webhook_config(&format!("{}/hook", receiver.base), &secret_path, "");
+    let one = TestServer::start_postgres(&config, None, &[]).await;
+    let two = TestServer::start_postgres(&config, one.database_url.as_deref(), &[]).await;
+
+    // Both replicas claim at once: events made on either, delivered while the receiver
+    // answers, then while it is down (both retrying) and after it is back.
+    let create_on_both = |n: usize| {
+        let creates = (0..n)
+            .flat_map(|_| [&one, &two])
+            .map(|server| server.create_connection(json!({"client_type": "clickhouse"})));
+        futures_util::future::join_all(creates)
+    };
+    create_on_both(20).await;
+    receiver.set_failing(true);
+    create_on_both(10).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    receiver.set_failing(false);
+    receiver
+        .wait_for("60 events", |r| {
+            r.iter()
+                .map(|x| &x.id)
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                == 60
+        })
+        .await;
+    // Time for any second delivery to show itself.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let received = receiver.received();
+    let mut copies: HashMap<&str, usize> = HashMap::new();
+    for r in &received {
+        assert!(r.signed_with(&secret));
+        *copies.entry(r.id.as_str()).or_default() += 1;
+    }
+    let twice: Vec<_> = copies.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    assert_eq!(received.len(), 60);
+    crate::webhooks::deliveries_until(
+        &two,
+        "state=delivered&per_page=100",
+        "all delivered",
+        |rows| rows.len() == 60,
+    )
+    .await;
+    // And both did their share.
+    let mut shares = Vec::new();
+    for server in [&one, &two] {
+        let metrics = crate::webhooks::metrics(server).await;
+        let delivered: u64 = metrics
+            .lines()
+            .find(|l| l.starts_with("switchboard_webhook_attempts_total{outcome=\"delivered\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        shares.push(delivered);
+    }
+    println!("deliveries per replica: {shares:?}");
+    assert_eq!(shares.iter().sum::<u64>(), 60, "{shares:?}");
+    assert!(
+        shares.iter().all(|n| *n > 0),
+        "one replica did it all: {shares:?}"
+    );
+}

@@ -1003,13 +1003,20 @@ pub async fn connect_sessions(store: Arc<SqlStore>) {
 
     assert!(
         store
-            .finish_connect_session(&one.id, StoredStatus::Completed, Some("key-1"), None, 600)
+            .finish_connect_session(
+                &one.id,
+                StoredStatus::Completed,
+                Some("key-1"),
+                Some("acme"),
+                None,
+                600
+            )
             .await
             .unwrap()
     );
     assert!(
         !store
-            .finish_connect_session(&one.id, StoredStatus::Failed, None, Some("late"), 700)
+            .finish_connect_session(&one.id, StoredStatus::Failed, None, None, Some("late"), 700)
             .await
             .unwrap()
     );
@@ -1040,7 +1047,14 @@ pub async fn connect_sessions(store: Arc<SqlStore>) {
     );
     assert!(
         store
-            .finish_connect_session(&three.id, StoredStatus::Failed, None, Some("why"), 900)
+            .finish_connect_session(
+                &three.id,
+                StoredStatus::Failed,
+                None,
+                None,
+                Some("why"),
+                900
+            )
             .await
             .unwrap()
     );
@@ -1578,6 +1592,219 @@ pub async fn audit_events(store: Arc<SqlStore>) {
     assert_eq!(count(AuditFilter::default()).await, 2);
 }
 
+/// The webhook outbox: a change's event becomes a delivery for each endpoint that takes
+/// its type; a lease keeps it to one claimant; attempts move it along; expiries are
+/// announced once per lead; done events are pruned.
+async fn webhook_outbox(store: Arc<SqlStore>) {
+    use switchboard::domain::webhook::{
+        AfterAttempt, Attempt, DeliveryFilter, DeliveryState, Endpoint, EndpointSource, EventFilter,
+    };
+    let endpoint = |id: &str, events: &[&str]| Endpoint {
+        id: id.into(),
+        source: EndpointSource::Api,
+        url: url::Url::parse(&format!("https://{id}.example/hook")).unwrap(),
+        events: EventFilter::parse(&events.iter().map(|e| e.to_string()).collect::<Vec<_>>())
+            .unwrap(),
+        created_at: Timestamp::from_millis(1),
+        sealed_secret: Some(vec![1, 2, 3]),
+    };
+    store
+        .insert_webhook_endpoint(&endpoint("all", &[]))
+        .await
+        .unwrap();
+    store
+        .insert_webhook_endpoint(&endpoint("deletes", &["data_connection.deleted"]))
+        .await
+        .unwrap();
+    // Configured endpoints are synced: added, then dropped when gone from the config.
+    let configured = Endpoint {
+        source: EndpointSource::Config,
+        sealed_secret: None,
+        ..endpoint("cfg", &["integration.*"])
+    };
+    store
+        .sync_configured_webhook_endpoints(std::slice::from_ref(&configured))
+        .await
+        .unwrap();
+    assert_eq!(store.webhook_endpoints().await.unwrap().len(), 3);
+    store.sync_configured_webhook_endpoints(&[]).await.unwrap();
+    let endpoints = store.webhook_endpoints().await.unwrap();
+    assert_eq!(
+        endpoints.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["all", "deletes"]
+    );
+    assert_eq!(
+        endpoints[0].sealed_secret.as_deref(),
+        Some(&[1u8, 2, 3][..])
+    );
+
+    let (connection, _) = store
+        .insert_data_connection(new_connection("hooked", TeamScope::All))
+        .await
+        .unwrap();
+    store
+        .delete_data_connection(connection.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let (all, total) = store
+        .list_webhook_deliveries(&DeliveryFilter::default(), 0, 50)
+        .await
+        .unwrap();
+    assert_eq!(total, 3, "created to one endpoint, deleted to both");
+    assert!(
+        all.iter()
+            .all(|d| d.state == DeliveryState::Pending && d.attempts == 0)
+    );
+
+    // One claimant at a time.
+    let now = Timestamp::now().as_millis();
+    let claimed = store
+        .claim_webhook_deliveries("a:1", now, now + 60_000, 2)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    let rest = store
+        .claim_webhook_deliveries("b:1", now, now + 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert!(
+        store
+            .claim_webhook_deliveries("c:1", now, now + 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let first = &claimed[0];
+    assert!(first.body.contains(&format!("\"id\":{}", connection.id)));
+    assert!(first.event_id.starts_with("msg_"));
+
+    // A failure schedules a retry; a success delivers; giving up fails.
+    let attempt = |status| Attempt {
+        at: Timestamp::from_millis(now),
+        status,
+        latency_ms: 7,
+        error: Some("the endpoint answered 503".into()),
+    };
+    store
+        .record_webhook_attempt(
+            first.id,
+            1,
+            &attempt(Some(503)),
+            AfterAttempt::RetryAt(Timestamp::from_millis(now + 1_000)),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_webhook_deliveries("c:2", now + 999, now + 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not before its time"
+    );
+    let again = store
+        .claim_webhook_deliveries("c:3", now + 1_000, now + 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!((again.len(), again[0].attempts), (1, 1));
+    store
+        .record_webhook_attempt(
+            first.id,
+            2,
+            &Attempt {
+                error: None,
+                ..attempt(Some(200))
+            },
+            AfterAttempt::Delivered,
+        )
+        .await
+        .unwrap();
+    store
+        .record_webhook_attempt(claimed[1].id, 1, &attempt(None), AfterAttempt::GiveUp)
+        .await
+        .unwrap();
+    // A lease given back untried is claimable at once.
+    store
+        .release_webhook_delivery(rest[0].id, "b:1")
+        .await
+        .unwrap();
+    assert_eq!(store.count_pending_webhook_deliveries().await.unwrap(), 1);
+    let (delivery, attempts) = store.webhook_delivery(first.id).await.unwrap().unwrap();
+    assert_eq!(delivery.state, DeliveryState::Delivered);
+    assert_eq!(delivery.last_status, Some(200));
+    assert_eq!(
+        attempts.iter().map(|a| a.status).collect::<Vec<_>>(),
+        [Some(503), Some(200)]
+    );
+    let failed = DeliveryFilter {
+        state: Some(DeliveryState::Failed),
+        ..DeliveryFilter::default()
+    };
+    assert_eq!(
+        store
+            .list_webhook_deliveries(&failed, 0, 50)
+            .await
+            .unwrap()
+            .1,
+        1
+    );
+
+    // Expiries: once per connection and lead, the nearest lead when several apply.
+    let day = 86_400_000;
+    let soon = NewDataConnection {
+        valid_until: Some(Timestamp::from_millis(now + day / 2)),
+        ..new_connection("soon", TeamScope::All)
+    };
+    store.insert_data_connection(soon).await.unwrap();
+    let leads = [7 * day, day];
+    assert_eq!(store.announce_expiries(now, &leads, day).await.unwrap(), 1);
+    assert_eq!(store.announce_expiries(now, &leads, day).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .announce_expiries(now + day, &leads, day)
+            .await
+            .unwrap(),
+        1,
+        "then expired"
+    );
+    let expiring = DeliveryFilter {
+        event_type: Some(switchboard::domain::webhook::EventType::DataConnectionExpiring),
+        ..DeliveryFilter::default()
+    };
+    assert_eq!(
+        store
+            .list_webhook_deliveries(&expiring, 0, 50)
+            .await
+            .unwrap()
+            .1,
+        1
+    );
+
+    // Done events older than the cut are forgotten; pending ones stay.
+    store.prune_webhook_events(now + 2 * day).await.unwrap();
+    let (left, _) = store
+        .list_webhook_deliveries(&DeliveryFilter::default(), 0, 50)
+        .await
+        .unwrap();
+    assert!(
+        left.iter().all(|d| d.state == DeliveryState::Pending),
+        "{left:?}"
+    );
+    assert_eq!(
+        left.len(),
+        4,
+        "the released one, soon's created, expiring and expired"
+    );
+
+    // Removing the endpoints removes what they still wait for.
+    assert!(store.delete_webhook_endpoint("all").await.unwrap());
+    assert!(!store.delete_webhook_endpoint("all").await.unwrap());
+    assert!(store.delete_webhook_endpoint("deletes").await.unwrap());
+    assert_eq!(store.count_pending_webhook_deliveries().await.unwrap(), 0);
+}
+
 macro_rules! contract {
     ($backend:ident, $open:path, $pushes:expr) => {
         mod $backend {
@@ -1646,6 +1873,11 @@ macro_rules! contract {
             #[tokio::test]
             async fn team_data_connections() {
                 super::team_data_connections($open().await.store).await
+            }
+
+            #[tokio::test]
+            async fn webhook_outbox() {
+                super::webhook_outbox($open().await.store).await
             }
 
             #[tokio::test]

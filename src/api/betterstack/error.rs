@@ -30,6 +30,8 @@ pub enum ApiError {
     Forbidden,
     #[error("resource not found")]
     NotFound,
+    #[error("{0}")]
+    Conflict(String),
     #[error("{message}")]
     Invalid {
         message: String,
@@ -56,6 +58,7 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::MalformedBody(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -77,6 +80,7 @@ impl IntoResponse for ApiError {
                 vec![],
             ),
             Self::NotFound => (NOT_FOUND_MESSAGE.into(), vec![]),
+            Self::Conflict(message) => (message, vec![]),
             Self::Invalid { message, fields } => {
                 (message, fields.into_iter().map(String::from).collect())
             }

@@ -16,7 +16,7 @@ use super::wire::{
 };
 use crate::api::AppState;
 use crate::api::audit::AuditSlot;
-use crate::domain::pagination::PageLinks;
+use crate::domain::pagination::{PageLinks, PageRequest};
 
 fn page_link(state: &AppState, page: u64, size: u64) -> String {
     link_to(state, "/api/v1/connections?", page, size)
@@ -32,13 +32,41 @@ fn link_to(state: &AppState, path_and_query: &str, page: u64, size: u64) -> Stri
     }
 }
 
-fn pagination(links: PageLinks, size: u64, link: impl Fn(u64, u64) -> String) -> Pagination {
+pub(super) fn pagination(
+    links: PageLinks,
+    size: u64,
+    link: impl Fn(u64, u64) -> String,
+) -> Pagination {
     Pagination {
         first: link(links.first, size),
         last: link(links.last, size),
         prev: links.prev.map(|p| link(p, size)),
         next: links.next.map(|p| link(p, size)),
     }
+}
+
+/// A filtered listing's page links (at `path`), keeping the filters of `query`.
+pub(super) fn filtered_pagination(
+    state: &AppState,
+    path: &str,
+    query: Option<&str>,
+    page: PageRequest,
+    total: u64,
+) -> Pagination {
+    let kept: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(
+            url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .filter(|(k, _)| k != "page" && k != "per_page"),
+        )
+        .finish();
+    let prefix = if kept.is_empty() {
+        format!("{path}?")
+    } else {
+        format!("{path}?{kept}&")
+    };
+    pagination(PageLinks::new(page, total), page.size, |p, size| {
+        link_to(state, &prefix, p, size)
+    })
 }
 
 /// List connections, oldest first.
@@ -248,23 +276,14 @@ pub(super) async fn list_audit_events(
         }
         None => (Vec::new(), 0),
     };
-    // The links keep the filters.
-    let kept: String = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(
-            url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
-                .filter(|(k, _)| k != "page" && k != "per_page"),
-        )
-        .finish();
-    let prefix = if kept.is_empty() {
-        "/api/v1/audit-events?".to_owned()
-    } else {
-        format!("/api/v1/audit-events?{kept}&")
-    };
-    let pagination = pagination(PageLinks::new(page, total), page.size, |p, size| {
-        link_to(&state, &prefix, p, size)
-    });
     Ok(Json(AuditEventList {
         data: events.into_iter().map(Into::into).collect(),
-        pagination,
+        pagination: filtered_pagination(
+            &state,
+            "/api/v1/audit-events",
+            query.as_deref(),
+            page,
+            total,
+        ),
     }))
 }

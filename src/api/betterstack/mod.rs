@@ -12,6 +12,7 @@ mod error;
 mod extract;
 mod handlers;
 mod parse;
+mod webhooks;
 mod wire;
 
 pub use error::{ApiError, ErrorBody};
@@ -31,4 +32,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(rotate_password))
         .routes(routes!(list_audit_events))
+        .routes(routes!(
+            webhooks::list_webhook_endpoints,
+            webhooks::create_webhook_endpoint
+        ))
+        .routes(routes!(webhooks::delete_webhook_endpoint))
+        .routes(routes!(webhooks::list_webhook_deliveries))
+        .routes(routes!(webhooks::get_webhook_delivery))
 }
