@@ -13,9 +13,11 @@ use secrecy::SecretString;
 use url::Url;
 use utoipa_axum::router::OpenApiRouter;
 
+use super::audit::AuditSlot;
 use super::{AppState, EdgeFailure};
+use crate::domain::audit::{Actor, ActorKind};
 use crate::domain::catalog::{AuthMethod, Platform};
-use crate::domain::connect::{CallbackParams, ConnectError, Finished, PageView};
+use crate::domain::connect::{CallbackParams, ConnectError, Finished, PageView, split_state};
 use crate::domain::integration::{IntegrationError, OpenCredentials};
 
 /// Where the pages live; the path's next segment is the session's token.
@@ -289,11 +291,22 @@ async fn page(
     ))
 }
 
+/// The end user on a connect page: who the audit log names.
+fn link_holder(audit: &AuditSlot) {
+    audit.actor(Actor {
+        kind: ActorKind::ConnectLink,
+        id: None,
+        user: None,
+    });
+}
+
 async fn submit_credentials(
     State(state): State<AppState>,
     Path(token): Path<String>,
+    audit: AuditSlot,
     body: Bytes,
 ) -> Result<Response, PageError> {
+    link_holder(&audit);
     let mut platform = String::new();
     let mut credentials = OpenCredentials::new();
     for (name, value) in url::form_urlencoded::parse(&body) {
@@ -309,7 +322,10 @@ async fn submit_credentials(
         .submit_credentials(&token, &platform, credentials)
         .await
     {
-        Ok(done) => Ok(finished(done)),
+        Ok(done) => {
+            audit.target(done.session_id.clone());
+            Ok(finished(done))
+        }
         // A typo: the same page again, saying what to fix; the link still works.
         Err(ConnectError::Invalid { message, .. }) => {
             let view = connect.page(&token).await?;
@@ -325,25 +341,30 @@ async fn submit_credentials(
 async fn begin_consent(
     State(state): State<AppState>,
     Path(token): Path<String>,
+    audit: AuditSlot,
     body: Bytes,
 ) -> Result<Response, PageError> {
+    link_holder(&audit);
     let platform = url::form_urlencoded::parse(&body)
         .find(|(k, _)| k == "platform")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
-    let to: Url = state
+    let (to, session_id): (Url, String) = state
         .services
         .connect
         .begin_consent(&token, &platform)
         .await?;
+    audit.target(session_id);
     // 303: the browser follows with a GET.
     Ok(Redirect::to(to.as_str()).into_response())
 }
 
 async fn callback(
     State(state): State<AppState>,
+    audit: AuditSlot,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
+    link_holder(&audit);
     let mut params = CallbackParams::default();
     for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match &*name {
@@ -353,6 +374,10 @@ async fn callback(
             "error_description" => params.error_description = Some(value.into_owned()),
             _ => {}
         }
+    }
+    // The state names the session (its secret part stays out of the log).
+    if let Some(id) = params.state.as_deref().and_then(split_state) {
+        audit.target(id);
     }
     let connect = &state.services.connect;
     match connect.callback(params).await {

@@ -296,7 +296,7 @@ pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
         ))
         .merge(guarded::<ApiError>(health::router(), settings, true))
         .merge(guarded::<connect::PageError>(
-            connect::router(),
+            audited(connect::router()),
             settings,
             true,
         ))
@@ -306,7 +306,7 @@ pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
             true,
         ))
         .merge(guarded::<connect::PageError>(
-            connect::callback_router(),
+            audited(connect::callback_router()),
             settings,
             true,
         ))

@@ -23,6 +23,8 @@ pub enum ActorKind {
     VaultSecret,
     /// An operator on the server's machine, with the command line.
     Cli,
+    /// An end user holding a connect session's link (its id is the target).
+    ConnectLink,
     /// Nobody we know: a missing or unknown credential.
     Anonymous,
 }
@@ -33,6 +35,7 @@ impl ActorKind {
             Self::ApiToken => "api_token",
             Self::VaultSecret => "vault_secret",
             Self::Cli => "cli",
+            Self::ConnectLink => "connect_link",
             Self::Anonymous => "anonymous",
         }
     }
@@ -42,6 +45,7 @@ impl ActorKind {
             Self::ApiToken,
             Self::VaultSecret,
             Self::Cli,
+            Self::ConnectLink,
             Self::Anonymous,
         ]
         .into_iter()

@@ -215,6 +215,7 @@ pub struct PageView<'a> {
 /// How a session ended for the person who followed the link.
 #[derive(Debug, Clone)]
 pub struct Finished {
+    pub session_id: String,
     /// The platform's name, as the page says it.
     pub platform_name: String,
     /// Where to send them, `connectionKey` and `status` added.
@@ -262,7 +263,7 @@ fn verifier_aad(session_id: &str) -> Vec<u8> {
 
 /// The state parameter: the session's id (so the callback finds it) and a secret part
 /// (so nobody else can make one).
-fn split_state(state: &str) -> Option<&str> {
+pub fn split_state(state: &str) -> Option<&str> {
     let (id, secret) = state.split_once('.')?;
     (uuid::Uuid::try_parse(id).is_ok() && !secret.is_empty()).then_some(id)
 }
@@ -535,6 +536,7 @@ impl ConnectSessions {
                     .await?;
                 tracing::info!(session_id = %session.id, connection_id = %connection.id, "connect session completed");
                 Ok(Finished {
+                    session_id: session.id.clone(),
                     redirect: self.return_to(session, Some(&connection.key), "completed"),
                     platform_name: platform.name.clone(),
                 })
@@ -585,7 +587,12 @@ impl ConnectSessions {
     }
 
     /// Starts an OAuth2 consent: the provider's authorization URL to send the person to.
-    pub async fn begin_consent(&self, token: &str, platform: &str) -> Result<Url, ConnectError> {
+    /// Where to send the person to consent, and the session's id.
+    pub async fn begin_consent(
+        &self,
+        token: &str,
+        platform: &str,
+    ) -> Result<(Url, String), ConnectError> {
         let session = self.open(token).await?;
         let platform = self.offered(&session, platform)?;
         let AuthMethod::OAuth2 {
@@ -641,7 +648,7 @@ impl ConnectSessions {
                 query.append_pair(name, value);
             }
         }
-        Ok(url)
+        Ok((url, session.id))
     }
 
     /// The provider sent the person back: exchange the code, store the connection.

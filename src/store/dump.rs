@@ -20,6 +20,21 @@ pub struct Dump {
     pub vault_secrets: Vec<VaultSecretRow>,
     #[serde(default)]
     pub integration_connections: Vec<IntegrationDumpRow>,
+    /// Endpoints made through the API (their secrets sealed); configured ones are synced
+    /// from the configuration at start.
+    #[serde(default)]
+    pub webhook_endpoints: Vec<WebhookEndpointRow>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct WebhookEndpointRow {
+    pub id: String,
+    pub source: String,
+    pub url: String,
+    pub events: String,
+    #[serde(with = "base64_opt_bytes", default)]
+    pub sealed_secret: Option<Vec<u8>>,
+    pub created_at: i64,
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -63,6 +78,17 @@ pub struct ConnectionDumpRow {
     pub ip_allowlist: String,
     pub team_ids: Option<String>,
     pub created_by: Option<i64>,
+    /// The password a rotation's overlap still accepts, until `previous_password_until`.
+    #[serde(with = "base64_opt_bytes", default)]
+    pub previous_password_hash: Option<Vec<u8>>,
+    #[serde(default)]
+    pub previous_password_until: Option<i64>,
+    #[serde(default)]
+    pub query_count: i64,
+    #[serde(default)]
+    pub response_bytes: i64,
+    #[serde(default)]
+    pub last_used_at: Option<i64>,
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -114,6 +140,25 @@ fn first_generation() -> i64 {
     1
 }
 
+mod base64_opt_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => s.serialize_some(&STANDARD.encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| STANDARD.decode(text).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
 mod base64_bytes {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
@@ -131,7 +176,9 @@ mod base64_bytes {
 }
 
 const CONNECTION_COLUMNS: &str = "id, client_type, note, created_at, valid_until, region_id, host, port, \
-     username, password_hash, ip_allowlist, team_ids, created_by";
+     username, password_hash, ip_allowlist, team_ids, created_by, previous_password_hash, \
+     previous_password_until, query_count, response_bytes, last_used_at";
+const WEBHOOK_ENDPOINT_DUMP_COLUMNS: &str = "id, source, url, events, sealed_secret, created_at";
 const INTEGRATION_DUMP_COLUMNS: &str = "id, environment, platform, platform_version, name, connection_key, identity, \
      identity_type, tags, version, active, state, created_at, sealed_credentials, credential_generation, \
      expires_at, retry_at, refresh_attempts, consecutive_failures, last_error, last_error_at, last_refresh_at";
@@ -210,10 +257,13 @@ impl SqlStore {
                 fetch(
                     "SELECT id, client_type, note, created_at, valid_until, region_id, host, \
                      CAST(port AS BIGINT), username, password_hash, CAST(ip_allowlist AS TEXT), \
-                     CAST(team_ids AS TEXT), created_by FROM data_connections ORDER BY id"
+                     CAST(team_ids AS TEXT), created_by, previous_password_hash, \
+                     previous_password_until, query_count, response_bytes, last_used_at \
+                     FROM data_connections ORDER BY id"
                         .into(),
                     &[
                         Int, Text, Text, Int, Int, Text, Text, Int, Text, Bytes, Text, Text, Int,
+                        Bytes, Int, Int, Int, Int,
                     ],
                 )
                 .await?,
@@ -232,6 +282,11 @@ impl SqlStore {
                         ip_allowlist: r.text(10)?,
                         team_ids: r.opt_text(11)?,
                         created_by: r.opt_int(12)?,
+                        previous_password_hash: r.opt_bytes(13)?,
+                        previous_password_until: r.opt_int(14)?,
+                        query_count: r.int(15)?,
+                        response_bytes: r.int(16)?,
+                        last_used_at: r.opt_int(17)?,
                     })
                 },
             )?,
@@ -290,6 +345,26 @@ impl SqlStore {
                     })
                 },
             )?,
+            webhook_endpoints: rows(
+                fetch(
+                    format!(
+                        "SELECT {WEBHOOK_ENDPOINT_DUMP_COLUMNS} FROM webhook_endpoints \
+                         WHERE source = 'api' ORDER BY created_at, id"
+                    ),
+                    &[Text, Text, Text, Text, Bytes, Int],
+                )
+                .await?,
+                |mut r| {
+                    Ok(WebhookEndpointRow {
+                        id: r.text(0)?,
+                        source: r.text(1)?,
+                        url: r.text(2)?,
+                        events: r.text(3)?,
+                        sealed_secret: r.opt_bytes(4)?,
+                        created_at: r.int(5)?,
+                    })
+                },
+            )?,
         })
     }
 
@@ -341,7 +416,7 @@ impl SqlStore {
             tx.execute(
                 &Statement::new(format!(
                     "INSERT INTO data_connections ({CONNECTION_COLUMNS}) VALUES ({})",
-                    placeholders(13)
+                    placeholders(18)
                 ))
                 .bind(c.id)
                 .bind(c.client_type.as_str())
@@ -355,7 +430,27 @@ impl SqlStore {
                 .bind(c.password_hash.as_slice())
                 .bind(json_text(Some(&c.ip_allowlist), "ip_allowlist")?)
                 .bind(json_text(c.team_ids.as_deref(), "team_ids")?)
-                .bind(c.created_by),
+                .bind(c.created_by)
+                .bind(c.previous_password_hash.as_deref())
+                .bind(c.previous_password_until)
+                .bind(c.query_count)
+                .bind(c.response_bytes)
+                .bind(c.last_used_at),
+            )
+            .await?;
+        }
+        for e in &dump.webhook_endpoints {
+            tx.execute(
+                &Statement::new(format!(
+                    "INSERT INTO webhook_endpoints ({WEBHOOK_ENDPOINT_DUMP_COLUMNS}) VALUES ({})",
+                    placeholders(6)
+                ))
+                .bind(e.id.as_str())
+                .bind(e.source.as_str())
+                .bind(e.url.as_str())
+                .bind(e.events.as_str())
+                .bind(e.sealed_secret.as_deref())
+                .bind(e.created_at),
             )
             .await?;
         }

@@ -1149,6 +1149,15 @@ pub const AUDIT_EVENT_KINDS: &[Kind] = &[
     Kind::Int,
 ];
 
+/// `WHERE a AND b ...`, or nothing without conditions.
+fn where_all(clauses: &[String]) -> String {
+    if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    }
+}
+
 /// A page of events newest first, and the count, over the same filter.
 pub fn audit_events(filter: &AuditFilter, offset: i64, limit: i64) -> (Statement, Statement) {
     let mut b = Binder::default();
@@ -1177,11 +1186,7 @@ pub fn audit_events(filter: &AuditFilter, offset: i64, limit: i64) -> (Statement
     if let Some(until) = filter.until {
         clauses.push(format!("at < {}", b.bind(until)));
     }
-    let clause = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", clauses.join(" AND "))
-    };
+    let clause = where_all(&clauses);
     let filter_binds = b.binds.clone();
     let offset_at = b.bind(offset);
     let page = Statement::new(format!(
@@ -1388,11 +1393,7 @@ pub fn webhook_deliveries(
     if let Some(t) = filter.event_type {
         clauses.push(format!("e.event_type = {}", b.bind(t.as_str())));
     }
-    let clause = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", clauses.join(" AND "))
-    };
+    let clause = where_all(&clauses);
     let filter_binds = b.binds.clone();
     let offset_at = b.bind(offset);
     let from = "FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id";

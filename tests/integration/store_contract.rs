@@ -841,6 +841,31 @@ pub async fn export_import(from: Arc<SqlStore>, into: Arc<SqlStore>) {
         .unwrap();
     let i = integration("moved-i", Environment::Test, 5, &["t1", "t2"]);
     from.insert_integration(&i, b"sealed").await.unwrap();
+    // Inside a rotation's overlap, with usage counted, and an endpoint made by the API.
+    let overlap_until = Timestamp::from_millis(4_000_000_000_000);
+    from.rotate_data_connection_password(c.id, &hash(9), Some(overlap_until))
+        .await
+        .unwrap()
+        .unwrap();
+    from.add_data_connection_usage(&[(
+        c.id,
+        switchboard::domain::usage::Tally {
+            queries: 3,
+            response_bytes: 30,
+            last_used_at: 1_800_000_000_000,
+        },
+    )])
+    .await
+    .unwrap();
+    let endpoint = switchboard::domain::webhook::Endpoint {
+        id: "wh_moved".into(),
+        source: switchboard::domain::webhook::EndpointSource::Api,
+        url: url::Url::parse("https://hooks.example.com/x").unwrap(),
+        events: switchboard::domain::webhook::EventFilter::All,
+        created_at: Timestamp::from_millis(5),
+        sealed_secret: Some(b"sealed-secret".to_vec()),
+    };
+    from.insert_webhook_endpoint(&endpoint).await.unwrap();
     let dump = from.export().await.unwrap();
     into.import(&dump).await.unwrap();
     assert!(matches!(
@@ -856,6 +881,23 @@ pub async fn export_import(from: Arc<SqlStore>, into: Arc<SqlStore>) {
         "moved"
     );
     assert_eq!(into.count_data_connections().await.unwrap(), 1);
+    let (moved, hashes) = into
+        .data_connection_credential(c.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hashes.current, hash(9));
+    assert_eq!(
+        hashes.previous,
+        Some((hash(c.username.len() as u8), overlap_until))
+    );
+    assert_eq!((moved.usage.queries, moved.usage.response_bytes), (3, 30));
+    let endpoints = into.webhook_endpoints().await.unwrap();
+    assert_eq!(endpoints.len(), 1);
+    assert_eq!(
+        endpoints[0].sealed_secret.as_deref(),
+        Some(&b"sealed-secret"[..])
+    );
     assert_eq!(
         into.find_api_token(&hash(1)).await.unwrap().unwrap().user,
         Some(user)

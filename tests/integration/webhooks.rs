@@ -362,8 +362,8 @@ async fn every_event_type_arrives_signed() {
         json!({"identity": "user-1", "identityType": "user", "platforms": ["acme"]}),
     )
     .await;
-    let authorize = connect::sign_in(session["url"].as_str().unwrap()).await;
-    let done = connect::consent_and_return(&authorize).await;
+    let completed_authorize = connect::sign_in(session["url"].as_str().unwrap()).await;
+    let done = connect::consent_and_return(&completed_authorize).await;
     assert_eq!(done.status(), StatusCode::OK, "{}", server.logs());
     *provider.consent.lock().unwrap() = Consent::Deny;
     let declined = connect::create_session(
@@ -371,8 +371,8 @@ async fn every_event_type_arrives_signed() {
         json!({"identity": "user-2", "identityType": "user", "platforms": ["acme"]}),
     )
     .await;
-    let authorize = connect::sign_in(declined["url"].as_str().unwrap()).await;
-    connect::consent_and_return(&authorize).await;
+    let declined_authorize = connect::sign_in(declined["url"].as_str().unwrap()).await;
+    connect::consent_and_return(&declined_authorize).await;
     secrets_seen.push(session["token"].as_str().unwrap().to_owned());
 
     let every_type = [
@@ -500,6 +500,66 @@ async fn every_event_type_arrives_signed() {
     assert_eq!(a["attempts"], 1);
     assert_eq!(a["attempt_log"][0]["status"], 200);
     assert!(a["attempt_log"][0]["latency_ms"].as_i64().unwrap() >= 0);
+    // The end user's steps on the connect pages are in the audit log, named by session
+    // (the state's id part), never by the link's token.
+    let session_of = |authorize: &url::Url| {
+        let state = authorize
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .unwrap()
+            .1
+            .into_owned();
+        state.split('.').next().unwrap().to_owned()
+    };
+    let (completed_id, declined_id) = (
+        session_of(&completed_authorize),
+        session_of(&declined_authorize),
+    );
+    assert_eq!(completed["id"], completed_id.as_str());
+    assert_eq!(data("connect_session.failed")["id"], declined_id.as_str());
+    let (_, audit) = send(api(
+        &server,
+        reqwest::Method::GET,
+        "/api/v1/audit-events?actor=connect_link",
+    ))
+    .await;
+    let steps: Vec<(String, String, String)> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let a = &e["attributes"];
+            (
+                a["action"].as_str().unwrap().to_owned(),
+                a["target"].as_str().unwrap_or("-").to_owned(),
+                a["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let step = |action: &str, target: &str| {
+        steps
+            .iter()
+            .find(|(a, t, _)| a == action && t == target)
+            .map(|(_, _, outcome)| outcome.as_str())
+            .unwrap_or_else(|| panic!("no {action} on {target}: {steps:?}"))
+    };
+    assert_eq!(
+        step("connect_session.begin_consent", &completed_id),
+        "success"
+    );
+    assert_eq!(step("connect_session.callback", &completed_id), "success");
+    assert_eq!(
+        step("connect_session.begin_consent", &declined_id),
+        "success"
+    );
+    assert_ne!(step("connect_session.callback", &declined_id), "success");
+    assert_eq!(steps.len(), 4, "{steps:?}");
+    assert!(
+        !audit
+            .to_string()
+            .contains(session["token"].as_str().unwrap())
+    );
+
     // The log keeps the secret out too.
     let logs = server.logs();
     assert!(

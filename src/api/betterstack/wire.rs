@@ -210,7 +210,7 @@ pub struct AuditEventAttributes {
     id: i64,
     #[schema(example = "2025-07-19T16:19:29.702632Z")]
     at: String,
-    /// api_token | vault_secret | cli | anonymous
+    /// api_token | vault_secret | cli | connect_link | anonymous
     actor_kind: &'static str,
     actor_id: Option<i64>,
     actor_user: Option<String>,
@@ -257,7 +257,7 @@ pub struct AuditEventList {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct AuditParams {
-    /// `api_token:ID`, `vault_secret:ID`, `api_token`, `cli`, `anonymous`, or a user's e-mail.
+    /// `api_token:ID`, `vault_secret:ID`, `api_token`, `cli`, `connect_link`, `anonymous`, or a user's e-mail.
     actor: Option<String>,
     /// e.g. `data_connection.create`, `api_token.revoke`, `access.refused`.
     action: Option<String>,
