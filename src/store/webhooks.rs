@@ -15,15 +15,19 @@ use crate::domain::webhook::{
 };
 
 /// Puts `event` in the outbox, with a delivery for each endpoint that takes it, inside the
-/// caller's transaction: it is delivered exactly when the change commits.
+/// caller's transaction: it is delivered exactly when the change commits. An event no
+/// endpoint takes is not kept.
 pub(super) async fn announce(
     tx: &mut Box<dyn Transaction>,
     dialect: Dialect,
     event: &OutboxEvent,
 ) -> Result<(), StoreError> {
-    tx.execute(&sql::insert_webhook_event(event)).await?;
-    tx.execute(&sql::fan_out_webhook_event(dialect, event))
+    let deliveries = tx
+        .execute(&sql::fan_out_webhook_event(dialect, event))
         .await?;
+    if deliveries > 0 {
+        tx.execute(&sql::insert_webhook_event(event)).await?;
+    }
     Ok(())
 }
 

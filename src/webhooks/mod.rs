@@ -27,6 +27,8 @@ use crate::net::outbound::OutboundClient;
 
 /// Deliveries leased per claim.
 const CLAIM_BATCH: i64 = 32;
+/// How often `switchboard_webhook_deliveries_pending` is counted.
+const PENDING_GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct Dispatcher {
     store: Arc<dyn WebhookStore>,
@@ -79,15 +81,24 @@ impl Dispatcher {
     /// soon as this process records a change.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut next_scan = Instant::now();
+        let mut next_count = Instant::now();
         loop {
             if Instant::now() >= next_scan {
                 next_scan = Instant::now() + self.settings.expiry_scan_interval;
                 self.announce_expiries().await;
             }
             while self.deliver_due().await >= CLAIM_BATCH as usize {}
-            match self.store.count_pending_webhook_deliveries().await {
-                Ok(n) => metrics::gauge!("switchboard_webhook_deliveries_pending").set(n as f64),
-                Err(e) => tracing::debug!(error = %e, "counting pending webhook deliveries failed"),
+            // At most once a second, however often changes wake this.
+            if Instant::now() >= next_count {
+                next_count = Instant::now() + PENDING_GAUGE_INTERVAL;
+                match self.store.count_pending_webhook_deliveries().await {
+                    Ok(n) => {
+                        metrics::gauge!("switchboard_webhook_deliveries_pending").set(n as f64)
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "counting pending webhook deliveries failed")
+                    }
+                }
             }
             let wait = self
                 .settings
