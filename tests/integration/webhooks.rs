@@ -57,6 +57,8 @@ impl Received {
 pub struct Receiver {
     pub base: String,
     received: Mutex<Vec<Received>>,
+    /// Every request's path, answered or not.
+    hits: Mutex<Vec<String>>,
     failing: AtomicBool,
 }
 
@@ -69,6 +71,7 @@ impl Receiver {
         let receiver = Arc::new(Self {
             base: format!("http://{}", listener.local_addr().unwrap()),
             received: Mutex::default(),
+            hits: Mutex::default(),
             failing: AtomicBool::new(false),
         });
         let app = Router::new().fallback(receive).with_state(receiver.clone());
@@ -116,6 +119,10 @@ async fn receive(State(r): State<Arc<Receiver>>, request: Request) -> Response {
         body: String::new(),
     };
     let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    r.hits.lock().unwrap().push(received.path.clone());
+    if received.path == "/redirect" {
+        return axum::response::Redirect::temporary("/followed").into_response();
+    }
     if r.failing.load(Ordering::SeqCst) {
         return (AxumStatus::SERVICE_UNAVAILABLE, "down").into_response();
     }
@@ -817,20 +824,48 @@ async fn a_delivery_that_never_succeeds_is_given_up_and_shown() {
         "horizon_seconds = 1",
     ))
     .await;
+    // And an endpoint that answers with a redirect: not followed, not delivered.
+    let (status, _) = send(json_body(
+        api(&server, reqwest::Method::POST, "/api/v1/webhooks"),
+        json!({"url": format!("{}/redirect", receiver.base)}),
+    ))
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
     server
         .create_connection(json!({"client_type": "clickhouse"}))
         .await;
     let failed = deliveries_until(&server, "state=failed", "never given up", |rows| {
-        rows.len() == 1
+        rows.len() == 2
     })
     .await;
+    let redirected = failed
+        .iter()
+        .find(|d| d["attributes"]["last_status"] == 307)
+        .expect("the redirected delivery");
+    assert!(
+        redirected["attributes"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("redirects are not followed"),
+        "{redirected}"
+    );
+    let hits = receiver.hits.lock().unwrap().clone();
+    assert!(hits.iter().any(|p| p == "/redirect"));
+    assert!(
+        !hits.iter().any(|p| p == "/followed"),
+        "a redirect was followed"
+    );
+    let failed: Vec<&Value> = failed
+        .iter()
+        .filter(|d| d["attributes"]["last_status"] != 307)
+        .collect();
     let a = &failed[0]["attributes"];
     assert_eq!(a["last_status"], 503);
     assert!(a["next_attempt_at"].is_null());
     assert!(a["attempts"].as_i64().unwrap() >= 2, "{a}");
     let metrics = metrics(&server).await;
     assert!(
-        metrics.contains("switchboard_webhook_attempts_total{outcome=\"failed\"} 1"),
+        metrics.contains("switchboard_webhook_attempts_total{outcome=\"failed\"} 2"),
         "{metrics}"
     );
     // Given up means no more attempts.
@@ -839,10 +874,16 @@ async fn a_delivery_that_never_succeeds_is_given_up_and_shown() {
     let (_, again) = send(api(
         &server,
         reqwest::Method::GET,
-        "/api/v1/webhook-deliveries",
+        "/api/v1/webhook-deliveries?state=failed",
     ))
     .await;
-    assert_eq!(again["data"][0]["attributes"]["attempts"], attempts);
+    let still: Vec<&Value> = again["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["attributes"]["last_status"] == 503)
+        .collect();
+    assert_eq!(still[0]["attributes"]["attempts"], attempts);
     // Filters are checked.
     let (status, refused) = send(api(
         &server,
