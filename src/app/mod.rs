@@ -266,7 +266,6 @@ impl Application {
                 },
                 stop_rx.clone(),
             )),
-            tokio::spawn(self.dispatcher.clone().run(stop_rx.clone())),
             tokio::spawn(check_upstream_users(
                 self.upstream_client.clone(),
                 self.topology.clone(),
@@ -283,6 +282,9 @@ impl Application {
             data_connections: (self.gateway.usage(), self.store.clone()),
             integrations: (self.services.integrations.uses(), self.store.clone()),
         });
+        // Not aborted either: a send it is making is recorded before it stops (else the
+        // lease would have to run out, and the event would go out twice).
+        let webhooks = tokio::spawn(self.dispatcher.clone().run(stop_rx.clone()));
         let usage = tokio::spawn(crate::domain::usage::flush_periodically(
             sinks.clone(),
             self.usage_flush_interval,
@@ -322,6 +324,7 @@ impl Application {
         // What the gateway counted since the last batch, the in-flight batch first.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), usage).await;
         sinks.flush().await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), webhooks).await;
         for task in tasks {
             task.abort();
         }

@@ -520,6 +520,9 @@ pub trait WebhookStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Removes an endpoint and its deliveries; false if there was none.
     async fn delete_webhook_endpoint(&self, id: &str) -> Result<bool, StoreError>;
+    /// Whether any pending delivery is due by `now` and unleased: a read, so an idle
+    /// outbox never takes the (SQLite: single) writer.
+    async fn webhook_deliveries_due(&self, now: i64) -> Result<bool, StoreError>;
     /// Leases up to `limit` pending deliveries due by `now` that nobody holds, as `owner`
     /// until `until` (ms); a delivery is leased by one process at a time.
     async fn claim_webhook_deliveries(

@@ -635,7 +635,8 @@ impl Webhooks {
             created_at: Timestamp::now(),
         };
         self.store.insert_webhook_endpoint(&endpoint).await?;
-        tracing::info!(endpoint_id = %endpoint.id, url = %endpoint.url, "webhook endpoint created");
+        // The host only: a URL's path or query may carry the receiver's own token.
+        tracing::info!(endpoint_id = %endpoint.id, host = endpoint.url.host_str().unwrap_or(""), "webhook endpoint created");
         Ok((endpoint, text))
     }
 

@@ -1302,6 +1302,15 @@ pub fn claim_webhook_deliveries(owner: &str, now: i64, until: i64, limit: i64) -
     .bind(now)
 }
 
+pub fn any_webhook_delivery_due(now: i64) -> Statement {
+    Statement::new(
+        "SELECT id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= $1 \
+         AND lease_until <= $1 LIMIT 1",
+    )
+    .bind(now)
+    .returns(&[Kind::Int])
+}
+
 pub fn claimed_webhook_deliveries(owner: &str) -> Statement {
     Statement::new(format!(
         "SELECT d.id, d.attempts, e.id, e.event_type, e.occurred_at, e.body, {WEBHOOK_ENDPOINT_COLUMNS} \

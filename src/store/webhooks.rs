@@ -86,7 +86,7 @@ impl WebhookStore for SqlStore {
                 for statement in sql::delete_webhook_endpoint(&e.id) {
                     tx.execute(&statement).await?;
                 }
-                tracing::info!(endpoint_id = %e.id, url = %e.url, "a webhook endpoint no longer in the configuration was removed");
+                tracing::info!(endpoint_id = %e.id, host = e.url.host_str().unwrap_or(""), "a webhook endpoint no longer in the configuration was removed");
             }
         }
         tx.commit().await
@@ -129,6 +129,14 @@ impl WebhookStore for SqlStore {
         let deleted = tx.execute(&endpoint).await? == 1;
         tx.commit().await?;
         Ok(deleted)
+    }
+
+    async fn webhook_deliveries_due(&self, now: i64) -> Result<bool, StoreError> {
+        Ok(self
+            .reader
+            .fetch_optional(&sql::any_webhook_delivery_due(now))
+            .await?
+            .is_some())
     }
 
     async fn claim_webhook_deliveries(

@@ -27,6 +27,8 @@ use crate::net::outbound::OutboundClient;
 
 /// Deliveries leased per claim.
 const CLAIM_BATCH: i64 = 32;
+/// After a change wakes the dispatcher, how long it lets more arrive before it looks.
+const WAKE_COALESCE: std::time::Duration = std::time::Duration::from_millis(20);
 /// How often `switchboard_webhook_deliveries_pending` is counted.
 const PENDING_GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -87,7 +89,8 @@ impl Dispatcher {
                 next_scan = Instant::now() + self.settings.expiry_scan_interval;
                 self.announce_expiries().await;
             }
-            while self.deliver_due().await >= CLAIM_BATCH as usize {}
+            // A backlog drains batch by batch, but not past a stop.
+            while !*stop.borrow() && self.deliver_due().await >= CLAIM_BATCH as usize {}
             // At most once a second, however often changes wake this.
             if Instant::now() >= next_count {
                 next_count = Instant::now() + PENDING_GAUGE_INTERVAL;
@@ -106,7 +109,10 @@ impl Dispatcher {
                 .min(next_scan.saturating_duration_since(Instant::now()));
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = self.wake.notified() => {}
+                () = self.wake.notified() => {
+                    // A burst of changes makes one round, not one each.
+                    tokio::time::sleep(WAKE_COALESCE).await;
+                }
                 _ = stop.changed() => return,
             }
         }
@@ -136,6 +142,14 @@ impl Dispatcher {
             self.claims.fetch_add(1, Ordering::Relaxed)
         );
         let now = Timestamp::now().as_millis();
+        match self.store.webhook_deliveries_due(now).await {
+            Ok(true) => {}
+            Ok(false) => return 0,
+            Err(e) => {
+                tracing::warn!(error = %e, "looking for due webhook deliveries failed");
+                return 0;
+            }
+        }
         let until = now + self.settings.lease().as_millis() as i64;
         let due = match self
             .store

@@ -1701,6 +1701,7 @@ async fn webhook_outbox(store: Arc<SqlStore>) {
 
     // One claimant at a time.
     let now = Timestamp::now().as_millis();
+    assert!(store.webhook_deliveries_due(now).await.unwrap());
     let claimed = store
         .claim_webhook_deliveries("a:1", now, now + 60_000, 2)
         .await
@@ -1717,6 +1718,10 @@ async fn webhook_outbox(store: Arc<SqlStore>) {
             .await
             .unwrap()
             .is_empty()
+    );
+    assert!(
+        !store.webhook_deliveries_due(now).await.unwrap(),
+        "all leased"
     );
     let first = &claimed[0];
     assert!(first.body.contains(&format!("\"id\":{}", connection.id)));
