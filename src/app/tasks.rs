@@ -10,8 +10,11 @@ use crate::domain::ports::{ChangeLog, WebhookStore};
 use crate::net::ReloadableTls;
 use crate::store::SqlStore;
 
-/// How often the store's statistics are refreshed and its change log pruned.
+/// How often the store's change log, sessions, audit log and outbox are pruned.
 const STORE_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the planner's statistics are looked at (SQLite re-analyses only tables whose
+/// size changed a lot).
+const STATISTICS_INTERVAL: Duration = Duration::from_secs(10);
 /// How long the change log keeps a change: far longer than any follower lags.
 const CHANGE_LOG_RETENTION: Duration = Duration::from_secs(3600);
 
@@ -74,14 +77,21 @@ pub(super) async fn maintain_store(
     retention: Retention,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut next_maintenance = tokio::time::Instant::now() + STORE_MAINTENANCE_INTERVAL;
     loop {
         tokio::select! {
-            () = tokio::time::sleep(STORE_MAINTENANCE_INTERVAL) => {}
+            () = tokio::time::sleep(STATISTICS_INTERVAL) => {}
             _ = stop.changed() => return,
         }
+        // Often: cheap when little changed, and a table that just grew (a bulk load) is
+        // otherwise read on plans chosen for its old size for up to a minute.
         if let Err(e) = store.optimize().await {
             tracing::warn!(error = %e, "refreshing the store's planner statistics failed");
         }
+        if tokio::time::Instant::now() < next_maintenance {
+            continue;
+        }
+        next_maintenance = tokio::time::Instant::now() + STORE_MAINTENANCE_INTERVAL;
         let before =
             chrono::Utc::now().timestamp_micros() - CHANGE_LOG_RETENTION.as_micros() as i64;
         if let Err(e) = store.prune_changes(before).await {
