@@ -150,6 +150,27 @@ impl SqlStore {
             .transpose()
     }
 
+    /// Runs `statement` on data connection `id` and records the change, with the event
+    /// `announce` makes of the connection as it now is; `None` if there is no such row.
+    async fn change_data_connection(
+        &self,
+        id: i64,
+        statement: engine::Statement,
+        announce: impl FnOnce(&DataConnection) -> OutboxEvent,
+    ) -> Result<Option<(DataConnection, ChangeSeq)>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        if tx.execute(&statement).await? == 0 {
+            return Ok(None);
+        }
+        let Some(connection) = self.data_connection_in(&mut tx, id).await? else {
+            return Ok(None);
+        };
+        let seq = record_change(&mut tx, Entity::DataConnection, &id.to_string()).await?;
+        webhooks::announce(&mut tx, self.dialect, &announce(&connection)).await?;
+        tx.commit().await?;
+        Ok(Some((connection, seq)))
+    }
+
     /// An integration connection as a write transaction sees it, locked until it ends.
     async fn integration_in(
         &self,
@@ -497,18 +518,10 @@ impl DataConnectionStore for SqlStore {
         id: i64,
         update: &ConnectionUpdate,
     ) -> Result<Option<(DataConnection, ChangeSeq)>, StoreError> {
-        let mut tx = self.writer.begin().await?;
-        if tx.execute(&sql::update_data_connection(id, update)).await? == 0 {
-            return Ok(None);
-        }
-        let Some(connection) = self.data_connection_in(&mut tx, id).await? else {
-            return Ok(None);
-        };
-        let seq = record_change(&mut tx, Entity::DataConnection, &id.to_string()).await?;
-        let event = OutboxEvent::data_connection(EventType::DataConnectionUpdated, &connection);
-        webhooks::announce(&mut tx, self.dialect, &event).await?;
-        tx.commit().await?;
-        Ok(Some((connection, seq)))
+        self.change_data_connection(id, sql::update_data_connection(id, update), |c| {
+            OutboxEvent::data_connection(EventType::DataConnectionUpdated, c)
+        })
+        .await
     }
 
     async fn add_data_connection_usage(&self, usage: &[(i64, Tally)]) -> Result<(), StoreError> {
@@ -536,18 +549,12 @@ impl DataConnectionStore for SqlStore {
             new_hash,
             previous_until.map(Timestamp::as_millis),
         );
-        let mut tx = self.writer.begin().await?;
-        if tx.execute(&rotate).await? == 0 {
-            return Ok(None);
-        }
-        let Some(connection) = self.data_connection_in(&mut tx, id).await? else {
-            return Ok(None);
-        };
-        let seq = record_change(&mut tx, Entity::DataConnection, &id.to_string()).await?;
-        let event = OutboxEvent::password_rotated(&connection, previous_until);
-        webhooks::announce(&mut tx, self.dialect, &event).await?;
-        tx.commit().await?;
-        Ok(Some(seq))
+        let changed = self
+            .change_data_connection(id, rotate, |c| {
+                OutboxEvent::password_rotated(c, previous_until)
+            })
+            .await?;
+        Ok(changed.map(|(_, seq)| seq))
     }
 }
 
