@@ -1135,19 +1135,10 @@ pub fn insert_audit_event(e: &AuditEvent) -> Statement {
     .bind(e.status.map(i64::from))
 }
 
-pub const AUDIT_EVENT_KINDS: &[Kind] = &[
-    Kind::Int,
-    Kind::Int,
-    Kind::Text,
-    Kind::Int,
-    Kind::Text,
-    Kind::Text,
-    Kind::Text,
-    Kind::Text,
-    Kind::Text,
-    Kind::Text,
-    Kind::Int,
-];
+pub const AUDIT_EVENT_KINDS: &[Kind] = {
+    use Kind::{Int, Text};
+    &[Int, Int, Text, Int, Text, Text, Text, Text, Text, Text, Int]
+};
 
 /// `WHERE a AND b ...`, or nothing without conditions.
 fn where_all(clauses: &[String]) -> String {

@@ -312,14 +312,12 @@ impl WebhookStore for SqlStore {
     }
 
     async fn prune_webhook_events(&self, before: i64) -> Result<u64, StoreError> {
+        let [attempts, deliveries, events, notices] = sql::prune_webhook_events(before);
         let mut tx = self.writer.begin().await?;
-        let mut pruned = 0;
-        for (i, statement) in sql::prune_webhook_events(before).iter().enumerate() {
-            let n = tx.execute(statement).await?;
-            if i == 2 {
-                pruned = n;
-            }
-        }
+        tx.execute(&attempts).await?;
+        tx.execute(&deliveries).await?;
+        let pruned = tx.execute(&events).await?;
+        tx.execute(&notices).await?;
         tx.commit().await?;
         Ok(pruned)
     }

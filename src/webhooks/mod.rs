@@ -54,19 +54,22 @@ impl Dispatcher {
         configured: Vec<ConfiguredEndpoint>,
         wake: Arc<Notify>,
     ) -> Result<Self, StoreError> {
-        let endpoints: Vec<Endpoint> = configured
-            .iter()
-            .map(|c| Endpoint {
-                id: c.id(),
-                source: EndpointSource::Config,
-                url: c.url.clone(),
-                events: c.events.clone(),
-                created_at: Timestamp::now(),
-                sealed_secret: None,
+        let (endpoints, configured): (Vec<Endpoint>, HashMap<String, SigningSecret>) = configured
+            .into_iter()
+            .map(|c| {
+                let id = c.id();
+                let endpoint = Endpoint {
+                    id: id.clone(),
+                    source: EndpointSource::Config,
+                    url: c.url,
+                    events: c.events,
+                    created_at: Timestamp::now(),
+                    sealed_secret: None,
+                };
+                (endpoint, (id, c.secret))
             })
-            .collect();
+            .unzip();
         store.sync_configured_webhook_endpoints(&endpoints).await?;
-        let configured = configured.into_iter().map(|c| (c.id(), c.secret)).collect();
         Ok(Self {
             store,
             client: OutboundClient::new(settings.timeout, settings.timeout),

@@ -745,16 +745,9 @@ async fn the_vault_is_filtered_edited_and_linked() {
         .await;
     assert_page(&saved, StatusCode::OK);
     assert!(saved.body.contains("Saved."));
-    let api: serde_json::Value = server
-        .client
-        .get(server.url("/v1/vault/connections?identity=bob&active=false"))
-        .header("x-pica-secret", TEST_SECRET)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let api = server
+        .vault_json("/v1/vault/connections?identity=bob&active=false")
+        .await;
     let row = &api["rows"][0];
     assert_eq!(row["name"], "Bob's CRM mail");
     assert_eq!(row["tags"], json!(["crm", "vip"]));

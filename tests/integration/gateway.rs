@@ -772,30 +772,17 @@ async fn usage_is_counted_exactly_and_survives_a_restart() {
     // 25 queries whose answers are known to the byte.
     let mut bytes = 0;
     for i in 0..25 {
+        let sql = format!("SELECT number FROM system.numbers LIMIT {i} FORMAT TabSeparated");
         let body = server
-            .client
-            .post(&server.gateway)
-            .basic_auth(&user, Some(&password))
-            .body(format!(
-                "SELECT number FROM system.numbers LIMIT {i} FORMAT TabSeparated"
-            ))
-            .send()
+            .gateway_query(&user, &password, &sql)
             .await
-            .unwrap()
             .bytes()
             .await
             .unwrap();
         bytes += body.len() as u64;
     }
     // A refused query is no use.
-    let refused = server
-        .client
-        .post(&server.gateway)
-        .basic_auth(&user, Some("wrong"))
-        .body("SELECT 1")
-        .send()
-        .await
-        .unwrap();
+    let refused = server.gateway_query(&user, "wrong", "SELECT 1").await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
 
     // Exact once a batch has gone (every 200 ms here).
@@ -823,13 +810,8 @@ async fn usage_is_counted_exactly_and_survives_a_restart() {
     // Stopped gracefully right after more queries: the last batch is written on the way out.
     for _ in 0..3 {
         server
-            .client
-            .post(&server.gateway)
-            .basic_auth(&user, Some(&password))
-            .body("SELECT 1")
-            .send()
+            .gateway_query(&user, &password, "SELECT 1")
             .await
-            .unwrap()
             .bytes()
             .await
             .unwrap();

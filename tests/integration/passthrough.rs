@@ -618,20 +618,9 @@ async fn a_call_leaves_last_used_at_behind_and_a_restart_keeps_it() {
     .await;
     let used = connect(&server, "acme", json!({"api_key": "k1"})).await;
     let idle = connect(&server, "acme", json!({"api_key": "k2"})).await;
-    async fn get(server: &TestServer, id: &str) -> Value {
-        server
-            .client
-            .get(server.url(&format!("/v1/vault/connections/{id}")))
-            .header("x-pica-secret", TEST_SECRET)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
+    let row = |id: &str| format!("/v1/vault/connections/{id}");
     let id = used["id"].as_str().unwrap();
-    assert!(get(&server, id).await["lastUsedAt"].is_null());
+    assert!(server.vault_json(&row(id)).await["lastUsedAt"].is_null());
     let before = chrono::Utc::now();
     for _ in 0..3 {
         let resp = call(
@@ -647,7 +636,7 @@ async fn a_call_leaves_last_used_at_behind_and_a_restart_keeps_it() {
     }
     let start = std::time::Instant::now();
     let at = loop {
-        if let Some(at) = get(&server, id).await["lastUsedAt"].as_str() {
+        if let Some(at) = server.vault_json(&row(id)).await["lastUsedAt"].as_str() {
             break at.to_owned();
         }
         assert!(start.elapsed() < std::time::Duration::from_secs(5));
@@ -655,7 +644,7 @@ async fn a_call_leaves_last_used_at_behind_and_a_restart_keeps_it() {
     };
     let at_time = chrono::DateTime::parse_from_rfc3339(&at).unwrap();
     assert!(at_time >= before && at_time <= chrono::Utc::now(), "{at}");
-    assert!(get(&server, idle["id"].as_str().unwrap()).await["lastUsedAt"].is_null());
+    assert!(server.vault_json(&row(idle["id"].as_str().unwrap())).await["lastUsedAt"].is_null());
     server.restart().await;
-    assert_eq!(get(&server, id).await["lastUsedAt"], at.as_str());
+    assert_eq!(server.vault_json(&row(id)).await["lastUsedAt"], at.as_str());
 }

@@ -19,7 +19,7 @@ use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{TEST_SECRET, TOKEN, TestServer};
+use crate::common::{TOKEN, TestServer};
 use crate::connect::{self, Consent, Setup};
 
 /// One request the receiver got.
@@ -233,13 +233,6 @@ fn of_type<'a>(received: &'a [Received], t: &str) -> Vec<&'a Received> {
     received.iter().filter(|r| r.event_type() == t).collect()
 }
 
-fn vault(server: &TestServer, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-    server
-        .client
-        .request(method, server.url(path))
-        .header("x-pica-secret", TEST_SECRET)
-}
-
 #[tokio::test]
 async fn every_event_type_arrives_signed() {
     let receiver = Receiver::start().await;
@@ -321,7 +314,7 @@ async fn every_event_type_arrives_signed() {
 
     // An integration's life through the vault API.
     let (status, keyed) = send(json_body(
-        vault(&server, reqwest::Method::POST, "/v1/vault/connections"),
+        server.vault(reqwest::Method::POST, "/v1/vault/connections"),
         json!({"platform": "keyed", "identity": "team-7", "identityType": "team", "credentials": {"api_key": "key-never-in-a-hook"}}),
     ))
     .await;
@@ -329,8 +322,7 @@ async fn every_event_type_arrives_signed() {
     secrets_seen.push("key-never-in-a-hook".into());
     let keyed_id = keyed["id"].as_str().unwrap().to_owned();
     let (status, _) = send(json_body(
-        vault(
-            &server,
+        server.vault(
             reqwest::Method::PATCH,
             &format!("/v1/vault/connections/{keyed_id}"),
         ),
@@ -338,8 +330,7 @@ async fn every_event_type_arrives_signed() {
     ))
     .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = send(vault(
-        &server,
+    let (status, _) = send(server.vault(
         reqwest::Method::DELETE,
         &format!("/v1/vault/connections/{keyed_id}"),
     ))
@@ -355,7 +346,7 @@ async fn every_event_type_arrives_signed() {
         .push("rt-revoked".into());
     let expires = chrono::Utc::now().timestamp() + 600;
     let (status, acme) = send(json_body(
-        vault(&server, reqwest::Method::POST, "/v1/vault/connections"),
+        server.vault(reqwest::Method::POST, "/v1/vault/connections"),
         json!({"platform": "acme", "identity": "user-9", "identityType": "user",
                "credentials": {"access_token": "at-stale", "refresh_token": "rt-revoked", "expires_at": expires}}),
     ))

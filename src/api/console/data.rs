@@ -453,6 +453,21 @@ fn connection_id(raw: &str) -> Result<i64, PageError> {
     raw.parse().map_err(|_| PageError::not_found())
 }
 
+/// The connection the path names, if the signed-in token may manage it (else 404).
+async fn managed_connection(
+    state: &AppState,
+    signed: &Signed,
+    raw: &str,
+) -> Result<DataConnection, PageError> {
+    let principal = signed.token()?;
+    let id = connection_id(raw)?;
+    Ok(state
+        .services
+        .data_connections
+        .get_for(principal, id)
+        .await?)
+}
+
 pub async fn show(
     State(state): State<AppState>,
     signed: Signed,
@@ -460,10 +475,9 @@ pub async fn show(
     Query(query): Query<ShowQuery>,
 ) -> Result<Response, PageError> {
     let edited = query.edited.is_some();
-    let principal = signed.token()?;
-    let id = connection_id(&raw)?;
+    let c = managed_connection(&state, &signed, &raw).await?;
+    let id = c.id;
     let connections = &state.services.data_connections;
-    let c = connections.get_for(principal, id).await?;
     let reveal = state
         .services
         .console
@@ -571,10 +585,8 @@ pub async fn edit(
     Path(raw): Path<String>,
     form: SignedForm,
 ) -> Result<Response, PageError> {
-    let principal = form.signed.token()?;
-    let id = connection_id(&raw)?;
-    let connections = &state.services.data_connections;
-    let current = connections.get_for(principal, id).await?;
+    let current = managed_connection(&state, &form.signed, &raw).await?;
+    let id = current.id;
     let mut errors = Vec::new();
     let until_text = form.fields.get("valid_until").unwrap_or("");
     // An expiry left as shown is not changed (it may have passed meanwhile).
@@ -593,7 +605,7 @@ pub async fn edit(
     if !errors.is_empty() {
         return Err(DataConnectionError::Invalid(errors).into());
     }
-    connections.update(id, update).await?;
+    state.services.data_connections.update(id, update).await?;
     Ok(Redirect::to(&format!("/console/data-connections/{id}?edited=1")).into_response())
 }
 
@@ -602,10 +614,7 @@ pub async fn rotate(
     Path(raw): Path<String>,
     form: SignedForm,
 ) -> Result<Response, PageError> {
-    let principal = form.signed.token()?;
-    let id = connection_id(&raw)?;
-    let connections = &state.services.data_connections;
-    connections.get_for(principal, id).await?;
+    let id = managed_connection(&state, &form.signed, &raw).await?.id;
     let overlap = form
         .fields
         .get("overlap_seconds")
@@ -614,7 +623,9 @@ pub async fn rotate(
         .map_err(|_| {
             PageError::bad_request("choose how long the current password keeps working")
         })?;
-    let rotated = connections
+    let rotated = state
+        .services
+        .data_connections
         .rotate_password(id, std::time::Duration::from_secs(overlap))
         .await?;
     show_once(
@@ -632,13 +643,8 @@ pub async fn confirm_delete(
     signed: Signed,
     Path(raw): Path<String>,
 ) -> Result<Response, PageError> {
-    let principal = signed.token()?;
-    let id = connection_id(&raw)?;
-    let c = state
-        .services
-        .data_connections
-        .get_for(principal, id)
-        .await?;
+    let c = managed_connection(&state, &signed, &raw).await?;
+    let id = c.id;
     let name = connection_name(&c);
     let content = html! {
         div.narrow {

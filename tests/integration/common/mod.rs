@@ -363,17 +363,41 @@ impl TestServer {
         self.get_json(&format!("/api/v1/connections/{id}")).await["data"]["attributes"].clone()
     }
 
+    /// A vault (Pica dialect) request with the test environment's secret.
+    pub fn vault(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .header("x-pica-secret", TEST_SECRET)
+    }
+
+    /// A vault GET's JSON answer.
+    pub async fn vault_json(&self, path: &str) -> serde_json::Value {
+        self.vault(reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// `sql` through the gateway as `user`; the answer, not yet read.
+    pub async fn gateway_query(&self, user: &str, password: &str, sql: &str) -> reqwest::Response {
+        self.client
+            .post(&self.gateway)
+            .basic_auth(user, Some(password))
+            .body(sql.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// The gateway's verdict on these credentials where the upstream never answers
     /// (`TOPOLOGY`'s): credentials it accepts get 502 or 503, others 403.
     pub async fn gateway_verdict(&self, user: &str, password: &str) -> &'static str {
         let status = self
-            .client
-            .post(&self.gateway)
-            .basic_auth(user, Some(password))
-            .body("SELECT 1")
-            .send()
+            .gateway_query(user, password, "SELECT 1")
             .await
-            .unwrap()
             .status();
         match status.as_u16() {
             403 => "refused",
