@@ -80,7 +80,10 @@ pub fn start_switchboard(
     }
     std::fs::write(dir.path().join("switchboard.toml"), config).unwrap();
     let stderr = dir.path().join("stderr.log");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    // SWITCHBOARD_BENCH_BINARY: another build to measure (an earlier commit's, say).
+    let binary = std::env::var_os("SWITCHBOARD_BENCH_BINARY")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_switchboard").into());
+    let child = std::process::Command::new(binary)
         .current_dir(dir.path())
         .args(["--config", "switchboard.toml", "serve"])
         .env("SWITCHBOARD_API_LISTEN", "127.0.0.1:0")
@@ -219,6 +222,8 @@ fn start_nginx(http_extra: &str, location: &str) -> (Process, String) {
         r#"
 worker_processes 1;
 daemon off;
+# One process: killing it leaves no worker behind to take CPU from the next run.
+master_process off;
 pid {root}/nginx.pid;
 error_log {root}/error.log warn;
 events {{ worker_connections 1024; }}

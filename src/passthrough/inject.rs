@@ -5,6 +5,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use base64::Engine;
 use secrecy::ExposeSecret;
 use url::Url;
+use zeroize::Zeroizing;
 
 use crate::domain::catalog::AuthMethod;
 use crate::domain::integration::OpenCredentials;
@@ -93,14 +94,21 @@ const SCRUB_MIN_LEN: usize = 6;
 /// query pairs that carry one are dropped, everything else stays byte for byte; a header
 /// that would still carry one is dropped.
 pub fn scrub_echoed(headers: &mut HeaderMap, credentials: &OpenCredentials) {
-    let secrets: Vec<String> = INJECTED
+    // Most answers carry neither header: no copies of the credential are made for them.
+    if !ECHOING_HEADERS
+        .iter()
+        .any(|name| headers.contains_key(name))
+    {
+        return;
+    }
+    let secrets: Vec<Zeroizing<String>> = INJECTED
         .iter()
         .filter_map(|field| credentials.get(*field))
         .map(|v| v.expose_secret())
         .filter(|v| v.len() >= SCRUB_MIN_LEN)
         .flat_map(|v| {
             let encoded: String = url::form_urlencoded::byte_serialize(v.as_bytes()).collect();
-            [v.to_owned(), encoded]
+            [Zeroizing::new(v.to_owned()), Zeroizing::new(encoded)]
         })
         .collect();
     if secrets.is_empty() {
