@@ -52,7 +52,6 @@ pub struct Application {
     topology: Arc<crate::domain::topology::Topology>,
     upstream_client: crate::gateway::UpstreamClient,
     gateway: Arc<Gateway>,
-    api_workers: usize,
     gateway_workers: usize,
     api_tls: Option<Arc<ReloadableTls>>,
     gateway_tls: Option<Arc<ReloadableTls>>,
@@ -226,7 +225,6 @@ impl Application {
             upstream_client: crate::gateway::upstream_client(&settings.gateway)?,
             topology,
             gateway,
-            api_workers: settings.api.workers,
             gateway_workers: settings.gateway.workers,
             api_tls,
             gateway_tls,
@@ -302,19 +300,15 @@ impl Application {
             gateway: format!("{}://{}", scheme(&self.gateway_tls), self.gateway_addr),
         };
         listening.write(&self.data_dir)?;
-        let router = self.router;
-        let api = crate::net::serve_on_workers(
+        let api = crate::net::serve(
             self.api_listener,
-            "api",
-            self.api_workers,
-            Arc::new(move || router.clone()),
+            self.router,
             self.api_tls,
             stop_rx.clone(),
         );
         let gateway = self.gateway.clone();
         let gateway = crate::net::serve_on_workers(
             self.gateway_listener,
-            "gateway",
             self.gateway_workers,
             Arc::new(move || gateway.clone().router()),
             self.gateway_tls,

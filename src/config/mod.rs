@@ -104,8 +104,6 @@ pub struct ApiSettings {
     pub tls: Option<TlsFiles>,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
-    /// Threads serving the API's connections (each with its own event loop).
-    pub workers: usize,
 }
 
 #[derive(Debug, Clone)]

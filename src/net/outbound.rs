@@ -135,17 +135,9 @@ impl tower::Service<Name> for PublicResolver {
     }
 }
 
-/// The two clients of one serving thread: their pools' connections are driven by that
-/// thread's runtime, so a call never waits on another thread to write or read for it.
-struct Clients {
+pub struct OutboundClient {
     guarded: Guarded,
     open: Open,
-}
-
-pub struct OutboundClient {
-    guarded: HttpsConnector<HttpConnector<PublicResolver>>,
-    open: HttpsConnector<HttpConnector>,
-    per_thread: thread_local::ThreadLocal<Clients>,
     /// Longest wait for response headers.
     response_timeout: Duration,
 }
@@ -155,33 +147,32 @@ impl OutboundClient {
         // Without an extra CA file the only failure would be an unsupported protocol set.
         let tls = super::tls::client_tls_config(None)
             .expect("the system's CAs and ring's default protocols");
-        let mut guarded = HttpConnector::new_with_resolver(PublicResolver);
-        guarded.set_connect_timeout(Some(connect_timeout));
-        guarded.enforce_http(false);
-        guarded.set_nodelay(true);
-        let mut open = HttpConnector::new();
-        open.set_connect_timeout(Some(connect_timeout));
-        open.enforce_http(false);
-        open.set_nodelay(true);
-        let https = || {
+        let https = |mut http: HttpConnector<PublicResolver>| {
+            http.set_connect_timeout(Some(connect_timeout));
+            http.enforce_http(false);
+            // A proxy's small writes go out at once (as the gateway's do).
+            http.set_nodelay(true);
             hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(tls.clone())
                 .https_or_http()
                 .enable_http1()
+                .wrap_connector(http)
         };
+        let mut plain = HttpConnector::new();
+        plain.set_connect_timeout(Some(connect_timeout));
+        plain.enforce_http(false);
+        plain.set_nodelay(true);
+        let open = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(plain);
         Self {
-            guarded: https().wrap_connector(guarded),
-            open: https().wrap_connector(open),
-            per_thread: thread_local::ThreadLocal::new(),
+            guarded: Client::builder(TokioExecutor::new())
+                .build(https(HttpConnector::new_with_resolver(PublicResolver))),
+            open: Client::builder(TokioExecutor::new()).build(open),
             response_timeout,
         }
-    }
-
-    fn clients(&self) -> &Clients {
-        self.per_thread.get_or(|| Clients {
-            guarded: Client::builder(TokioExecutor::new()).build(self.guarded.clone()),
-            open: Client::builder(TokioExecutor::new()).build(self.open.clone()),
-        })
     }
 
     /// Sends `outgoing` (to `url`) within the response timeout, keeping to public addresses
@@ -197,13 +188,9 @@ impl OutboundClient {
             return Err(OutboundError::PrivateAddress);
         }
         let sent = if allow_private {
-            tokio::time::timeout(self.response_timeout, self.clients().open.request(outgoing)).await
+            tokio::time::timeout(self.response_timeout, self.open.request(outgoing)).await
         } else {
-            tokio::time::timeout(
-                self.response_timeout,
-                self.clients().guarded.request(outgoing),
-            )
-            .await
+            tokio::time::timeout(self.response_timeout, self.guarded.request(outgoing)).await
         };
         let response = match sent {
             Err(_) => return Err(OutboundError::Timeout),

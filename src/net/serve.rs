@@ -23,15 +23,34 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for in-flight requests when stopping.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves the routers `make_router` makes until `stop` turns true, then drains in-flight
-/// requests: on `workers` threads of their own (named `{name}-{index}`), each a
-/// single-threaded runtime with its own router. A connection lives on one worker, so the
-/// tasks a request wakes (its handler, the upstream connection's) run on the thread that
-/// woke them: no hand-off between threads per request. Connections go to the worker with
-/// the fewest open.
+/// Serves `router` until `stop` turns true, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<ReloadableTls>>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let http = http_builder();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = accept(&listener) => accepted,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        spawn_connection(stream, peer, &router, &tls, &http, graceful.watcher(), None);
+    }
+    drop(listener);
+    drain(graceful).await;
+    Ok(())
+}
+
+/// Serves like [`serve`], but on `workers` threads of their own, each a single-threaded
+/// runtime with its own router from `make_router`. A connection lives on one worker, so
+/// the tasks a request wakes (its handler, the upstream connection's) run on the thread
+/// that woke them: no hand-off between threads per request. Connections go to the worker
+/// with the fewest open.
 pub async fn serve_on_workers(
     listener: TcpListener,
-    name: &str,
     workers: usize,
     make_router: Arc<dyn Fn() -> Router + Send + Sync>,
     tls: Option<Arc<ReloadableTls>>,
@@ -49,7 +68,7 @@ pub async fn serve_on_workers(
             .build()?;
         let (make_router, tls, shard_open) = (make_router.clone(), tls.clone(), open.clone());
         std::thread::Builder::new()
-            .name(format!("{name}-{index}"))
+            .name(format!("gateway-{index}"))
             .spawn(move || {
                 runtime.block_on(async move {
                     let router = make_router();
@@ -64,7 +83,7 @@ pub async fn serve_on_workers(
                                 &tls,
                                 &http,
                                 graceful.watcher(),
-                                shard_open.clone(),
+                                Some(shard_open.clone()),
                             ),
                             Err(e) => {
                                 shard_open.fetch_sub(1, Ordering::Relaxed);
@@ -141,11 +160,13 @@ async fn drain(graceful: GracefulShutdown) {
 }
 
 /// Counts down an open connection when it ends, however it ends.
-struct OpenGuard(Arc<AtomicUsize>);
+struct OpenGuard(Option<Arc<AtomicUsize>>);
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if let Some(open) = &self.0 {
+            open.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -156,7 +177,7 @@ fn spawn_connection(
     tls: &Option<Arc<ReloadableTls>>,
     http: &Arc<hyper::server::conn::http1::Builder>,
     watcher: hyper_util::server::graceful::Watcher,
-    open: Arc<AtomicUsize>,
+    open: Option<Arc<AtomicUsize>>,
 ) {
     let open = OpenGuard(open);
     let _ = stream.set_nodelay(true);
