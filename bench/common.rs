@@ -137,6 +137,28 @@ impl Figures {
     }
 }
 
+/// A target's best over the rounds: its most requests per second, its lowest p50.
+pub struct Best {
+    pub rps: f64,
+    pub p50_ms: f64,
+}
+
+impl Default for Best {
+    fn default() -> Self {
+        Self {
+            rps: 0.0,
+            p50_ms: f64::INFINITY,
+        }
+    }
+}
+
+impl Best {
+    pub fn add(&mut self, figures: &Figures) {
+        self.rps = self.rps.max(figures.rps());
+        self.p50_ms = self.p50_ms.min(figures.p50_ms());
+    }
+}
+
 /// Runs `total` requests (or until `deadline`) from `concurrency` workers; `make(n)` sends
 /// the n-th and returns its status, which must be a success.
 pub async fn drive<F, Fut>(

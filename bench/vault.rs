@@ -2,7 +2,7 @@
 //! the passthrough's overhead against calling the (local) platform directly, beside nginx
 //! proxying to the same platform. The platform is nginx answering `{"ok":true}` itself.
 //!
-//! Run: `cargo bench --bench vault` (options: `-- --connections N --seconds S`).
+//! Run: `cargo bench --bench vault` (options: `-- --connections N --seconds S --rounds R`).
 //! Client, server and the fake platform share this machine's cores. Needs nginx
 //! (scripts/bench.sh installs it).
 
@@ -11,7 +11,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Switchboard, arg, drive, nginx_platform, nginx_proxy, start_switchboard};
+use common::{Best, Switchboard, arg, drive, nginx_platform, nginx_proxy, start_switchboard};
 use reqwest::StatusCode;
 
 const SECRET: &str = "sk_test_bench0123456789abcdefghij";
@@ -25,28 +25,6 @@ fn start_server(platform: &str) -> Switchboard {
         &[],
         &[("SWITCHBOARD_BOOTSTRAP_TEST_SECRET", SECRET)],
     )
-}
-
-/// A target's best over the rounds: its most requests per second, its lowest p50.
-struct Best {
-    rps: f64,
-    p50_ms: f64,
-}
-
-impl Default for Best {
-    fn default() -> Self {
-        Self {
-            rps: 0.0,
-            p50_ms: f64::INFINITY,
-        }
-    }
-}
-
-impl Best {
-    fn add(&mut self, figures: &common::Figures) {
-        self.rps = self.rps.max(figures.rps());
-        self.p50_ms = self.p50_ms.min(figures.p50_ms());
-    }
 }
 
 /// Sends a request and reads the whole answer; the status must be `expected`.
