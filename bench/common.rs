@@ -110,6 +110,9 @@ pub struct Figures {
     pub elapsed: Duration,
     /// Nanoseconds per request.
     latency: hdrhistogram::Histogram<u64>,
+    /// CPU time the process under test spent on the requests, where counted
+    /// ([`with_cpu_of`]).
+    pub cpu: Option<Duration>,
 }
 
 impl Figures {
@@ -125,9 +128,18 @@ impl Figures {
         self.latency.value_at_quantile(0.99) as f64 / 1e6
     }
 
+    /// Microseconds of the measured process's CPU per request.
+    pub fn cpu_us(&self) -> Option<f64> {
+        self.cpu
+            .map(|cpu| cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64)
+    }
+
     pub fn print(&self) {
+        let cpu = self
+            .cpu_us()
+            .map_or(String::new(), |us| format!("   cpu {us:>6.1} us/req"));
         println!(
-            "{:<34} {:>8} req {:>10.0} req/s   p50 {:>7.3} ms   p99 {:>7.3} ms",
+            "{:<34} {:>8} req {:>10.0} req/s   p50 {:>7.3} ms   p99 {:>7.3} ms{cpu}",
             self.name,
             self.requests,
             self.rps(),
@@ -137,10 +149,32 @@ impl Figures {
     }
 }
 
-/// A target's best over the rounds: its most requests per second, its lowest p50.
+/// CPU time process `pid` has used so far, all its threads (`/proc`, nanoseconds).
+pub fn cpu_time(pid: u32) -> Duration {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process runs");
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
+}
+
+/// `measure`'s figures with the CPU time process `pid` spent meanwhile: a proxy's cost per
+/// request, which a busy neighbour on a shared machine disturbs far less than latency.
+pub async fn with_cpu_of(pid: u32, measure: impl std::future::Future<Output = Figures>) -> Figures {
+    let before = cpu_time(pid);
+    let mut figures = measure.await;
+    figures.cpu = Some(cpu_time(pid).saturating_sub(before));
+    figures
+}
+
+/// A target's best over the rounds: its most requests per second, its lowest p50 and CPU
+/// per request.
 pub struct Best {
     pub rps: f64,
     pub p50_ms: f64,
+    pub cpu_us: f64,
 }
 
 impl Default for Best {
@@ -148,6 +182,7 @@ impl Default for Best {
         Self {
             rps: 0.0,
             p50_ms: f64::INFINITY,
+            cpu_us: f64::INFINITY,
         }
     }
 }
@@ -156,6 +191,9 @@ impl Best {
     pub fn add(&mut self, figures: &Figures) {
         self.rps = self.rps.max(figures.rps());
         self.p50_ms = self.p50_ms.min(figures.p50_ms());
+        if let Some(cpu_us) = figures.cpu_us() {
+            self.cpu_us = self.cpu_us.min(cpu_us);
+        }
     }
 }
 
@@ -204,6 +242,7 @@ where
         requests: latency.len(),
         elapsed: start.elapsed(),
         latency,
+        cpu: None,
     }
 }
 

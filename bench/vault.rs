@@ -11,7 +11,9 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Best, Switchboard, arg, drive, nginx_platform, nginx_proxy, start_switchboard};
+use common::{
+    Best, Switchboard, arg, drive, nginx_platform, nginx_proxy, start_switchboard, with_cpu_of,
+};
 use reqwest::StatusCode;
 
 const SECRET: &str = "sk_test_bench0123456789abcdefghij";
@@ -47,7 +49,7 @@ fn main() {
         let (_platform, platform) = nginx_platform();
         let platform_port: u16 = platform.rsplit(':').next().unwrap().parse().unwrap();
         // The reference: nginx doing what the passthrough does (forward, set a credential).
-        let (_nginx, nginx) = nginx_proxy(
+        let (nginx_process, nginx) = nginx_proxy(
             platform_port,
             "proxy_set_header Authorization \"Bearer re_bench\";",
         );
@@ -117,6 +119,11 @@ fn main() {
         // Interleaved rounds, the best of each target's (most req/s, lowest p50), so that
         // no target gains from going last or loses to a burst of noise.
         let rounds = arg("--rounds", 2);
+        let (nginx_pid, server_pid) = (nginx_process.child.id(), server.process.child.id());
+        // The passthrough's own connections, as a client making passthrough calls opens
+        // them: the server places a connection by its first request (the control-plane
+        // calls above came on connections of their own).
+        let calls = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
         let mut ratios = Vec::new();
         for concurrency in [1usize, 64] {
             let mut best = [Best::default(), Best::default(), Best::default()];
@@ -127,18 +134,24 @@ fn main() {
                 })
                 .await;
                 let (c, n) = (client.clone(), Arc::new(nginx.clone()));
-                let reference = drive("nginx", concurrency, None, seconds, move |_| {
-                    fetch(c.get(format!("{n}/v1/ping")), StatusCode::OK)
-                })
+                let reference = with_cpu_of(
+                    nginx_pid,
+                    drive("nginx", concurrency, None, seconds, move |_| {
+                        fetch(c.get(format!("{n}/v1/ping")), StatusCode::OK)
+                    }),
+                )
                 .await;
-                let (c, a, k) = (client.clone(), api.clone(), key.clone());
-                let proxied = drive("passthrough", concurrency, None, seconds, move |_| {
-                    let request = c
-                        .get(format!("{a}/v1/passthrough/v1/ping"))
-                        .header("x-pica-secret", SECRET)
-                        .header("x-pica-connection-key", k.as_str());
-                    fetch(request, StatusCode::OK)
-                })
+                let (c, a, k) = (calls.clone(), api.clone(), key.clone());
+                let proxied = with_cpu_of(
+                    server_pid,
+                    drive("passthrough", concurrency, None, seconds, move |_| {
+                        let request = c
+                            .get(format!("{a}/v1/passthrough/v1/ping"))
+                            .header("x-pica-secret", SECRET)
+                            .header("x-pica-connection-key", k.as_str());
+                        fetch(request, StatusCode::OK)
+                    }),
+                )
                 .await;
                 for (best, figures) in best.iter_mut().zip([&direct, &reference, &proxied]) {
                     figures.print();
@@ -150,12 +163,15 @@ fn main() {
         println!("\nratios (passthrough vs calling the platform directly; nginx proxying the same for reference; best of {rounds} rounds)");
         for (concurrency, [direct, reference, proxied]) in ratios {
             println!(
-                "  conc {concurrency:>2}: added p50 {:+.3} ms (nginx {:+.3} ms); req/s {:.2}x (nginx {:.2}x); passthrough/nginx req/s {:.2}x",
+                "  conc {concurrency:>2}: added p50 {:+.3} ms (nginx {:+.3} ms); req/s {:.2}x (nginx {:.2}x); passthrough/nginx req/s {:.2}x; CPU per call {:.1} us (nginx {:.1} us, {:.2}x)",
                 proxied.p50_ms - direct.p50_ms,
                 reference.p50_ms - direct.p50_ms,
                 proxied.rps / direct.rps,
                 reference.rps / direct.rps,
                 proxied.rps / reference.rps,
+                proxied.cpu_us,
+                reference.cpu_us,
+                proxied.cpu_us / reference.cpu_us,
             );
         }
     });

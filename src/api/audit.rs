@@ -139,11 +139,6 @@ pub async fn record(
 
     let route = matched.as_ref().map_or("", MatchedPath::as_str);
     let path = uri.path();
-    let request_id = request_id
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let client_ip = peer.map(|ip| ip.to_canonical().to_string());
     let status = response.status().as_u16();
     let note = std::mem::take(&mut *slot.0.lock().expect("not poisoned"));
     let outcome = if note.refused {
@@ -158,6 +153,11 @@ pub async fn record(
     if action.is_none() && !refused_read {
         return response;
     }
+    let request_id = request_id
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let client_ip = peer.map(|ip| ip.to_canonical().to_string());
     let event = AuditEvent {
         target: note.target.or_else(|| path_id(route, path)).or_else(|| {
             // A refused read names what it tried to reach (without a link's token).

@@ -263,6 +263,13 @@ fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
     path.into()
 }
 
+/// Whether the request is a passthrough call (the API's data plane): one served on the
+/// worker thread that read it, with that thread's platform connections (see
+/// [`crate::net::Placement`]). The rest of the API is served on the shared runtime.
+pub fn served_on_worker(path: &str) -> bool {
+    path.starts_with(pica::passthrough::PREFIX)
+}
+
 /// The complete API router with its middleware.
 pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
     use betterstack::ApiError;

@@ -52,6 +52,7 @@ pub struct Application {
     topology: Arc<crate::domain::topology::Topology>,
     upstream_client: crate::gateway::UpstreamClient,
     gateway: Arc<Gateway>,
+    api_workers: usize,
     gateway_workers: usize,
     api_tls: Option<Arc<ReloadableTls>>,
     gateway_tls: Option<Arc<ReloadableTls>>,
@@ -225,6 +226,7 @@ impl Application {
             upstream_client: crate::gateway::upstream_client(&settings.gateway)?,
             topology,
             gateway,
+            api_workers: settings.api.workers,
             gateway_workers: settings.gateway.workers,
             api_tls,
             gateway_tls,
@@ -300,17 +302,23 @@ impl Application {
             gateway: format!("{}://{}", scheme(&self.gateway_tls), self.gateway_addr),
         };
         listening.write(&self.data_dir)?;
-        let api = crate::net::serve(
+        let router = self.router;
+        let api = crate::net::serve_on_workers(
             self.api_listener,
-            self.router,
+            "api",
+            self.api_workers,
+            Arc::new(move || router.clone()),
+            crate::net::Placement::ByFirstRequest(crate::api::served_on_worker),
             self.api_tls,
             stop_rx.clone(),
         );
         let gateway = self.gateway.clone();
         let gateway = crate::net::serve_on_workers(
             self.gateway_listener,
+            "gateway",
             self.gateway_workers,
             Arc::new(move || gateway.clone().router()),
+            crate::net::Placement::Workers,
             self.gateway_tls,
             stop_rx,
         );

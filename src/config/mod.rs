@@ -104,6 +104,8 @@ pub struct ApiSettings {
     pub tls: Option<TlsFiles>,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Threads serving passthrough connections (see `net::Placement::ByFirstRequest`).
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone)]

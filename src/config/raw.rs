@@ -238,6 +238,7 @@ pub struct RawApi {
     pub listen: String,
     pub request_timeout_seconds: u64,
     pub max_body_bytes: usize,
+    pub workers: usize,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
 }
@@ -248,6 +249,7 @@ impl Default for RawApi {
             listen: "127.0.0.1:8080".into(),
             request_timeout_seconds: 30,
             max_body_bytes: 1024 * 1024,
+            workers: 0,
             tls_cert_file: None,
             tls_key_file: None,
         }

@@ -185,6 +185,7 @@ pub(super) fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
             tls: tls_files("api", raw.api.tls_cert_file, raw.api.tls_key_file)?,
             request_timeout: Duration::from_secs(raw.api.request_timeout_seconds),
             max_body_bytes: raw.api.max_body_bytes,
+            workers: serving_threads(raw.api.workers),
         },
         gateway: GatewaySettings {
             listen: gateway_listen,
@@ -213,10 +214,7 @@ pub(super) fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
             max_requests_per_minute_per_connection: raw
                 .gateway
                 .max_requests_per_minute_per_connection,
-            workers: match raw.gateway.workers {
-                0 => std::thread::available_parallelism().map_or(1, usize::from),
-                n => n.min(1024),
-            },
+            workers: serving_threads(raw.gateway.workers),
         },
         database,
         auto_migrate: raw.database.auto_migrate.unwrap_or(true),
@@ -388,4 +386,12 @@ fn validate_oauth(raw: RawOAuth) -> anyhow::Result<OAuthSettings> {
         token_timeout: Duration::from_millis(raw.token_timeout_ms),
         default_token_lifetime: Duration::from_secs(raw.default_token_lifetime_seconds),
     })
+}
+
+/// `workers = 0`: one serving thread per CPU.
+fn serving_threads(configured: usize) -> usize {
+    match configured {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n.min(1024),
+    }
 }

@@ -7,5 +7,5 @@ pub mod outbound;
 pub mod serve;
 pub mod tls;
 
-pub use serve::{serve, serve_on_workers};
+pub use serve::{Placement, serve_on_workers};
 pub use tls::{ReloadableTls, TlsFiles, client_tls_config};

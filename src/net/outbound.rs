@@ -135,9 +135,33 @@ impl tower::Service<Name> for PublicResolver {
     }
 }
 
-pub struct OutboundClient {
+fn platform_connector<R>(
+    mut http: HttpConnector<R>,
+    connect_timeout: Duration,
+    tls: &rustls::ClientConfig,
+) -> HttpsConnector<HttpConnector<R>> {
+    http.set_connect_timeout(Some(connect_timeout));
+    http.enforce_http(false);
+    // A proxy's small writes go out at once (as the gateway's do).
+    http.set_nodelay(true);
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls.clone())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http)
+}
+
+/// The two clients of one serving thread: their pools' connections are driven by that
+/// thread's runtime, so a call never waits on another thread to write or read for it.
+struct Clients {
     guarded: Guarded,
     open: Open,
+}
+
+pub struct OutboundClient {
+    guarded: HttpsConnector<HttpConnector<PublicResolver>>,
+    open: HttpsConnector<HttpConnector>,
+    per_thread: thread_local::ThreadLocal<Clients>,
     /// Longest wait for response headers.
     response_timeout: Duration,
 }
@@ -147,32 +171,23 @@ impl OutboundClient {
         // Without an extra CA file the only failure would be an unsupported protocol set.
         let tls = super::tls::client_tls_config(None)
             .expect("the system's CAs and ring's default protocols");
-        let https = |mut http: HttpConnector<PublicResolver>| {
-            http.set_connect_timeout(Some(connect_timeout));
-            http.enforce_http(false);
-            // A proxy's small writes go out at once (as the gateway's do).
-            http.set_nodelay(true);
-            hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls.clone())
-                .https_or_http()
-                .enable_http1()
-                .wrap_connector(http)
-        };
-        let mut plain = HttpConnector::new();
-        plain.set_connect_timeout(Some(connect_timeout));
-        plain.enforce_http(false);
-        plain.set_nodelay(true);
-        let open = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls.clone())
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(plain);
         Self {
-            guarded: Client::builder(TokioExecutor::new())
-                .build(https(HttpConnector::new_with_resolver(PublicResolver))),
-            open: Client::builder(TokioExecutor::new()).build(open),
+            guarded: platform_connector(
+                HttpConnector::new_with_resolver(PublicResolver),
+                connect_timeout,
+                &tls,
+            ),
+            open: platform_connector(HttpConnector::new(), connect_timeout, &tls),
+            per_thread: thread_local::ThreadLocal::new(),
             response_timeout,
         }
+    }
+
+    fn clients(&self) -> &Clients {
+        self.per_thread.get_or(|| Clients {
+            guarded: Client::builder(TokioExecutor::new()).build(self.guarded.clone()),
+            open: Client::builder(TokioExecutor::new()).build(self.open.clone()),
+        })
     }
 
     /// Sends `outgoing` (to `url`) within the response timeout, keeping to public addresses
@@ -188,9 +203,13 @@ impl OutboundClient {
             return Err(OutboundError::PrivateAddress);
         }
         let sent = if allow_private {
-            tokio::time::timeout(self.response_timeout, self.open.request(outgoing)).await
+            tokio::time::timeout(self.response_timeout, self.clients().open.request(outgoing)).await
         } else {
-            tokio::time::timeout(self.response_timeout, self.guarded.request(outgoing)).await
+            tokio::time::timeout(
+                self.response_timeout,
+                self.clients().guarded.request(outgoing),
+            )
+            .await
         };
         let response = match sent {
             Err(_) => return Err(OutboundError::Timeout),

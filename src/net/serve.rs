@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
@@ -20,42 +22,61 @@ use super::tls::ReloadableTls;
 
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bounds how long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for in-flight requests when stopping.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves `router` until `stop` turns true, then drains in-flight requests.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    tls: Option<Arc<ReloadableTls>>,
-    mut stop: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let graceful = GracefulShutdown::new();
-    let http = http_builder();
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = accept(&listener) => accepted,
-            _ = stop.wait_for(|stop| *stop) => break,
-        };
-        spawn_connection(stream, peer, &router, &tls, &http, graceful.watcher(), None);
-    }
-    drop(listener);
-    drain(graceful).await;
-    Ok(())
+/// Where a listener's connections are served.
+#[derive(Clone, Copy)]
+pub enum Placement {
+    /// Every connection on a worker.
+    Workers,
+    /// A connection whose first request the function picks by its path is served on a
+    /// worker, which hands any later request it does not pick to the shared runtime (the one
+    /// [`serve_on_workers`] runs on); every other connection is served on the shared
+    /// runtime, where store-bound work spreads over every core rather than being pinned to
+    /// one thread. So are TLS connections: their first request cannot be read before the
+    /// handshake.
+    ByFirstRequest(fn(&str) -> bool),
 }
 
-/// Serves like [`serve`], but on `workers` threads of their own, each a single-threaded
-/// runtime with its own router from `make_router`. A connection lives on one worker, so
-/// the tasks a request wakes (its handler, the upstream connection's) run on the thread
-/// that woke them: no hand-off between threads per request. Connections go to the worker
-/// with the fewest open.
+/// What a worker does not serve on its own thread: the requests whose path `on_worker`
+/// does not pick go to `runtime`.
+#[derive(Clone)]
+struct Handoff {
+    runtime: tokio::runtime::Handle,
+    on_worker: fn(&str) -> bool,
+}
+
+/// A worker, as the accepting loop sees it.
+struct Shard {
+    connections: tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
+    open: Arc<AtomicUsize>,
+}
+
+/// Serves the routers `make_router` makes until `stop` turns true, then drains in-flight
+/// requests: on `workers` threads of their own (named `{name}-{index}`), each a
+/// single-threaded runtime with its own router, as `placement` puts them. A connection on
+/// a worker stays there, so the tasks a request wakes (its handler, the upstream
+/// connection's) run on the thread that woke them: no hand-off between threads per
+/// request. Connections go to the worker with the fewest open.
 pub async fn serve_on_workers(
     listener: TcpListener,
+    name: &str,
     workers: usize,
     make_router: Arc<dyn Fn() -> Router + Send + Sync>,
+    placement: Placement,
     tls: Option<Arc<ReloadableTls>>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let handoff = match placement {
+        Placement::Workers => None,
+        Placement::ByFirstRequest(on_worker) => Some(Handoff {
+            runtime: tokio::runtime::Handle::current(),
+            on_worker,
+        }),
+    };
     let mut shards = Vec::with_capacity(workers);
     let mut finished = Vec::with_capacity(workers);
     for index in 0..workers.max(1) {
@@ -67,21 +88,24 @@ pub async fn serve_on_workers(
             .enable_all()
             .build()?;
         let (make_router, tls, shard_open) = (make_router.clone(), tls.clone(), open.clone());
+        let handoff = handoff.clone();
         std::thread::Builder::new()
-            .name(format!("gateway-{index}"))
+            .name(format!("{name}-{index}"))
             .spawn(move || {
                 runtime.block_on(async move {
-                    let router = make_router();
-                    let http = http_builder();
+                    let serving = Serving {
+                        router: make_router(),
+                        handoff,
+                        tls,
+                        http: http_builder(),
+                    };
                     let graceful = GracefulShutdown::new();
                     while let Some((stream, peer)) = incoming.recv().await {
                         match TcpStream::from_std(stream) {
                             Ok(stream) => spawn_connection(
                                 stream,
                                 peer,
-                                &router,
-                                &tls,
-                                &http,
+                                &serving,
                                 graceful.watcher(),
                                 Some(shard_open.clone()),
                             ),
@@ -95,45 +119,116 @@ pub async fn serve_on_workers(
                 });
                 let _ = done.send(());
             })?;
-        shards.push((connections, open));
+        shards.push(Shard { connections, open });
         finished.push(finished_rx);
     }
+    let shards = Arc::new(shards);
+    // The shared runtime's own connections.
+    let serving = Serving {
+        router: make_router(),
+        handoff: None,
+        tls,
+        http: http_builder(),
+    };
+    let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = accept(&listener) => accepted,
             _ = stop.wait_for(|stop| *stop) => break,
         };
-        let Some((connections, open)) = shards
-            .iter()
-            .min_by_key(|(_, open)| open.load(Ordering::Relaxed))
-        else {
-            break;
-        };
-        // Leaves this runtime's reactor for the worker's (still non-blocking).
-        match stream.into_std() {
-            Ok(stream) => {
-                open.fetch_add(1, Ordering::Relaxed);
-                if connections.send((stream, peer)).is_err() {
-                    open.fetch_sub(1, Ordering::Relaxed);
-                }
+        let on_worker = match placement {
+            Placement::Workers => {
+                hand_over(&shards, stream, peer);
+                continue;
             }
-            Err(e) => tracing::warn!(error = %e, "cannot hand over a connection"),
+            Placement::ByFirstRequest(on_worker) => on_worker,
+        };
+        if serving.tls.is_some() {
+            spawn_connection(stream, peer, &serving, graceful.watcher(), None);
+            continue;
         }
+        let (shards, serving) = (shards.clone(), serving.clone());
+        let (watcher, mut stop) = (graceful.watcher(), stop.clone());
+        tokio::spawn(async move {
+            let picked = tokio::select! {
+                picked = tokio::time::timeout(
+                    HEADER_READ_TIMEOUT,
+                    first_request_picked(&stream, on_worker),
+                ) => picked,
+                _ = stop.wait_for(|stop| *stop) => return,
+            };
+            match picked {
+                Ok(Ok(Some(true))) => hand_over(&shards, stream, peer),
+                Ok(Ok(Some(false))) => spawn_connection(stream, peer, &serving, watcher, None),
+                // Closed or failed before sending anything, or sent nothing within the time
+                // hyper gives a request's headers: closed, as hyper would close it.
+                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {}
+            }
+        });
     }
     drop(listener);
     // Closing the channels tells each worker to drain and stop.
     drop(shards);
+    drain(graceful).await;
     for worker in finished {
         let _ = worker.await;
     }
     Ok(())
 }
 
+/// Moves a connection to the worker with the fewest open.
+fn hand_over(shards: &[Shard], stream: TcpStream, peer: SocketAddr) {
+    let Some(shard) = shards
+        .iter()
+        .min_by_key(|shard| shard.open.load(Ordering::Relaxed))
+    else {
+        return;
+    };
+    // Leaves this runtime's reactor for the worker's (still non-blocking).
+    match stream.into_std() {
+        Ok(stream) => {
+            shard.open.fetch_add(1, Ordering::Relaxed);
+            if shard.connections.send((stream, peer)).is_err() {
+                shard.open.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot hand over a connection"),
+    }
+}
+
+/// Whether `on_worker` picks the path of the connection's first request, read without
+/// taking it off the socket; `None` when the client closed before sending any.
+async fn first_request_picked(
+    stream: &TcpStream,
+    on_worker: fn(&str) -> bool,
+) -> std::io::Result<Option<bool>> {
+    // Enough for the longest method and the paths the placement tells apart.
+    let mut start = [0u8; 64];
+    let read = stream.peek(&mut start).await?;
+    if read == 0 {
+        return Ok(None);
+    }
+    Ok(Some(on_worker(request_target(&start[..read]))))
+}
+
+/// The request target of a request line, as far as `start` holds it ("GET /a?b HTTP/1.1"
+/// gives "/a?b"); empty when `start` is no request line's beginning.
+fn request_target(start: &[u8]) -> &str {
+    let Some(space) = start.iter().position(|&b| b == b' ') else {
+        return "";
+    };
+    let target = &start[space + 1..];
+    let end = target
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
+        .unwrap_or(target.len());
+    std::str::from_utf8(&target[..end]).unwrap_or("")
+}
+
 fn http_builder() -> Arc<hyper::server::conn::http1::Builder> {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        // Bounds how long a client may take to send its request headers.
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     Arc::new(http)
 }
 
@@ -170,27 +265,69 @@ impl Drop for OpenGuard {
     }
 }
 
+/// Aborts the handed-off request when the connection that asked for it goes away.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `request` served by `router` on `runtime`, the answer coming back to this thread.
+async fn handed_off(
+    runtime: tokio::runtime::Handle,
+    router: Router,
+    request: Request<Incoming>,
+) -> Response {
+    let mut task = AbortOnDrop(runtime.spawn(router.oneshot(request)));
+    match (&mut task.0).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(never)) => match never {},
+        // As if the router had panicked on this thread.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Cancelled: the shared runtime is shutting down.
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+/// What one runtime serves its connections with.
+#[derive(Clone)]
+struct Serving {
+    router: Router,
+    handoff: Option<Handoff>,
+    tls: Option<Arc<ReloadableTls>>,
+    http: Arc<hyper::server::conn::http1::Builder>,
+}
+
 fn spawn_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    router: &Router,
-    tls: &Option<Arc<ReloadableTls>>,
-    http: &Arc<hyper::server::conn::http1::Builder>,
+    serving: &Serving,
     watcher: hyper_util::server::graceful::Watcher,
     open: Option<Arc<AtomicUsize>>,
 ) {
     let open = OpenGuard(open);
     let _ = stream.set_nodelay(true);
-    let service = TowerToHyperService::new(router.clone().map_request(
-        move |mut request: axum::http::Request<Incoming>| {
-            request
-                .extensions_mut()
-                .insert(ConnectInfo::<SocketAddr>(peer));
-            request
-        },
-    ));
-    let http = http.clone();
-    match tls {
+    let (router, handoff) = (serving.router.clone(), serving.handoff.clone());
+    let service = service_fn(move |mut request: Request<Incoming>| {
+        request
+            .extensions_mut()
+            .insert(ConnectInfo::<SocketAddr>(peer));
+        let elsewhere = handoff
+            .as_ref()
+            .filter(|handoff| !(handoff.on_worker)(request.uri().path()))
+            .map(|handoff| handoff.runtime.clone());
+        let router = router.clone();
+        async move {
+            match elsewhere {
+                Some(runtime) => Ok(handed_off(runtime, router, request).await),
+                None => router.oneshot(request).await,
+            }
+        }
+    });
+    let http = serving.http.clone();
+    match &serving.tls {
         None => {
             let connection = http.serve_connection(TokioIo::new(stream), service);
             tokio::spawn(async move {
@@ -215,5 +352,22 @@ fn spawn_connection(
                 drop(open);
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_target;
+
+    #[test]
+    fn request_target_is_read_from_as_much_of_the_request_line_as_arrived() {
+        assert_eq!(
+            request_target(b"GET /v1/passthrough/x?y=1 HTTP/1.1\r\n"),
+            "/v1/passthrough/x?y=1"
+        );
+        assert_eq!(request_target(b"DELETE /v1/pass"), "/v1/pass");
+        assert_eq!(request_target(b"OPTIONS *\r\n"), "*");
+        assert_eq!(request_target(b"GET"), "");
+        assert_eq!(request_target(b"\x16\x03\x01 \xff\xfe"), "");
     }
 }

@@ -648,3 +648,76 @@ async fn a_call_leaves_last_used_at_behind_and_a_restart_keeps_it() {
     server.restart().await;
     assert_eq!(server.vault_json(&row(id)).await["lastUsedAt"], at.as_str());
 }
+
+/// Sends `requests` one after another on a single keep-alive connection; their statuses
+/// and bodies.
+async fn on_one_connection(
+    server: &TestServer,
+    requests: Vec<axum::http::Request<String>>,
+) -> Vec<(u16, Value)> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut answers = Vec::new();
+    for request in requests {
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        answers.push((status, serde_json::from_slice(&body).unwrap()));
+    }
+    answers
+}
+
+/// The server places a connection by its first request (a passthrough call's on a worker
+/// thread of its own); whichever comes first, every later request on it is still served.
+#[tokio::test]
+async fn one_connection_carries_passthrough_calls_and_control_plane_requests_in_any_order() {
+    let base = platform().await;
+    let server = TestServer::start(&config(&base)).await;
+    let created = connect(&server, "resend", json!({"api_key": "re_secret_1"})).await;
+    let key = created["key"].as_str().unwrap();
+    let passthrough = || {
+        axum::http::Request::get("/v1/passthrough/emails?n=1")
+            .header("host", "x")
+            .header("x-pica-secret", TEST_SECRET)
+            .header("x-pica-connection-key", key)
+            .body(String::new())
+            .unwrap()
+    };
+    let list = || {
+        axum::http::Request::get("/v1/vault/connections?platform=resend")
+            .header("host", "x")
+            .header("x-pica-secret", TEST_SECRET)
+            .body(String::new())
+            .unwrap()
+    };
+    let passthrough_first =
+        on_one_connection(&server, vec![passthrough(), list(), passthrough(), list()]).await;
+    let control_plane_first =
+        on_one_connection(&server, vec![list(), passthrough(), list(), passthrough()]).await;
+    for answers in [passthrough_first, control_plane_first] {
+        for (status, body) in answers {
+            assert_eq!(status, 200, "{body}");
+            if let Some(rows) = body.get("rows") {
+                assert_eq!(rows[0]["key"], key, "{body}");
+            } else {
+                assert_eq!(body["path"], "/v1/emails", "{body}");
+                assert_eq!(body["headers"]["authorization"], "Bearer re_secret_1");
+            }
+        }
+    }
+    // A client that connects and leaves without a request costs nothing and breaks nothing.
+    drop(
+        tokio::net::TcpStream::connect(server.base.trim_start_matches("http://"))
+            .await
+            .unwrap(),
+    );
+    let again = on_one_connection(&server, vec![passthrough()]).await;
+    assert_eq!(again[0].0, 200);
+}

@@ -12,7 +12,7 @@ mod error;
 mod extract;
 mod handlers;
 pub(super) mod parse;
-mod passthrough;
+pub mod passthrough;
 mod sessions;
 mod wire;
 

@@ -11,6 +11,9 @@ use crate::api::AppState;
 use crate::net::outbound::OutboundError;
 use crate::passthrough::{CONNECTION_KEY_HEADER, ForwardError, PassthroughError};
 
+/// Every passthrough call's path starts so.
+pub const PREFIX: &str = "/v1/passthrough/";
+
 /// Call the connection's platform: `{path}` is appended to the platform's base URL and the
 /// stored credential is injected; the platform's status, headers and body come back.
 #[utoipa::path(method(get, post, put, patch, delete), path = "/v1/passthrough/{*path}", tag = "vault",
