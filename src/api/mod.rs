@@ -193,32 +193,45 @@ async fn time_limit<E: DialectError>(
     }
 }
 
+/// Which guards a group of routes has besides the panic and time guards.
+#[derive(Clone, Copy)]
+struct Guards {
+    /// The body limit: off for routes that stream bodies of any size.
+    bounded_body: bool,
+    /// Every matched route's changes and refusals go to the audit log.
+    audited: bool,
+}
+
 /// A dialect's routes with their guards, outermost first: a panic becomes a 500 in the
-/// dialect's shape; the time limit bounds the handler and body reading; then, unless the
-/// routes stream bodies of any size, the body limit.
+/// dialect's shape; the time limit bounds the handler and body reading; then the body
+/// limit and the audit record, when `guards` asks. One layer for all of them: axum boxes
+/// (and clones, per request) a route once per layer applied to it.
 fn guarded<E: DialectError>(
     routes: OpenApiRouter<AppState>,
     settings: &ApiSettings,
-    bounded_body: bool,
+    services: &Arc<AppServices>,
+    guards: Guards,
 ) -> OpenApiRouter<AppState> {
-    let routes = if bounded_body {
-        routes
-            .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+    let max_body = settings.max_body_bytes;
+    routes.layer(
+        ServiceBuilder::new()
+            .layer(CatchPanicLayer::custom(|_| {
+                E::from(EdgeFailure::Internal).into_response()
+            }))
             .layer(axum::middleware::from_fn_with_state(
-                settings.max_body_bytes,
-                reject_declared_oversize::<E>,
+                settings.request_timeout,
+                time_limit::<E>,
             ))
-    } else {
-        routes
-    };
-    routes
-        .layer(axum::middleware::from_fn_with_state(
-            settings.request_timeout,
-            time_limit::<E>,
-        ))
-        .layer(CatchPanicLayer::custom(|_| {
-            E::from(EdgeFailure::Internal).into_response()
-        }))
+            .option_layer(guards.bounded_body.then(|| {
+                axum::middleware::from_fn_with_state(max_body, reject_declared_oversize::<E>)
+            }))
+            .option_layer(guards.bounded_body.then(|| DefaultBodyLimit::max(max_body)))
+            .option_layer(
+                guards
+                    .audited
+                    .then(|| axum::middleware::from_fn_with_state(services.clone(), audit::record)),
+            ),
+    )
 }
 
 /// Marks a response as the data plane's (a platform's answer through the passthrough):
@@ -274,12 +287,9 @@ pub fn served_on_worker(path: &str) -> bool {
 pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
     use betterstack::ApiError;
     use pica::PicaError;
-    // Every matched route's changes and refusals go to the audit log.
-    let audited = |routes: OpenApiRouter<AppState>| {
-        routes.route_layer(axum::middleware::from_fn_with_state(
-            services.clone(),
-            audit::record,
-        ))
+    let control = Guards {
+        bounded_body: true,
+        audited: true,
     };
     let state = AppState {
         services: services.clone(),
@@ -287,35 +297,52 @@ pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
     };
     let (router, openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(guarded::<ApiError>(
-            audited(betterstack::router()),
+            betterstack::router(),
             settings,
-            true,
+            &services,
+            control,
         ))
         .merge(guarded::<PicaError>(
-            audited(pica::router()),
+            pica::router(),
             settings,
-            true,
+            &services,
+            control,
         ))
         .merge(guarded::<PicaError>(
-            audited(pica::passthrough_router()),
+            pica::passthrough_router(),
             settings,
-            false,
+            &services,
+            Guards {
+                bounded_body: false,
+                audited: true,
+            },
         ))
-        .merge(guarded::<ApiError>(health::router(), settings, true))
+        .merge(guarded::<ApiError>(
+            health::router(),
+            settings,
+            &services,
+            Guards {
+                bounded_body: true,
+                audited: false,
+            },
+        ))
         .merge(guarded::<connect::PageError>(
-            audited(connect::router()),
+            connect::router(),
             settings,
-            true,
+            &services,
+            control,
         ))
         .merge(guarded::<console::PageError>(
-            audited(console::router()),
+            console::router(),
             settings,
-            true,
+            &services,
+            control,
         ))
         .merge(guarded::<connect::PageError>(
-            audited(connect::callback_router()),
+            connect::callback_router(),
             settings,
-            true,
+            &services,
+            control,
         ))
         .split_for_parts();
     state

@@ -66,9 +66,14 @@ pub fn validate_platforms(raw: Vec<RawPlatform>) -> anyhow::Result<Catalog> {
         if let Some(auth) = r.auth.as_deref() {
             p.auth = match auth {
                 "bearer" => AuthMethod::Bearer,
-                "header" => AuthMethod::Header {
-                    name: r.header_name.clone().unwrap_or_else(|| "x-api-key".into()),
-                },
+                "header" => {
+                    let name = r.header_name.as_deref().unwrap_or("x-api-key");
+                    AuthMethod::Header {
+                        name: axum::http::HeaderName::from_bytes(name.as_bytes()).with_context(
+                            || format!("{at}: header_name \"{name}\" is not an HTTP header name"),
+                        )?,
+                    }
+                }
                 "query" => AuthMethod::Query {
                     param: r.query_param.clone().unwrap_or_else(|| "api_key".into()),
                 },

@@ -12,7 +12,7 @@ pub enum AuthMethod {
     /// `Authorization: Bearer <api_key>`
     Bearer,
     /// `<header>: <api_key>`
-    Header { name: String },
+    Header { name: axum::http::HeaderName },
     /// `?<param>=<api_key>`
     Query { param: String },
     /// HTTP Basic with `username` and `password`.
@@ -115,8 +115,10 @@ fn category_of(key: &str) -> &'static str {
     }
 }
 
-fn header(name: &str) -> AuthMethod {
-    AuthMethod::Header { name: name.into() }
+fn header(name: &'static str) -> AuthMethod {
+    AuthMethod::Header {
+        name: axum::http::HeaderName::from_static(name),
+    }
 }
 
 /// Real platforms with their real API base URLs and authentication.
@@ -191,7 +193,7 @@ pub fn builtin_platforms() -> Vec<Platform> {
             "Linear",
             "Issue tracking for software teams",
             "https://api.linear.app",
-            header("Authorization"),
+            header("authorization"),
         ),
         builtin(
             "anthropic",

@@ -2,29 +2,40 @@
 
 use axum::http::{HeaderMap, HeaderName, header};
 
-/// Headers that describe one hop, not the message (RFC 9110 section 7.6.1), plus any the
-/// `Connection` header names.
+/// Headers that describe one hop, not the message (RFC 9110 section 7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the hop-by-hop headers, plus any the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // `Connection` mostly names only options (`close`, `keep-alive`) or headers removed
+    // below anyway: only other names are gathered, so the common case builds no list.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|name| {
+            !name.eq_ignore_ascii_case("close")
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|hop| hop.as_str().eq_ignore_ascii_case(name))
+        })
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -67,7 +78,9 @@ mod tests {
             header::CONNECTION,
             "keep-alive, x-secret-hop".parse().unwrap(),
         );
+        h.append(header::CONNECTION, "Close, X-Second-Hop".parse().unwrap());
         h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert("x-second-hop", "1".parse().unwrap());
         h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
         h.insert("x-clickhouse-format", "TSV".parse().unwrap());
         strip_hop_by_hop(&mut h);

@@ -17,20 +17,23 @@ pub fn outbound_headers(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
     headers.remove(header::AUTHORIZATION);
-    let ours: Vec<HeaderName> = headers
+    // One at a time: a call seldom has any left (the edge takes out the two it reads), and
+    // so no list of them is built per call.
+    while let Some(ours) = headers
         .keys()
-        .filter(|k| k.as_str().starts_with("x-pica-"))
+        .find(|k| k.as_str().starts_with("x-pica-"))
         .cloned()
-        .collect();
-    for name in ours {
-        headers.remove(name);
+    {
+        headers.remove(ours);
     }
 }
 
-fn secret_header(value: &str) -> Option<HeaderValue> {
-    let mut v = HeaderValue::from_str(value).ok()?;
-    v.set_sensitive(true);
-    Some(v)
+/// A sensitive header value made of `parts`, written once into the value's own buffer (no
+/// intermediate copy of the credential is left behind unzeroized).
+fn secret_header(parts: &[&str]) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_maybe_shared(bytes::Bytes::from(parts.concat())).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 fn field<'a>(credentials: &'a OpenCredentials, name: &str) -> &'a str {
@@ -46,7 +49,7 @@ pub fn inject(
     headers: &mut HeaderMap,
     url: &mut Url,
 ) {
-    let bearer = |token: &str| secret_header(&format!("Bearer {token}"));
+    let bearer = |token: &str| secret_header(&["Bearer ", token]);
     let value = match auth {
         AuthMethod::Bearer => {
             bearer(field(credentials, "api_key")).map(|v| (header::AUTHORIZATION, v))
@@ -54,20 +57,18 @@ pub fn inject(
         AuthMethod::OAuth2 { .. } => {
             bearer(field(credentials, "access_token")).map(|v| (header::AUTHORIZATION, v))
         }
-        AuthMethod::Header { name } => HeaderName::from_bytes(name.as_bytes())
-            .ok()
-            .zip(secret_header(field(credentials, "api_key"))),
+        AuthMethod::Header { name } => {
+            secret_header(&[field(credentials, "api_key")]).map(|v| (name.clone(), v))
+        }
         AuthMethod::Basic => {
-            let pair = format!(
+            let pair = Zeroizing::new(format!(
                 "{}:{}",
                 field(credentials, "username"),
                 field(credentials, "password")
-            );
-            secret_header(&format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(pair)
-            ))
-            .map(|v| (header::AUTHORIZATION, v))
+            ));
+            let encoded =
+                Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(pair.as_bytes()));
+            secret_header(&["Basic ", &encoded]).map(|v| (header::AUTHORIZATION, v))
         }
         AuthMethod::Query { param } => {
             url.query_pairs_mut()

@@ -10,15 +10,20 @@ use super::PassthroughError;
 /// `@host`, a backslash) can leave the base URL. Each segment reaches the platform exactly
 /// as the caller encoded it: it is decoded only to refuse `.` and `..`.
 pub fn target_url(base: &Url, path: &str, query: Option<&str>) -> Result<Url, PassthroughError> {
-    let mut joined = base.path().trim_end_matches('/').to_owned();
+    let prefix = base.path().trim_end_matches('/');
+    let mut joined = String::with_capacity(prefix.len() + path.len() + 2);
+    joined.push_str(prefix);
     for segment in path.split('/').filter(|s| !s.is_empty()) {
-        let decoded = percent_decode(segment);
-        if decoded == "." || decoded == ".." {
+        if is_dot_segment(segment) {
             return Err(PassthroughError::OutsidePlatform);
         }
         joined.push('/');
         // A backslash would be read as a separator; as %5C it stays inside the segment.
-        joined.push_str(&segment.replace('\\', "%5C"));
+        if segment.contains('\\') {
+            joined.push_str(&segment.replace('\\', "%5C"));
+        } else {
+            joined.push_str(segment);
+        }
     }
     if path.ends_with('/') || joined.is_empty() {
         joined.push('/');
@@ -26,7 +31,6 @@ pub fn target_url(base: &Url, path: &str, query: Option<&str>) -> Result<Url, Pa
     let mut url = base.clone();
     url.set_path(&joined);
     url.set_query(query.filter(|q| !q.is_empty()));
-    let prefix = base.path().trim_end_matches('/');
     if url.host() != base.host()
         || url.port_or_known_default() != base.port_or_known_default()
         || url.scheme() != base.scheme()
@@ -37,11 +41,11 @@ pub fn target_url(base: &Url, path: &str, query: Option<&str>) -> Result<Url, Pa
     Ok(url)
 }
 
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+/// Whether `segment`, percent-decoded, is `.` or `..` (compared as it decodes: nothing
+/// allocated per segment).
+fn is_dot_segment(segment: &str) -> bool {
+    let decoded = || percent_encoding::percent_decode_str(segment);
+    decoded().eq(*b".") || decoded().eq(*b"..")
 }
 
 #[cfg(test)]

@@ -229,6 +229,10 @@ fn bad_configuration_is_refused_with_a_hint() {
             "[[platforms]]\nplatform = \"p\"\nbase_url = \"https://p.example\"\nauth = \"oauth2\"\ntoken_url = \"https://p.example/t\"\nclient_id = \"c\"\ntoken_auth = \"jwt\"\n",
             "client_secret_basic",
         ),
+        (
+            "[[platforms]]\nplatform = \"p\"\nbase_url = \"https://p.example\"\nauth = \"header\"\nheader_name = \"x api key\"\n",
+            "is not an HTTP header name",
+        ),
     ];
     for (config, hint) in cases {
         let (ok, stderr) = run_once(config, &["serve"], &[]);

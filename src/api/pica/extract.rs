@@ -11,13 +11,13 @@ use crate::api::{AppState, BodyError, EdgeFailure};
 use crate::domain::integration::Environment;
 
 /// A header's value, trimmed; `None` when absent, empty or not text.
-pub(super) fn header_text(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
+pub(super) fn header_text<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(value_text)
+}
+
+/// A header value, trimmed; `None` when empty or not text.
+pub(super) fn value_text(value: &axum::http::HeaderValue) -> Option<&str> {
+    value.to_str().ok().map(str::trim).filter(|v| !v.is_empty())
 }
 
 /// A caller holding a vault secret: the environment it may see.
@@ -31,7 +31,7 @@ impl FromRequestParts<AppState> for VaultCaller {
         let found = state
             .services
             .vault_secrets
-            .identify(&secret)
+            .identify(secret)
             .await
             .map_err(PicaError::from)?
             .ok_or(PicaError::Unauthorized)?;

@@ -6,7 +6,7 @@ use axum::response::Response;
 
 use super::SECRET_HEADER;
 use super::error::{PicaError, PicaErrorBody};
-use super::extract::{PlatformPath, header_text};
+use super::extract::{PlatformPath, value_text};
 use crate::api::AppState;
 use crate::net::outbound::OutboundError;
 use crate::passthrough::{CONNECTION_KEY_HEADER, ForwardError, PassthroughError};
@@ -36,10 +36,16 @@ pub(super) async fn passthrough(
     State(state): State<AppState>,
     PlatformPath(path): PlatformPath,
     RawQuery(query): RawQuery,
-    request: Request,
+    mut request: Request,
 ) -> Result<Response, PicaError> {
-    let secret = header_text(request.headers(), SECRET_HEADER).ok_or(PicaError::Unauthorized)?;
-    let key = header_text(request.headers(), CONNECTION_KEY_HEADER).ok_or_else(|| {
+    // Taken out of the request (they are ours, never the platform's), not copied.
+    let secret = request.headers_mut().remove(SECRET_HEADER);
+    let key = request.headers_mut().remove(CONNECTION_KEY_HEADER);
+    let secret = secret
+        .as_ref()
+        .and_then(value_text)
+        .ok_or(PicaError::Unauthorized)?;
+    let key = key.as_ref().and_then(value_text).ok_or_else(|| {
         PicaError::invalid(
             CONNECTION_KEY_HEADER,
             "the x-pica-connection-key header is required",
@@ -48,7 +54,7 @@ pub(super) async fn passthrough(
     state
         .services
         .passthrough
-        .forward(&secret, &key, &path, query.as_deref(), request)
+        .forward(secret, key, &path, query.as_deref(), request)
         .await
         .map(|mut answer| {
             answer.extensions_mut().insert(crate::api::DataPlaneAnswer);

@@ -1,0 +1,411 @@
+//! Heap allocations per passthrough call, counted.
+//!
+//! Run: `cargo bench --bench allocations` (options: `-- --calls N`, `-- --sites N`: where
+//! the allocations of N passthrough calls come from, by call stack).
+//!
+//! The server runs in this process under a counting allocator (around mimalloc, as the
+//! binary uses), with nginx as the platform. The client is a plain thread writing one
+//! prepared request and reading the answer into a fixed buffer, so it allocates nothing
+//! per call; what the process allocates besides the calls (background tasks, the client)
+//! is measured the same way with the client calling the platform directly, and taken off.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::backtrace::Backtrace;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use common::{arg, nginx_platform};
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+/// Allocations by size: bucket `i` counts sizes in `[2^i, 2^(i+1))` (the last, larger).
+static BY_SIZE: [AtomicU64; 20] = [const { AtomicU64::new(0) }; 20];
+
+/// While set, every allocation's call stack is kept in `STACKS` (for `--sites`).
+static RECORDING: AtomicBool = AtomicBool::new(false);
+static STACKS: Mutex<Vec<(usize, Backtrace)>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// Set while this thread records a stack: the recording's own allocations are not kept.
+    static IN_RECORDING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn count(size: usize) {
+    if RECORDING.load(Ordering::Relaxed) && !IN_RECORDING.get() {
+        IN_RECORDING.set(true);
+        let stack = Backtrace::force_capture();
+        STACKS.lock().unwrap().push((size, stack));
+        IN_RECORDING.set(false);
+    }
+    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    BYTES.fetch_add(size as u64, Ordering::Relaxed);
+    let bucket = (usize::BITS - 1 - size.max(1).leading_zeros()) as usize;
+    BY_SIZE[bucket.min(BY_SIZE.len() - 1)].fetch_add(1, Ordering::Relaxed);
+}
+
+fn by_size() -> [u64; 20] {
+    std::array::from_fn(|i| BY_SIZE[i].load(Ordering::Relaxed))
+}
+
+/// mimalloc, counting every allocation and reallocation and the bytes asked for.
+struct Counting;
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size);
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const SECRET: &str = "sk_test_bench0123456789abcdefghij";
+
+/// Reads one HTTP/1.1 answer (Content-Length or chunked) into `buffer`, allocating nothing;
+/// its status.
+fn read_answer(stream: &mut TcpStream, buffer: &mut [u8]) -> u16 {
+    let mut filled = 0;
+    loop {
+        let read = stream.read(&mut buffer[filled..]).expect("read the answer");
+        assert!(read > 0, "the server closed the connection");
+        filled += read;
+        let seen = &buffer[..filled];
+        let Some(head_end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = std::str::from_utf8(&seen[..head_end]).expect("ASCII head");
+        let status = head[9..12].parse().expect("a status");
+        let body = &seen[head_end + 4..];
+        let length = head.split("\r\n").find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        });
+        let complete = match length {
+            Some(length) => body.len() >= length,
+            None => body.ends_with(b"0\r\n\r\n"),
+        };
+        if complete {
+            return status;
+        }
+    }
+}
+
+/// What the process allocated while a client made calls.
+struct Allocated {
+    allocations: u64,
+    bytes: u64,
+    by_size: [u64; 20],
+}
+
+/// `calls` requests `request` on one keep-alive connection to `addr`; what the process
+/// allocated meanwhile.
+fn count_calls(addr: &str, request: &[u8], calls: u64) -> Allocated {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_nodelay(true).unwrap();
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut call = |stream: &mut TcpStream| {
+        stream.write_all(request).unwrap();
+        let status = read_answer(stream, &mut buffer);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&buffer[..200]));
+    };
+    // Warm: the platform connection open, every lazily built thing built.
+    for _ in 0..1000 {
+        call(&mut stream);
+    }
+    let (allocations, bytes, sizes) = (
+        ALLOCATIONS.load(Ordering::Relaxed),
+        BYTES.load(Ordering::Relaxed),
+        by_size(),
+    );
+    for _ in 0..calls {
+        call(&mut stream);
+    }
+    let now = by_size();
+    Allocated {
+        allocations: ALLOCATIONS.load(Ordering::Relaxed) - allocations,
+        bytes: BYTES.load(Ordering::Relaxed) - bytes,
+        by_size: std::array::from_fn(|i| now[i] - sizes[i]),
+    }
+}
+
+/// Drops generic arguments (`<...>`) from a function name: they make one name a page long.
+fn without_generics(name: &str) -> String {
+    let mut depth = 0;
+    let mut short = String::new();
+    for c in name.chars() {
+        match c {
+            '<' => depth += 1,
+            '>' if depth > 0 => depth -= 1,
+            _ if depth == 0 => short.push(c),
+            _ => {}
+        }
+    }
+    short
+}
+
+/// The frames of `stack` outside the standard library (the allocator, the recording), as
+/// "function (file:line)", file paths from the crate's folder on.
+fn frames(stack: &Backtrace) -> Vec<String> {
+    let text = stack.to_string();
+    let mut frames: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_start();
+        if let Some(location) = line.strip_prefix("at ") {
+            if let Some(frame) = frames.last_mut() {
+                frame.1 = location.to_owned();
+            }
+        } else if let Some((index, name)) = line.split_once(": ")
+            && index.parse::<u32>().is_ok()
+        {
+            let name = match name.rfind("::h") {
+                Some(at) if name.len() - at == 19 => &name[..at],
+                _ => name,
+            };
+            frames.push((without_generics(name), String::new()));
+        }
+    }
+    frames
+        .into_iter()
+        .filter(|(name, location)| {
+            !location.starts_with("/rustc/")
+                && !location.contains("/library/")
+                && !location.contains("allocations.rs")
+                && !name.starts_with("__rust")
+        })
+        .map(|(name, location)| {
+            let location = ["/src/", "/bench/"]
+                .iter()
+                .find_map(|marker| {
+                    let at = location.find(marker)?;
+                    let crate_start = location[..at].rfind('/').map_or(0, |slash| slash + 1);
+                    Some(&location[crate_start..])
+                })
+                .unwrap_or(&location);
+            format!("{name} ({location})")
+        })
+        .collect()
+}
+
+/// Crates that hold what others ask them to (buffers, maps, parsed text): an allocation
+/// in one is charged to the crate that called it.
+const CONTAINERS: [&str; 8] = [
+    "bytes",
+    "hashbrown",
+    "http",
+    "http-body-util",
+    "serde_core",
+    "allocator-api2",
+    "url",
+    "uuid",
+];
+
+/// The crate a frame's location is in (`switchboard` for this repository's).
+fn crate_of(frame: &str) -> &str {
+    let location = frame
+        .rsplit_once(" (")
+        .map_or("", |(_, l)| l.trim_end_matches(')'));
+    if location.starts_with("./") {
+        return "switchboard";
+    }
+    // `registry/src/index.crates.io-…/name-1.2.3/src/…`, or `name-1.2.3/src/…` for a
+    // crate the standard library vendors.
+    let mut segments = location.split('/');
+    let folder = match location.find("index.crates.io-") {
+        Some(_) => segments
+            .skip_while(|segment| !segment.starts_with("index.crates.io-"))
+            .nth(1)
+            .unwrap_or(""),
+        None => segments.next().unwrap_or(""),
+    };
+    // `name-1.2.3`: the name is what precedes the version.
+    match folder.rfind('-') {
+        Some(at) if folder[at + 1..].starts_with(|c: char| c.is_ascii_digit()) => &folder[..at],
+        _ => folder,
+    }
+}
+
+/// The first crate up the stack that is not a container: who asked for the allocation.
+fn asker(frames: &[String]) -> String {
+    frames
+        .iter()
+        .map(|frame| crate_of(frame))
+        .find(|name| !name.is_empty() && !CONTAINERS.contains(name))
+        .unwrap_or("?")
+        .to_owned()
+}
+
+/// Prints where the allocations recorded over `calls` calls come from: one line per call
+/// stack (its first frames outside the standard library), most frequent first.
+fn print_sites(calls: u64) {
+    let stacks = std::mem::take(&mut *STACKS.lock().unwrap());
+    let mut sites: HashMap<Vec<String>, (u64, u64)> = HashMap::new();
+    let mut askers: HashMap<String, u64> = HashMap::new();
+    for (size, stack) in &stacks {
+        let frames = frames(stack);
+        *askers.entry(asker(&frames)).or_default() += 1;
+        let key: Vec<String> = frames.into_iter().take(3).collect();
+        let site = sites.entry(key).or_default();
+        site.0 += 1;
+        site.1 += *size as u64;
+    }
+    let mut sites: Vec<_> = sites.into_iter().collect();
+    sites.sort_by_key(|site| std::cmp::Reverse(site.1.0));
+    println!(
+        "allocation sites over {calls} passthrough calls ({} allocations, {:.1} per call):",
+        stacks.len(),
+        stacks.len() as f64 / calls as f64
+    );
+    let mut askers: Vec<_> = askers.into_iter().collect();
+    askers.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    println!("  by the crate that asked:");
+    for (name, count) in askers {
+        println!("{:>8.1} {name}", count as f64 / calls as f64);
+    }
+    println!("  by place (the first three frames outside the standard library):");
+    // Sites rarer than one call in two are the background tasks' (the change feed's poll,
+    // the webhook sender's), not the calls'.
+    let (rare, sites): (Vec<_>, Vec<_>) = sites
+        .into_iter()
+        .partition(|(_, (count, _))| *count * 2 < calls);
+    for (frames, (count, bytes)) in sites {
+        println!(
+            "{:>6.1} per call, {:>6} B each:",
+            count as f64 / calls as f64,
+            bytes / count
+        );
+        for frame in frames {
+            println!("         {frame}");
+        }
+    }
+    let rare_count: u64 = rare.iter().map(|(_, (count, _))| count).sum();
+    println!(
+        "  and {} rarer sites, {:.1} per call together",
+        rare.len(),
+        rare_count as f64 / calls as f64
+    );
+}
+
+fn main() {
+    let calls = arg("--calls", 20_000);
+    let sites = arg("--sites", 0);
+    let (_platform, platform) = nginx_platform();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "data_dir = \"{}\"\n[log]\nlevel = \"warn\"\n[api]\nlisten = \"127.0.0.1:0\"\n[gateway]\nlisten = \"127.0.0.1:0\"\n\n[[platforms]]\nplatform = \"resend\"\nbase_url = \"{platform}\"\nallow_private_network = true\n",
+        dir.path().join("data").display()
+    );
+    let config_file = dir.path().join("switchboard.toml");
+    std::fs::write(&config_file, config).unwrap();
+    // SAFETY: set before any other thread of this process exists.
+    unsafe { std::env::set_var("SWITCHBOARD_BOOTSTRAP_TEST_SECRET", SECRET) };
+    let settings =
+        switchboard::config::Settings::load(Some(&config_file), Default::default()).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let app = runtime
+        .block_on(switchboard::app::Application::build(settings))
+        .unwrap();
+    let api = app.api_addr().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+
+    let key = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let created: serde_json::Value = client
+            .post(format!("http://{api}/v1/vault/connections"))
+            .header("x-pica-secret", SECRET)
+            .header("content-type", "application/json")
+            .body(r#"{"platform":"resend","identity":"me","identityType":"user","credentials":{"api_key":"re_bench_key"}}"#)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        created["key"].as_str().expect("a connection key").to_owned()
+    });
+
+    let platform_addr = platform.trim_start_matches("http://");
+    let direct = format!("GET /v1/ping HTTP/1.1\r\nHost: {platform_addr}\r\n\r\n");
+    let passthrough = format!(
+        "GET /v1/passthrough/v1/ping HTTP/1.1\r\nHost: {api}\r\nx-pica-secret: {SECRET}\r\nx-pica-connection-key: {key}\r\n\r\n"
+    );
+    if sites > 0 {
+        // Warmed as `count_calls` warms; then only the calls themselves recorded.
+        let mut stream = TcpStream::connect(&api).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        let mut buffer = vec![0u8; 64 * 1024];
+        for _ in 0..1000 {
+            stream.write_all(passthrough.as_bytes()).unwrap();
+            read_answer(&mut stream, &mut buffer);
+        }
+        RECORDING.store(true, Ordering::Relaxed);
+        for _ in 0..sites {
+            stream.write_all(passthrough.as_bytes()).unwrap();
+            read_answer(&mut stream, &mut buffer);
+        }
+        RECORDING.store(false, Ordering::Relaxed);
+        print_sites(sites);
+        let _ = stop.send(());
+        let _ = runtime.block_on(server);
+        return;
+    }
+    // Direct first and last: what the process allocates without the passthrough's work.
+    let before = count_calls(platform_addr, direct.as_bytes(), calls);
+    let proxied = count_calls(&api, passthrough.as_bytes(), calls);
+    let after = count_calls(platform_addr, direct.as_bytes(), calls);
+    let per_call = |count: u64| count as f64 / calls as f64;
+    let background =
+        |of: fn(&Allocated) -> u64| (per_call(of(&before)) + per_call(of(&after))) / 2.0;
+    let (base_allocations, base_bytes) = (background(|a| a.allocations), background(|a| a.bytes));
+    println!("allocations per call, {calls} calls on one connection (1 client)");
+    println!(
+        "  process while calling the platform directly:   {base_allocations:>6.1} allocations {base_bytes:>8.0} bytes"
+    );
+    println!(
+        "  process while calling through the passthrough: {:>6.1} allocations {:>8.0} bytes",
+        per_call(proxied.allocations),
+        per_call(proxied.bytes)
+    );
+    println!(
+        "  the passthrough's own, per call: {:.1} allocations, {:.0} bytes; by size:",
+        per_call(proxied.allocations) - base_allocations,
+        per_call(proxied.bytes) - base_bytes
+    );
+    for (bucket, count) in proxied.by_size.iter().enumerate() {
+        let base = (before.by_size[bucket] + after.by_size[bucket]) as f64 / 2.0;
+        let own = (*count as f64 - base) / calls as f64;
+        if own.abs() >= 0.05 {
+            println!("    {:>7} B and up: {own:>5.1}", 1u64 << bucket);
+        }
+    }
+
+    let _ = stop.send(());
+    let _ = runtime.block_on(server);
+}
