@@ -20,7 +20,7 @@ use std::net::TcpStream;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use common::{arg, nginx_platform};
+use common::{arg, json_of, nginx_platform};
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
@@ -165,16 +165,45 @@ fn without_generics(name: &str) -> String {
     short
 }
 
-/// The frames of `stack` outside the standard library (the allocator, the recording), as
-/// "function (file:line)", file paths from the crate's folder on.
-fn frames(stack: &Backtrace) -> Vec<String> {
+/// One frame of a recorded stack.
+#[derive(PartialEq, Eq, Hash)]
+struct Frame {
+    function: String,
+    /// `file:line:column`, from the crate's folder on (`tower-0.5.3/src/...`,
+    /// `./src/...` for this repository's); empty when unknown.
+    location: String,
+}
+
+impl std::fmt::Display for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.function, self.location)
+    }
+}
+
+impl Frame {
+    /// The crate the frame is in (`switchboard` for this repository's), from its folder
+    /// (`name-1.2.3`); empty when unknown.
+    fn crate_name(&self) -> &str {
+        if self.location.starts_with("./") {
+            return "switchboard";
+        }
+        let folder = self.location.split('/').next().unwrap_or("");
+        match folder.rfind('-') {
+            Some(at) if folder[at + 1..].starts_with(|c: char| c.is_ascii_digit()) => &folder[..at],
+            _ => folder,
+        }
+    }
+}
+
+/// The frames of `stack` outside the standard library (the allocator, the recording).
+fn frames(stack: &Backtrace) -> Vec<Frame> {
     let text = stack.to_string();
-    let mut frames: Vec<(String, String)> = Vec::new();
+    let mut frames: Vec<Frame> = Vec::new();
     for line in text.lines() {
         let line = line.trim_start();
         if let Some(location) = line.strip_prefix("at ") {
             if let Some(frame) = frames.last_mut() {
-                frame.1 = location.to_owned();
+                frame.location = location.to_owned();
             }
         } else if let Some((index, name)) = line.split_once(": ")
             && index.parse::<u32>().is_ok()
@@ -183,29 +212,30 @@ fn frames(stack: &Backtrace) -> Vec<String> {
                 Some(at) if name.len() - at == 19 => &name[..at],
                 _ => name,
             };
-            frames.push((without_generics(name), String::new()));
+            frames.push(Frame {
+                function: without_generics(name),
+                location: String::new(),
+            });
+        }
+    }
+    frames.retain(|frame| {
+        !frame.location.starts_with("/rustc/")
+            && !frame.location.contains("/library/")
+            && !frame.location.contains("allocations.rs")
+            && !frame.function.starts_with("__rust")
+    });
+    for frame in &mut frames {
+        // From the crate's folder on: the last `/src/` (a registry path has one before the
+        // crate's folder too) or `/bench/`.
+        if let Some(at) = ["/src/", "/bench/"]
+            .iter()
+            .find_map(|marker| frame.location.rfind(marker))
+        {
+            let crate_start = frame.location[..at].rfind('/').map_or(0, |slash| slash + 1);
+            frame.location.drain(..crate_start);
         }
     }
     frames
-        .into_iter()
-        .filter(|(name, location)| {
-            !location.starts_with("/rustc/")
-                && !location.contains("/library/")
-                && !location.contains("allocations.rs")
-                && !name.starts_with("__rust")
-        })
-        .map(|(name, location)| {
-            let location = ["/src/", "/bench/"]
-                .iter()
-                .find_map(|marker| {
-                    let at = location.find(marker)?;
-                    let crate_start = location[..at].rfind('/').map_or(0, |slash| slash + 1);
-                    Some(&location[crate_start..])
-                })
-                .unwrap_or(&location);
-            format!("{name} ({location})")
-        })
-        .collect()
 }
 
 /// Crates that hold what others ask them to (buffers, maps, parsed text): an allocation
@@ -221,52 +251,26 @@ const CONTAINERS: [&str; 8] = [
     "uuid",
 ];
 
-/// The crate a frame's location is in (`switchboard` for this repository's).
-fn crate_of(frame: &str) -> &str {
-    let location = frame
-        .rsplit_once(" (")
-        .map_or("", |(_, l)| l.trim_end_matches(')'));
-    if location.starts_with("./") {
-        return "switchboard";
-    }
-    // `registry/src/index.crates.io-…/name-1.2.3/src/…`, or `name-1.2.3/src/…` for a
-    // crate the standard library vendors.
-    let mut segments = location.split('/');
-    let folder = match location.find("index.crates.io-") {
-        Some(_) => segments
-            .skip_while(|segment| !segment.starts_with("index.crates.io-"))
-            .nth(1)
-            .unwrap_or(""),
-        None => segments.next().unwrap_or(""),
-    };
-    // `name-1.2.3`: the name is what precedes the version.
-    match folder.rfind('-') {
-        Some(at) if folder[at + 1..].starts_with(|c: char| c.is_ascii_digit()) => &folder[..at],
-        _ => folder,
-    }
-}
-
 /// The first crate up the stack that is not a container: who asked for the allocation.
-fn asker(frames: &[String]) -> String {
+fn asker(frames: &[Frame]) -> &str {
     frames
         .iter()
-        .map(|frame| crate_of(frame))
+        .map(Frame::crate_name)
         .find(|name| !name.is_empty() && !CONTAINERS.contains(name))
         .unwrap_or("?")
-        .to_owned()
 }
 
 /// Prints where the allocations recorded over `calls` calls come from: one line per call
 /// stack (its first frames outside the standard library), most frequent first.
 fn print_sites(calls: u64) {
     let stacks = std::mem::take(&mut *STACKS.lock().unwrap());
-    let mut sites: HashMap<Vec<String>, (u64, u64)> = HashMap::new();
+    let mut sites: HashMap<Vec<Frame>, (u64, u64)> = HashMap::new();
     let mut askers: HashMap<String, u64> = HashMap::new();
     for (size, stack) in &stacks {
-        let frames = frames(stack);
-        *askers.entry(asker(&frames)).or_default() += 1;
-        let key: Vec<String> = frames.into_iter().take(3).collect();
-        let site = sites.entry(key).or_default();
+        let mut frames = frames(stack);
+        *askers.entry(asker(&frames).to_owned()).or_default() += 1;
+        frames.truncate(3);
+        let site = sites.entry(frames).or_default();
         site.0 += 1;
         site.1 += *size as u64;
     }
@@ -335,21 +339,14 @@ fn main() {
         let _ = stopped.await;
     }));
 
-    let key = runtime.block_on(async {
-        let client = reqwest::Client::new();
-        let created: serde_json::Value = client
+    let created = runtime.block_on(json_of(
+        reqwest::Client::new()
             .post(format!("http://{api}/v1/vault/connections"))
             .header("x-pica-secret", SECRET)
             .header("content-type", "application/json")
-            .body(r#"{"platform":"resend","identity":"me","identityType":"user","credentials":{"api_key":"re_bench_key"}}"#)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        created["key"].as_str().expect("a connection key").to_owned()
-    });
+            .body(r#"{"platform":"resend","identity":"me","identityType":"user","credentials":{"api_key":"re_bench_key"}}"#),
+    ));
+    let key = created["key"].as_str().expect("a connection key");
 
     let platform_addr = platform.trim_start_matches("http://");
     let direct = format!("GET /v1/ping HTTP/1.1\r\nHost: {platform_addr}\r\n\r\n");

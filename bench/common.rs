@@ -324,3 +324,14 @@ http {{
     }
     (Process { child, dir }, url)
 }
+
+/// Sends `request` and reads its answer as JSON (a benchmark's set-up: any failure ends it).
+pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("a JSON answer")
+}

@@ -13,7 +13,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use clickhouse::{ClickHouse, TEAM_A_PASSWORD};
-use common::{Figures, Switchboard, TOKEN, arg, drive, nginx_proxy, start_switchboard};
+use common::{Figures, Switchboard, TOKEN, arg, drive, json_of, nginx_proxy, start_switchboard};
 
 fn start_gateway(ch: &ClickHouse) -> Switchboard {
     let config = format!(
@@ -137,17 +137,14 @@ fn main() {
         let (api, gateway_url) = (switchboard.api.clone(), switchboard.gateway.clone());
         let (_nginx, nginx_url) = nginx_proxy(ch.port, "");
         let client = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
-        let created: serde_json::Value = client
-            .post(format!("{api}/api/v1/connections"))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body(r#"{"client_type":"clickhouse"}"#)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let created = json_of(
+            client
+                .post(format!("{api}/api/v1/connections"))
+                .bearer_auth(TOKEN)
+                .header("content-type", "application/json")
+                .body(r#"{"client_type":"clickhouse"}"#),
+        )
+        .await;
         let attrs = &created["data"]["attributes"];
         let team = |name, url: &str| Target {
             name,

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    Best, Switchboard, arg, drive, nginx_platform, nginx_proxy, start_switchboard, with_cpu_of,
+    Best, Switchboard, arg, drive, json_of, nginx_platform, nginx_proxy, start_switchboard,
+    with_cpu_of,
 };
 use reqwest::StatusCode;
 
@@ -105,15 +106,12 @@ fn main() {
         }
 
         // Passthrough vs calling the platform directly.
-        let key: serde_json::Value = client
-            .get(format!("{api}/v1/vault/connections?limit=1"))
-            .header("x-pica-secret", SECRET)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let key = json_of(
+            client
+                .get(format!("{api}/v1/vault/connections?limit=1"))
+                .header("x-pica-secret", SECRET),
+        )
+        .await;
         let key = Arc::new(key["rows"][0]["key"].as_str().unwrap().to_owned());
         println!();
         // Interleaved rounds, the best of each target's (most req/s, lowest p50), so that

@@ -194,12 +194,29 @@ async fn time_limit<E: DialectError>(
 }
 
 /// Which guards a group of routes has besides the panic and time guards.
-#[derive(Clone, Copy)]
 struct Guards {
     /// The body limit: off for routes that stream bodies of any size.
     bounded_body: bool,
     /// Every matched route's changes and refusals go to the audit log.
     audited: bool,
+}
+
+impl Guards {
+    /// The control plane's routes: bounded bodies, audited.
+    const CONTROL: Self = Self {
+        bounded_body: true,
+        audited: true,
+    };
+    /// The passthrough streams bodies of any size; its refused calls are audited.
+    const PASSTHROUGH: Self = Self {
+        bounded_body: false,
+        audited: true,
+    };
+    /// Health checks change nothing and authenticate no one.
+    const HEALTH: Self = Self {
+        bounded_body: true,
+        audited: false,
+    };
 }
 
 /// A dialect's routes with their guards, outermost first: a panic becomes a 500 in the
@@ -287,10 +304,6 @@ pub fn served_on_worker(path: &str) -> bool {
 pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
     use betterstack::ApiError;
     use pica::PicaError;
-    let control = Guards {
-        bounded_body: true,
-        audited: true,
-    };
     let state = AppState {
         services: services.clone(),
         openapi_json: Arc::new(OnceLock::new()),
@@ -300,49 +313,43 @@ pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
             betterstack::router(),
             settings,
             &services,
-            control,
+            Guards::CONTROL,
         ))
         .merge(guarded::<PicaError>(
             pica::router(),
             settings,
             &services,
-            control,
+            Guards::CONTROL,
         ))
         .merge(guarded::<PicaError>(
             pica::passthrough_router(),
             settings,
             &services,
-            Guards {
-                bounded_body: false,
-                audited: true,
-            },
+            Guards::PASSTHROUGH,
         ))
         .merge(guarded::<ApiError>(
             health::router(),
             settings,
             &services,
-            Guards {
-                bounded_body: true,
-                audited: false,
-            },
+            Guards::HEALTH,
         ))
         .merge(guarded::<connect::PageError>(
             connect::router(),
             settings,
             &services,
-            control,
+            Guards::CONTROL,
         ))
         .merge(guarded::<console::PageError>(
             console::router(),
             settings,
             &services,
-            control,
+            Guards::CONTROL,
         ))
         .merge(guarded::<connect::PageError>(
             connect::callback_router(),
             settings,
             &services,
-            control,
+            Guards::CONTROL,
         ))
         .split_for_parts();
     state

@@ -61,11 +61,15 @@ pub fn inject(
             secret_header(&[field(credentials, "api_key")]).map(|v| (name.clone(), v))
         }
         AuthMethod::Basic => {
-            let pair = Zeroizing::new(format!(
-                "{}:{}",
-                field(credentials, "username"),
-                field(credentials, "password")
-            ));
+            // Sized once (`format!` would grow it, leaving freed copies unzeroized).
+            let pair = Zeroizing::new(
+                [
+                    field(credentials, "username"),
+                    ":",
+                    field(credentials, "password"),
+                ]
+                .concat(),
+            );
             let encoded =
                 Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(pair.as_bytes()));
             secret_header(&["Basic ", &encoded]).map(|v| (header::AUTHORIZATION, v))
