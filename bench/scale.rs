@@ -18,21 +18,35 @@ use std::time::Instant;
 use common::arg;
 use switchboard::crypto::random_alphanumeric;
 use switchboard::domain::allowlist::IpAllowlist;
-use switchboard::domain::data_connection::{IssuedCredential, TeamScope};
+use switchboard::domain::data_connection::{ClientType, DataConnection, PasswordHashes, TeamScope};
+use switchboard::domain::time::Timestamp;
+use switchboard::domain::usage::Usage;
 use switchboard::gateway::directory::CredentialDirectory;
 
-fn credential(id: i64) -> IssuedCredential {
-    IssuedCredential {
-        connection_id: id,
+/// A connection as the API makes it (the snapshot holds it whole: the gateway reads its
+/// credential, the control plane lists it).
+fn connection(id: i64) -> (DataConnection, PasswordHashes) {
+    let connection = DataConnection {
+        id,
+        client_type: ClientType::ClickHouse,
+        note: Some(format!("connection {id}")),
+        created_at: Timestamp::from_millis(1_700_000_000_000 + id),
+        valid_until: None,
+        region_id: "local-1".into(),
+        host: "127.0.0.1".into(),
+        port: 8124,
         // As the API issues them: `u` and random characters.
         username: format!("u{}", random_alphanumeric(15)),
-        password_hash: [7; 32],
-        previous_password: None,
-        valid_until: None,
         ip_allowlist: IpAllowlist::default(),
         teams: TeamScope::Teams(vec![1]),
-        region_id: "local-1".into(),
-    }
+        created_by: None,
+        usage: Usage::default(),
+    };
+    let passwords = PasswordHashes {
+        current: [7; 32],
+        previous: None,
+    };
+    (connection, passwords)
 }
 
 fn rss_bytes() -> u64 {
@@ -62,12 +76,18 @@ fn spread(mut samples: Vec<f64>) -> (f64, f64, f64) {
 fn measure(size: u64, lookups: u64) -> Figures {
     let before = rss_bytes();
     let directory = CredentialDirectory::default();
-    let credentials: Vec<IssuedCredential> = (1..=size as i64).map(credential).collect();
+    let connections: Vec<(DataConnection, PasswordHashes)> =
+        (1..=size as i64).map(connection).collect();
     // Probes chosen before the build, so the build's memory is all the snapshot's.
     let probes: Vec<String> = (0..4096)
-        .map(|i| credentials[(i * 7919) % credentials.len()].username.clone())
+        .map(|i| {
+            connections[(i * 7919) % connections.len()]
+                .0
+                .username
+                .clone()
+        })
         .collect();
-    directory.replace_all(credentials);
+    directory.replace_all(connections);
     let bytes_per_connection = rss_bytes().saturating_sub(before) as f64 / size as f64;
 
     let timed = |probes: &[String]| {
@@ -86,9 +106,9 @@ fn measure(size: u64, lookups: u64) -> Figures {
     for i in 0..2000 {
         // A new connection, then its removal: the snapshot keeps its size.
         let id = size as i64 + 1 + i;
-        let next = credential(id);
+        let (next, passwords) = connection(id);
         let t = Instant::now();
-        directory.upsert(next);
+        directory.upsert(next, passwords);
         upserts.push(t.elapsed().as_secs_f64() * 1e6);
         let t = Instant::now();
         directory.remove(id);

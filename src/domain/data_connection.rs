@@ -10,7 +10,7 @@ use super::allowlist::IpAllowlist;
 use super::echo::{echo, echo_names};
 use super::pagination::PageRequest;
 use super::ports::{
-    ChangeSync, ConnectionUpdate, DataConnectionStore, IdRanks, PageStart, StoreError,
+    ChangeSync, ConnectionPages, ConnectionUpdate, DataConnectionStore, StoreError,
 };
 use super::time::Timestamp;
 use super::token::{Principal, TokenScope, User};
@@ -205,7 +205,7 @@ pub struct DataConnections {
     /// A create or delete returns once the gateway's snapshot holds it, so the very next
     /// gateway request sees the change.
     snapshots: Arc<dyn ChangeSync>,
-    ranks: Arc<dyn IdRanks>,
+    pages: Arc<dyn ConnectionPages>,
 }
 
 impl DataConnections {
@@ -214,14 +214,14 @@ impl DataConnections {
         topology: Arc<Topology>,
         passwords: CredentialHasher,
         snapshots: Arc<dyn ChangeSync>,
-        ranks: Arc<dyn IdRanks>,
+        pages: Arc<dyn ConnectionPages>,
     ) -> Self {
         Self {
             store,
             topology,
             passwords,
             snapshots,
-            ranks,
+            pages,
         }
     }
 
@@ -375,26 +375,14 @@ impl DataConnections {
         Ok(TeamScope::Teams(ids))
     }
 
-    pub async fn list(
-        &self,
-        page: PageRequest,
-    ) -> Result<(Vec<DataConnection>, u64), DataConnectionError> {
-        let Some(offset) = page.offset() else {
-            // Beyond any representable offset: certainly past the end.
-            return Ok((Vec::new(), self.store.count_data_connections().await?));
-        };
-        // The page's first id from memory, so the database seeks to it rather than reading
-        // every row before it. Until a change reaches this process's index (milliseconds,
-        // and never after this process's own writes return) a boundary may sit a row off
-        // the exact offset; past the index's end the database counts the offset itself.
-        let start = u64::try_from(offset)
-            .ok()
-            .and_then(|o| self.ranks.id_at(o))
-            .map_or(PageStart::Offset(offset), PageStart::FromId);
-        Ok(self
-            .store
-            .list_data_connections(start, page.limit())
-            .await?)
+    /// A page in id order, and how many there are: from memory (the gateway's snapshot),
+    /// which holds this process's own writes once they return and another process's
+    /// within the change feed's delay.
+    pub fn list(&self, page: PageRequest) -> (Vec<Arc<DataConnection>>, u64) {
+        // Beyond any representable offset: certainly past the end.
+        let offset = page.offset().map_or(u64::MAX, i64::unsigned_abs);
+        self.pages
+            .page(offset, usize::try_from(page.size).unwrap_or(usize::MAX))
     }
 
     /// What `principal` may see: every connection for a global token; for a team token,
@@ -404,17 +392,18 @@ impl DataConnections {
         &self,
         principal: &Principal,
         page: PageRequest,
-    ) -> Result<(Vec<DataConnection>, u64), DataConnectionError> {
+    ) -> Result<(Vec<Arc<DataConnection>>, u64), DataConnectionError> {
         match principal.scope {
-            TokenScope::Global => self.list(page).await,
+            TokenScope::Global => Ok(self.list(page)),
             TokenScope::Team(team) => {
                 let Some(offset) = page.offset() else {
                     return Ok((Vec::new(), 0));
                 };
-                Ok(self
+                let (connections, total) = self
                     .store
                     .list_team_data_connections(team, offset, page.limit())
-                    .await?)
+                    .await?;
+                Ok((connections.into_iter().map(Arc::new).collect(), total))
             }
         }
     }

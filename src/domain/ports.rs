@@ -6,6 +6,8 @@
 //! change it recorded, so the caller can wait until this process's snapshots reflect it
 //! ([`ChangeSync`]).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
@@ -17,7 +19,7 @@ use super::data_connection::{DataConnection, NewDataConnection, PasswordHashes};
 use super::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
 use super::time::Timestamp;
 use super::token::{Principal, TokenScope, User};
-use super::usage::Tally;
+use super::usage::{Tally, Usage};
 use super::webhook::{AfterAttempt, Attempt, Delivery, DeliveryFilter, DueDelivery, Endpoint};
 use crate::crypto::CredentialHash;
 
@@ -47,6 +49,8 @@ pub struct ChangeSeq(pub i64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Entity {
     DataConnection,
+    /// Usage added to data connections: the change's id is their ids, comma-separated.
+    DataConnectionUsage,
     Integration,
     VaultSecret,
     ApiToken,
@@ -56,6 +60,7 @@ impl Entity {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::DataConnection => "data_connection",
+            Self::DataConnectionUsage => "data_connection_usage",
             Self::Integration => "integration",
             Self::VaultSecret => "vault_secret",
             Self::ApiToken => "api_token",
@@ -65,6 +70,7 @@ impl Entity {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "data_connection" => Some(Self::DataConnection),
+            "data_connection_usage" => Some(Self::DataConnectionUsage),
             "integration" => Some(Self::Integration),
             "vault_secret" => Some(Self::VaultSecret),
             "api_token" => Some(Self::ApiToken),
@@ -151,20 +157,12 @@ pub enum Revoked {
     LastGlobalToken,
 }
 
-/// Where a page of data connections starts, in id order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PageStart {
-    /// After skipping this many (the database reads every row it skips).
-    Offset(i64),
-    /// At the first connection whose id is at least this (an index seek).
-    FromId(i64),
-}
-
-/// The ids of all data connections in order, held in memory and kept by the change feed,
-/// so that a page's first id is found without the database skipping rows.
-pub trait IdRanks: Send + Sync {
-    /// The id `offset` places after the first, when there are that many.
-    fn id_at(&self, offset: u64) -> Option<i64>;
+/// Every data connection in id order, held in memory and kept by the change feed (the
+/// gateway's snapshot), so a page of the list is read without the database.
+pub trait ConnectionPages: Send + Sync {
+    /// Up to `limit` connections from the `offset`-th on, and how many there are, both of
+    /// one state.
+    fn page(&self, offset: u64, limit: usize) -> (Vec<Arc<DataConnection>>, u64);
 }
 
 #[async_trait]
@@ -173,12 +171,6 @@ pub trait DataConnectionStore: Send + Sync {
         &self,
         new: NewDataConnection,
     ) -> Result<(DataConnection, ChangeSeq), StoreError>;
-    /// A page in id order, and the total number of connections (the same state).
-    async fn list_data_connections(
-        &self,
-        start: PageStart,
-        limit: i64,
-    ) -> Result<(Vec<DataConnection>, u64), StoreError>;
     async fn count_data_connections(&self) -> Result<u64, StoreError>;
     /// A page, in id order, of the connections that reach exactly this one team, and how
     /// many there are.
@@ -207,9 +199,11 @@ pub trait DataConnectionStore: Send + Sync {
         id: i64,
         update: &ConnectionUpdate,
     ) -> Result<Option<(DataConnection, ChangeSeq)>, StoreError>;
-    /// Adds usage counted since the last batch (no change is recorded: usage is not what
-    /// the data planes serve).
+    /// Adds usage counted since the last batch, recording [`Entity::DataConnectionUsage`]
+    /// changes (a few hundred ids each), so every process's list shows it.
     async fn add_data_connection_usage(&self, usage: &[(i64, Tally)]) -> Result<(), StoreError>;
+    /// The usage stored for those of `ids` that exist.
+    async fn data_connection_usages(&self, ids: &[i64]) -> Result<Vec<(i64, Usage)>, StoreError>;
     /// Replaces the password's hash. With `previous_until`, the replaced hash keeps
     /// working until then; without, it stops at once. `None` if there was no such
     /// connection.

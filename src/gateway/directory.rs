@@ -1,14 +1,16 @@
 //! The gateway's in-memory view of issued credentials: an immutable snapshot swapped
 //! atomically, so the per-request lookup never waits on the database or on a lock. The
-//! change feed keeps it ([`DirectoryFollower`]).
+//! change feed keeps it ([`DirectoryFollower`]). The control plane lists data connections
+//! from the same snapshot ([`ConnectionPages`]).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use imbl::{HashMap, Vector};
 
-use crate::domain::data_connection::IssuedCredential;
-use crate::domain::ports::{Change, DataConnectionStore, Entity, IdRanks, StoreError};
+use crate::domain::data_connection::{DataConnection, IssuedCredential, PasswordHashes};
+use crate::domain::ports::{Change, ConnectionPages, DataConnectionStore, Entity, StoreError};
+use crate::domain::usage::Usage;
 use crate::feed::{Follower, SnapshotCell};
 
 /// Persistent maps: a change copies a path of the tree, not every entry, so issuing a
@@ -16,18 +18,20 @@ use crate::feed::{Follower, SnapshotCell};
 #[derive(Default, Clone)]
 struct Snapshot {
     by_username: HashMap<String, Arc<IssuedCredential>>,
-    username_by_id: HashMap<i64, String>,
-    /// Every id, ascending: the control plane's page boundaries ([`IdRanks`]).
+    /// Each connection as the control plane lists it.
+    by_id: HashMap<i64, Arc<DataConnection>>,
+    /// Every id, ascending: the list's order.
     ids: Vector<i64>,
 }
 
 impl Snapshot {
-    fn insert(&mut self, credential: IssuedCredential) {
-        let id = credential.connection_id;
-        match self.username_by_id.insert(id, credential.username.clone()) {
+    fn insert(&mut self, connection: DataConnection, passwords: PasswordHashes) {
+        let credential = IssuedCredential::of(&connection, passwords);
+        let id = connection.id;
+        match self.by_id.insert(id, Arc::new(connection)) {
             // A connection's username never changes, but a stale entry must not linger.
-            Some(old) if old != credential.username => {
-                self.by_username.remove(&old);
+            Some(old) if old.username != credential.username => {
+                self.by_username.remove(&old.username);
             }
             Some(_) => {}
             None => self.ids.insert_ord(id),
@@ -37,8 +41,8 @@ impl Snapshot {
     }
 
     fn remove(&mut self, connection_id: i64) {
-        if let Some(username) = self.username_by_id.remove(&connection_id) {
-            self.by_username.remove(&username);
+        if let Some(old) = self.by_id.remove(&connection_id) {
+            self.by_username.remove(&old.username);
             if let Ok(at) = self.ids.binary_search(&connection_id) {
                 self.ids.remove(at);
             }
@@ -64,37 +68,57 @@ impl CredentialDirectory {
         self.len() == 0
     }
 
-    pub fn upsert(&self, credential: IssuedCredential) {
-        self.current.update(|s| s.insert(credential));
+    pub fn upsert(&self, connection: DataConnection, passwords: PasswordHashes) {
+        self.current.update(|s| s.insert(connection, passwords));
     }
 
     pub fn remove(&self, connection_id: i64) {
         self.current.update(|s| s.remove(connection_id));
     }
 
-    pub fn replace_all(&self, credentials: Vec<IssuedCredential>) {
-        let mut ids: Vec<i64> = credentials.iter().map(|c| c.connection_id).collect();
+    /// Usage as the store now has it (the credentials do not depend on it).
+    pub fn set_usage(&self, usages: &[(i64, Usage)]) {
+        self.current.update(|s| {
+            for (id, usage) in usages {
+                if let Some(connection) = s.by_id.get_mut(id) {
+                    Arc::make_mut(connection).usage = *usage;
+                }
+            }
+        });
+    }
+
+    pub fn replace_all(&self, connections: Vec<(DataConnection, PasswordHashes)>) {
+        let mut ids: Vec<i64> = connections.iter().map(|(c, _)| c.id).collect();
         ids.sort_unstable();
         ids.dedup();
         let mut snapshot = Snapshot {
             ids: ids.into_iter().collect(),
             ..Snapshot::default()
         };
-        for c in credentials {
+        for (connection, passwords) in connections {
             // The ids are in already: only the maps are filled.
+            let credential = IssuedCredential::of(&connection, passwords);
             snapshot
-                .username_by_id
-                .insert(c.connection_id, c.username.clone());
-            snapshot.by_username.insert(c.username.clone(), Arc::new(c));
+                .by_username
+                .insert(credential.username.clone(), Arc::new(credential));
+            snapshot.by_id.insert(connection.id, Arc::new(connection));
         }
         self.current.replace(snapshot);
     }
 }
 
-impl IdRanks for CredentialDirectory {
-    fn id_at(&self, offset: u64) -> Option<i64> {
-        let at = usize::try_from(offset).ok()?;
-        self.current.load().ids.get(at).copied()
+impl ConnectionPages for CredentialDirectory {
+    fn page(&self, offset: u64, limit: usize) -> (Vec<Arc<DataConnection>>, u64) {
+        let snapshot = self.current.load();
+        let total = snapshot.ids.len();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(total);
+        let end = start.saturating_add(limit).min(total);
+        let mut ids = snapshot.ids.focus();
+        let page = (start..end)
+            .filter_map(|at| ids.get(at).copied())
+            .filter_map(|id| snapshot.by_id.get(&id).cloned())
+            .collect();
+        (page, total as u64)
     }
 }
 
@@ -107,30 +131,33 @@ pub struct DirectoryFollower {
 #[async_trait]
 impl Follower for DirectoryFollower {
     async fn apply(&self, change: &Change) -> Result<(), StoreError> {
-        if change.entity != Entity::DataConnection {
-            return Ok(());
-        }
-        let Ok(id) = change.id.parse::<i64>() else {
-            return Ok(());
-        };
-        match self.store.data_connection_credential(id).await? {
-            Some((connection, hash)) => self
-                .directory
-                .upsert(IssuedCredential::of(&connection, hash)),
-            None => self.directory.remove(id),
+        match change.entity {
+            Entity::DataConnection => {
+                let Ok(id) = change.id.parse::<i64>() else {
+                    return Ok(());
+                };
+                match self.store.data_connection_credential(id).await? {
+                    Some((connection, passwords)) => self.directory.upsert(connection, passwords),
+                    None => self.directory.remove(id),
+                }
+            }
+            Entity::DataConnectionUsage => {
+                let ids: Vec<i64> = change
+                    .id
+                    .split(',')
+                    .filter_map(|id| id.parse().ok())
+                    .collect();
+                let usages = self.store.data_connection_usages(&ids).await?;
+                self.directory.set_usage(&usages);
+            }
+            Entity::Integration | Entity::VaultSecret | Entity::ApiToken => {}
         }
         Ok(())
     }
 
     async fn reload(&self) -> Result<(), StoreError> {
-        let credentials = self
-            .store
-            .data_connection_credentials()
-            .await?
-            .into_iter()
-            .map(|(connection, hash)| IssuedCredential::of(&connection, hash))
-            .collect();
-        self.directory.replace_all(credentials);
+        let connections = self.store.data_connection_credentials().await?;
+        self.directory.replace_all(connections);
         tracing::debug!(
             credentials = self.directory.len(),
             "credential snapshot reloaded"
@@ -143,58 +170,122 @@ impl Follower for DirectoryFollower {
 mod tests {
     use super::*;
     use crate::domain::allowlist::IpAllowlist;
-    use crate::domain::data_connection::TeamScope;
+    use crate::domain::data_connection::{ClientType, TeamScope};
+    use crate::domain::time::Timestamp;
 
-    fn credential(id: i64) -> IssuedCredential {
-        IssuedCredential {
-            connection_id: id,
-            username: format!("u{id}"),
-            password_hash: [0; 32],
-            previous_password: None,
+    fn connection(id: i64) -> (DataConnection, PasswordHashes) {
+        let connection = DataConnection {
+            id,
+            client_type: ClientType::ClickHouse,
+            note: None,
+            created_at: Timestamp::from_millis(0),
             valid_until: None,
+            region_id: "r".into(),
+            host: "h".into(),
+            port: 8123,
+            username: format!("u{id}"),
             ip_allowlist: IpAllowlist::default(),
             teams: TeamScope::All,
-            region_id: "r".into(),
-        }
+            created_by: None,
+            usage: Usage::default(),
+        };
+        let passwords = PasswordHashes {
+            current: [0; 32],
+            previous: None,
+        };
+        (connection, passwords)
+    }
+
+    fn ids(page: &[Arc<DataConnection>]) -> Vec<i64> {
+        page.iter().map(|c| c.id).collect()
     }
 
     proptest::proptest! {
-        /// Whatever the order of upserts and removals, the ranks are the ids in order.
+        /// Whatever the order of upserts and removals, every page is that window of the
+        /// ids in order, and the total is how many there are.
         #[test]
-        fn ranks_follow_every_change(
+        fn pages_follow_every_change(
             ops in proptest::collection::vec((proptest::bool::ANY, 0i64..64), 0..200),
             preload in proptest::collection::vec(0i64..64, 0..20),
+            offset in 0u64..80,
+            limit in 0usize..30,
         ) {
             let dir = CredentialDirectory::default();
-            dir.replace_all(preload.iter().map(|&id| credential(id)).collect());
+            dir.replace_all(preload.iter().map(|&id| connection(id)).collect());
             let mut model: std::collections::BTreeSet<i64> = preload.into_iter().collect();
             for (upsert, id) in ops {
                 if upsert {
-                    dir.upsert(credential(id));
+                    let (c, p) = connection(id);
+                    dir.upsert(c, p);
                     model.insert(id);
                 } else {
                     dir.remove(id);
                     model.remove(&id);
                 }
             }
-            let ranked: Vec<i64> = (0..).map_while(|k| dir.id_at(k)).collect();
-            proptest::prop_assert_eq!(ranked, model.iter().copied().collect::<Vec<_>>());
+            let all: Vec<i64> = model.iter().copied().collect();
+            let (page, total) = dir.page(offset, limit);
+            let expected: Vec<i64> = all.iter().copied().skip(offset as usize).take(limit).collect();
+            proptest::prop_assert_eq!(ids(&page), expected);
+            proptest::prop_assert_eq!(total, all.len() as u64);
             proptest::prop_assert_eq!(dir.len(), model.len());
+            let found = all.iter().all(|id| dir.lookup(&format!("u{id}")).is_some());
+            proptest::prop_assert!(found);
         }
     }
 
     #[test]
     fn upserts_removals_and_reloads() {
         let dir = CredentialDirectory::default();
-        dir.replace_all(vec![credential(1), credential(2)]);
+        dir.replace_all(vec![connection(1), connection(2)]);
         assert!(dir.lookup("u1").is_some());
         dir.remove(1);
         assert!(dir.lookup("u1").is_none());
         assert!(dir.lookup("u2").is_some());
-        dir.upsert(credential(3));
-        dir.upsert(credential(3));
+        let (c, p) = connection(3);
+        dir.upsert(c.clone(), p);
+        dir.upsert(c, p);
         assert_eq!(dir.len(), 2);
         dir.remove(42);
         assert_eq!(dir.len(), 2);
+        assert_eq!(ids(&dir.page(0, 10).0), [2, 3]);
+        let (beyond, total) = dir.page(u64::MAX, 10);
+        assert!(beyond.is_empty());
+        assert_eq!(total, 2);
+    }
+
+    #[test]
+    fn usage_changes_only_the_listed_connection() {
+        let dir = CredentialDirectory::default();
+        dir.replace_all(vec![connection(1), connection(2)]);
+        let before = dir.lookup("u1").unwrap();
+        let used = Usage {
+            queries: 3,
+            response_bytes: 90,
+            last_used_at: Some(Timestamp::from_millis(7)),
+        };
+        // An id that is gone (deleted since the batch) is passed over.
+        dir.set_usage(&[(1, used), (99, used)]);
+        let (page, total) = dir.page(0, 10);
+        assert_eq!(
+            (page[0].usage, page[1].usage, total),
+            (used, Usage::default(), 2)
+        );
+        assert!(
+            Arc::ptr_eq(&before, &dir.lookup("u1").unwrap()),
+            "the credential is untouched"
+        );
+    }
+
+    #[test]
+    fn a_username_change_drops_the_old_name() {
+        let dir = CredentialDirectory::default();
+        let (mut c, p) = connection(1);
+        dir.upsert(c.clone(), p);
+        c.username = "renamed".into();
+        dir.upsert(c, p);
+        assert!(dir.lookup("u1").is_none());
+        assert_eq!(dir.lookup("renamed").unwrap().connection_id, 1);
+        assert_eq!(dir.page(0, 10).1, 1);
     }
 }

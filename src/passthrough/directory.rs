@@ -142,7 +142,7 @@ impl Follower for VaultFollower {
                     .current
                     .update(|s| s.remove_connection(&change.id)),
             },
-            Entity::DataConnection | Entity::ApiToken => {}
+            Entity::DataConnection | Entity::DataConnectionUsage | Entity::ApiToken => {}
         }
         Ok(())
     }

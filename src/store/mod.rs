@@ -20,8 +20,8 @@ pub use crate::domain::ports::StoreError;
 use crate::domain::ports::{
     ApiTokenInfo, AuditStore, Change, ChangeLog, ChangeSeq, ChangeSignal, ConnectSessionStore,
     ConnectionUpdate, ConsoleSessionStore, DataConnectionStore, Entity, Health, IntegrationStore,
-    MetaStore, PageStart, RefreshFailure, RefreshStore, Revoked, SealedIntegration, Store,
-    TokenStore, VaultSecret, VaultSecretStore,
+    MetaStore, RefreshFailure, RefreshStore, Revoked, SealedIntegration, Store, TokenStore,
+    VaultSecret, VaultSecretStore,
 };
 use crate::domain::time::Timestamp;
 use crate::domain::token::{Principal, TokenScope, User};
@@ -427,18 +427,6 @@ impl DataConnectionStore for SqlStore {
         Ok((connection, seq))
     }
 
-    async fn list_data_connections(
-        &self,
-        start: PageStart,
-        limit: i64,
-    ) -> Result<(Vec<DataConnection>, u64), StoreError> {
-        let rows = self
-            .reader
-            .fetch(&self.connections.page(start, limit))
-            .await?;
-        row::data_connection_page(self.connections.shape, rows)
-    }
-
     async fn list_team_data_connections(
         &self,
         team: i64,
@@ -535,7 +523,22 @@ impl DataConnectionStore for SqlStore {
             ))
             .await?;
         }
+        // So every process's in-memory list follows, as it follows any other change.
+        for ids in usage.chunks(sql::USAGE_CHANGE_IDS) {
+            let ids: Vec<String> = ids.iter().map(|(id, _)| id.to_string()).collect();
+            record_change(&mut tx, Entity::DataConnectionUsage, &ids.join(",")).await?;
+        }
         tx.commit().await
+    }
+
+    async fn data_connection_usages(&self, ids: &[i64]) -> Result<Vec<(i64, Usage)>, StoreError> {
+        let mut usages = Vec::with_capacity(ids.len());
+        for ids in ids.chunks(sql::USAGE_CHANGE_IDS) {
+            for row in self.reader.fetch(&sql::data_connection_usages(ids)).await? {
+                usages.push(row::data_connection_usage(row)?);
+            }
+        }
+        Ok(usages)
     }
 
     async fn rotate_data_connection_password(

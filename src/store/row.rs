@@ -3,7 +3,6 @@
 use serde::Deserialize;
 
 use super::engine::{Kind, Row};
-use super::sql::PageShape;
 use crate::crypto::CredentialHash;
 use crate::domain::allowlist::{AllowEntry, IpAllowlist};
 use crate::domain::audit::{Actor, ActorKind, AuditEvent, Outcome};
@@ -96,67 +95,16 @@ pub fn data_connection(json: &str) -> Result<DataConnection, StoreError> {
     parse_json::<ConnectionRow>(json)?.into_domain()
 }
 
-impl ConnectionRow {
-    /// From the columns of a [`PageShape::Rows`] row after the total; `None` for the one
-    /// row of an empty page.
-    fn from_columns(row: &mut Row) -> Result<Option<Self>, StoreError> {
-        let Some(id) = row.opt_int(1)? else {
-            return Ok(None);
-        };
-        let port = u16::try_from(row.int(8)?).map_err(|_| corrupt("port", id))?;
-        let ip_allowlist = parse_json(&row.text(10)?)?;
-        let team_ids = row.opt_text(11)?.map(|t| parse_json(&t)).transpose()?;
-        Ok(Some(Self {
-            id,
-            client_type: row.text(2)?,
-            note: row.opt_text(3)?,
-            created_at: row.int(4)?,
-            valid_until: row.opt_int(5)?,
-            region_id: row.text(6)?,
-            host: row.text(7)?,
-            port,
-            username: row.text(9)?,
-            ip_allowlist,
-            team_ids,
-            created_by: row.opt_int(12)?,
-            created_by_email: row.opt_text(13)?,
-            query_count: row.int(14)?,
-            response_bytes: row.int(15)?,
-            last_used_at: row.opt_int(16)?,
-        }))
-    }
-}
-
-/// A page of data connections, in id order, and the total beside it.
-pub fn data_connection_page(
-    shape: PageShape,
-    rows: Vec<Row>,
-) -> Result<(Vec<DataConnection>, u64), StoreError> {
-    let no_row = || StoreError::Corrupt("a page query returned no row".into());
-    let (connections, total) = match shape {
-        PageShape::JsonArray => {
-            let mut row = rows.into_iter().next().ok_or_else(no_row)?;
-            (
-                parse_json::<Vec<ConnectionRow>>(&row.text(0)?)?,
-                row.opt_int(1)?,
-            )
-        }
-        PageShape::Rows => {
-            let mut total = None;
-            let mut connections = Vec::with_capacity(rows.len());
-            for mut row in rows {
-                total = row.opt_int(0)?;
-                connections.extend(ConnectionRow::from_columns(&mut row)?);
-            }
-            (connections, total)
-        }
-    };
-    let mut page = connections
-        .into_iter()
-        .map(ConnectionRow::into_domain)
-        .collect::<Result<Vec<_>, _>>()?;
-    page.sort_unstable_by_key(|c| c.id);
-    Ok((page, total.unwrap_or(0).max(0) as u64))
+/// A row of `sql::data_connection_usages`: a connection's id and its usage.
+pub fn data_connection_usage(mut row: Row) -> Result<(i64, Usage), StoreError> {
+    Ok((
+        row.int(0)?,
+        Usage {
+            queries: row.int(1)?.max(0) as u64,
+            response_bytes: row.int(2)?.max(0) as u64,
+            last_used_at: row.opt_int(3)?.map(Timestamp::from_millis),
+        },
+    ))
 }
 
 /// A row of (connection JSON, password hash, previous hash, previous until).

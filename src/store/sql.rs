@@ -10,7 +10,7 @@ use crate::domain::audit::{AuditEvent, AuditFilter};
 use crate::domain::connect::{ConnectSession, PendingConsent, StoredStatus};
 use crate::domain::console::ConsoleActorRef;
 use crate::domain::integration::{ConnectionState, Environment, IntegrationConnection, ListFilter};
-use crate::domain::ports::{ConnectionUpdate, Entity, PageStart, RefreshFailure};
+use crate::domain::ports::{ConnectionUpdate, Entity, RefreshFailure};
 use crate::domain::webhook::{AfterAttempt, Attempt, DeliveryFilter, Endpoint, OutboxEvent};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,32 +28,12 @@ impl Dialect {
         }
     }
 
-    /// Aggregates JSON values into an array.
-    fn json_array_agg(self) -> &'static str {
-        match self {
-            Self::Sqlite => "json_group_array",
-            Self::Postgres => "json_agg",
-        }
-    }
-
     /// A JSON column inside a JSON object: SQLite keeps JSON as text, which `json()` makes
     /// JSON again; PostgreSQL's `jsonb` is JSON already.
     fn json_column(self) -> &'static str {
         match self {
             Self::Sqlite => "json",
             Self::Postgres => "",
-        }
-    }
-
-    /// How a page of data connections comes back. SQLite: one row holding a JSON array,
-    /// because sqlx hands each row from SQLite's worker thread to the async side on its
-    /// own, and those hand-offs cost more than the query. PostgreSQL: a row per
-    /// connection, because building JSON there costs more than the query (15k pages/s as
-    /// rows, 7k as JSON, measured with pgbench).
-    pub fn page_shape(self) -> PageShape {
-        match self {
-            Self::Sqlite => PageShape::JsonArray,
-            Self::Postgres => PageShape::Rows,
         }
     }
 
@@ -71,15 +51,6 @@ impl Dialect {
         match self {
             Self::Sqlite => "",
             Self::Postgres => "FOR UPDATE",
-        }
-    }
-
-    /// SQLite reads a page's ids from the narrow id index only when told; PostgreSQL's
-    /// planner does by itself.
-    fn id_index_hint(self) -> &'static str {
-        match self {
-            Self::Sqlite => "INDEXED BY data_connections_page",
-            Self::Postgres => "",
         }
     }
 }
@@ -222,45 +193,11 @@ pub fn delete_api_token(id: i64) -> Statement {
 }
 
 // ----------------------------------------------------------------------------------------
-/// See [`Dialect::page_shape`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PageShape {
-    /// One row: the page as a JSON array of connection objects, and the total.
-    JsonArray,
-    /// The total, then a connection's columns (all NULL for an empty page), per row.
-    Rows,
-}
-
-/// The columns of [`PageShape::Rows`]: the total, then a connection as
-/// `row::ConnectionRow` holds it.
-pub const CONNECTION_ROW_KINDS: &[Kind] = &[
-    Kind::Int,
-    Kind::Int,
-    Kind::Text,
-    Kind::Text,
-    Kind::Int,
-    Kind::Int,
-    Kind::Text,
-    Kind::Text,
-    Kind::Int,
-    Kind::Text,
-    Kind::Text,
-    Kind::Text,
-    Kind::Int,
-    Kind::Text,
-    Kind::Int,
-    Kind::Int,
-    Kind::Int,
-];
-
-// Data connections: read as one JSON object each (see `row::ConnectionRow`), except a
-// PostgreSQL page (see `Dialect::page_shape`).
+// Data connections: read as one JSON object each (see `row::ConnectionRow`). The global
+// list is served from memory (`domain::ports::ConnectionPages`).
 
 /// The data-connection reads, spelled for one dialect once at start-up.
 pub struct ConnectionQueries {
-    pub shape: PageShape,
-    page_at_offset: String,
-    page_from_id: String,
     one: String,
     team_page: String,
     with_hash: String,
@@ -278,35 +215,7 @@ impl ConnectionQueries {
              'response_bytes', c.response_bytes, 'last_used_at', c.last_used_at)"
         );
         let from = "FROM data_connections c LEFT JOIN users u ON u.id = c.created_by";
-        // One statement, so the page and the total describe the same state. The page's
-        // ids come from the narrow index first; only those rows are read whole. The page
-        // size is spliced in (see `page_size_literal`). The reader puts the page in id
-        // order (`row::data_connection_page`): an ordered aggregate costs SQLite a
-        // temporary b-tree per page.
-        let total = "SELECT CAST(SUM(n) AS BIGINT) FROM data_connection_counts";
-        let page = |ids: &str| match d.page_shape() {
-            PageShape::JsonArray => format!(
-                "SELECT CAST(COALESCE({agg}({object}), '[]') AS TEXT), ({total}) \
-                 FROM (SELECT id FROM data_connections {hint} {ids}) p \
-                 JOIN data_connections c ON c.id = p.id LEFT JOIN users u ON u.id = c.created_by",
-                agg = d.json_array_agg(),
-                hint = d.id_index_hint(),
-            ),
-            // Joined to the total, so an empty page still says how many there are.
-            PageShape::Rows => format!(
-                "SELECT t.total, c.id, c.client_type, c.note, c.created_at, c.valid_until, \
-                 c.region_id, c.host, CAST(c.port AS BIGINT), c.username, CAST(c.ip_allowlist AS TEXT), \
-                 CAST(c.team_ids AS TEXT), c.created_by, u.email, c.query_count, c.response_bytes, \
-                 c.last_used_at \
-                 FROM ({total}) t(total) LEFT JOIN ((SELECT id FROM data_connections {ids}) p \
-                 JOIN data_connections c ON c.id = p.id \
-                 LEFT JOIN users u ON u.id = c.created_by) ON TRUE"
-            ),
-        };
         Self {
-            shape: d.page_shape(),
-            page_at_offset: page(&format!("ORDER BY id LIMIT {PAGE_SIZE} OFFSET $1")),
-            page_from_id: page(&format!("WHERE id >= $1 ORDER BY id LIMIT {PAGE_SIZE}")),
             one: format!("SELECT CAST({object} AS TEXT) {from} WHERE c.id = $1"),
             team_page: format!(
                 "SELECT CAST({object} AS TEXT) {from} WHERE c.team_ids = $1 ORDER BY c.id \
@@ -316,18 +225,6 @@ impl ConnectionQueries {
                 "SELECT CAST({object} AS TEXT), {PASSWORD_COLUMNS} {from} WHERE c.id = $1"
             ),
             all_with_hash: format!("SELECT CAST({object} AS TEXT), {PASSWORD_COLUMNS} {from}"),
-        }
-    }
-
-    pub fn page(&self, start: PageStart, limit: i64) -> Statement {
-        let (sql, at) = match start {
-            PageStart::Offset(offset) => (&self.page_at_offset, offset),
-            PageStart::FromId(id) => (&self.page_from_id, id),
-        };
-        let statement = Statement::new(sql.replace(PAGE_SIZE, &page_size_literal(limit))).bind(at);
-        match self.shape {
-            PageShape::JsonArray => statement.returns(&[Kind::Text, Kind::Int]),
-            PageShape::Rows => statement.returns(CONNECTION_ROW_KINDS),
         }
     }
 
@@ -381,6 +278,22 @@ pub fn add_data_connection_usage(
     .bind(last_used_at)
 }
 
+/// The usage of those of `ids` that exist (at most [`USAGE_CHANGE_IDS`] at a time).
+pub fn data_connection_usages(ids: &[i64]) -> Statement {
+    let placeholders: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
+    Statement::new(format!(
+        "SELECT id, query_count, response_bytes, last_used_at FROM data_connections \
+         WHERE id IN ({})",
+        placeholders.join(", ")
+    ))
+    .bind_all(ids.iter().map(|&id| Bind::Int(id)))
+    .returns(&[Kind::Int, Kind::Int, Kind::Int, Kind::Int])
+}
+
+/// How many connections' ids one usage change names: PostgreSQL's notification carries
+/// them, and its payload stops at 8000 bytes (200 ids of 20 digits and a comma at most).
+pub const USAGE_CHANGE_IDS: usize = 200;
+
 pub fn add_integration_use(id: &str, at: i64) -> Statement {
     Statement::new(
         "UPDATE integration_connections SET \
@@ -432,9 +345,6 @@ pub fn rotate_data_connection_password(
     .bind(new_hash.as_slice())
     .bind(previous_until)
 }
-
-/// Where a page query's size goes.
-const PAGE_SIZE: &str = "{page_size}";
 
 /// A page size as SQL text. A literal rather than a parameter: PostgreSQL plans a prepared
 /// statement once for any parameter values, and with `LIMIT $n` that plan assumes a tenth

@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use tokio::sync::{Notify, watch};
 
 use crate::crypto::Sealer;
-use crate::domain::ports::{Change, StoreError, WebhookStore};
+use crate::domain::ports::{Change, Entity, StoreError, WebhookStore};
 use crate::domain::time::Timestamp;
 use crate::domain::webhook::{
     AfterAttempt, Attempt, ConfiguredEndpoint, DeliverySettings, DueDelivery, Endpoint,
@@ -294,13 +294,16 @@ impl Dispatcher {
 }
 
 /// Wakes the dispatcher on every change this process sees (its own and, on PostgreSQL,
-/// other replicas'): most events come with a change.
+/// other replicas'), usage aside: most events come with a change.
 pub struct DispatchWaker(pub Arc<Notify>);
 
 #[async_trait::async_trait]
 impl crate::feed::Follower for DispatchWaker {
-    async fn apply(&self, _: &Change) -> Result<(), StoreError> {
-        self.0.notify_one();
+    async fn apply(&self, change: &Change) -> Result<(), StoreError> {
+        // Usage announces no event; every other write may have.
+        if change.entity != Entity::DataConnectionUsage {
+            self.0.notify_one();
+        }
         Ok(())
     }
 

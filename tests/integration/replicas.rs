@@ -70,12 +70,7 @@ async fn issuance_and_revocation_reach_the_other_replica_within_a_second() {
             .create_connection(json!({"client_type": "clickhouse"}))
             .await;
         issued.push(until(&two, &user, &password, StatusCode::OK).await);
-        let resp = one
-            .delete(&format!("/api/v1/connections/{id}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        one.delete_connection(id).await;
         revoked.push(until(&two, &user, &password, StatusCode::FORBIDDEN).await);
     }
     let (issued_median, issued_worst) = summary(issued);
@@ -529,7 +524,11 @@ async fn with_the_database_down_the_data_planes_keep_serving() {
             StatusCode::OK
         );
     }
-    // The control plane says it cannot reach its database, each dialect in its shape.
+    // The list answers from memory: the state last seen, as the gateway enforces it.
+    let list = server.get_json("/api/v1/connections").await;
+    assert_eq!(list["data"][0]["attributes"]["id"], id, "{list}");
+    // Everything else of the control plane says it cannot reach its database, each
+    // dialect in its shape.
     let resp = server
         .get(&format!("/api/v1/connections/{id}"))
         .send()
@@ -751,5 +750,77 @@ async fn two_replicas_deliver_each_webhook_event_once() {
     assert!(
         shares.iter().all(|n| *n > 0),
         "one replica did it all: {shares:?}"
+    );
+}
+
+/// The list is served from each replica's memory: what any replica writes, and the usage
+/// its gateway counts, reaches the others' lists through the change feed.
+#[tokio::test]
+async fn each_replicas_list_follows_the_others_writes_and_usage() {
+    let ch = ClickHouse::start().await;
+    let config = config(&ch).replace("[gateway]\n", "[gateway]\nusage_flush_interval_ms = 200\n");
+    let one = TestServer::start_postgres(&config, None, &[]).await;
+    let two = TestServer::start_postgres(&config, one.database_url.as_deref(), &[]).await;
+    // The connection as replica 2 lists it, once `done` holds (within two seconds: a
+    // usage batch waits up to its 200 ms interval, then travels like any change).
+    let listed_on_two = |id: i64, done: fn(&serde_json::Value) -> bool| {
+        let two = &two;
+        async move {
+            let start = Instant::now();
+            loop {
+                let list = two.get_json("/api/v1/connections").await;
+                let found = list["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|c| c["attributes"]["id"] == id)
+                    .map(|c| c["attributes"].clone())
+                    .unwrap_or(serde_json::Value::Null);
+                if done(&found) {
+                    return (found, list["pagination"].clone(), start.elapsed());
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(2),
+                    "replica 2 lists {found}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+
+    let (id, user, password) = one
+        .create_connection(json!({"client_type": "clickhouse", "note": "first"}))
+        .await;
+    let (_, _, created) = listed_on_two(id, |c| c["note"] == "first").await;
+
+    let resp = one
+        .client
+        .patch(one.url(&format!("/api/v1/connections/{id}")))
+        .bearer_auth(crate::common::TOKEN)
+        .header("content-type", "application/json")
+        .body(json!({"note": "renamed"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (_, _, patched) = listed_on_two(id, |c| c["note"] == "renamed").await;
+
+    for _ in 0..5 {
+        let resp = one.gateway_query(&user, &password, "SELECT 1").await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.bytes().await.unwrap(), "1\n");
+    }
+    let (used, _, counted) = listed_on_two(id, |c| c["query_count"] == 5).await;
+    assert_eq!(used["response_bytes"], 10, "\"1\\n\" five times");
+    assert!(used["last_used_at"].as_str().is_some(), "{used}");
+    assert_eq!(used["note"], "renamed", "usage changes nothing else");
+
+    one.delete_connection(id).await;
+    let (gone, pages, deleted) = listed_on_two(id, |c| c.is_null()).await;
+    assert!(gone.is_null());
+    assert!(pages["next"].is_null(), "{pages}");
+    println!(
+        "replica 2 listed: the create after {created:?}, the patch after {patched:?}, \
+         replica 1's usage after {counted:?}, the delete after {deleted:?}"
     );
 }

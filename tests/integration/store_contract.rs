@@ -194,12 +194,13 @@ pub async fn first_token_under_concurrency(store: Arc<SqlStore>) {
 
 pub async fn data_connections(store: Arc<SqlStore>) {
     assert_eq!(store.count_data_connections().await.unwrap(), 0);
-    let (page, total) = store
-        .list_data_connections(PageStart::Offset(0), 50)
-        .await
-        .unwrap();
-    assert!(page.is_empty());
-    assert_eq!(total, 0);
+    assert!(
+        store
+            .data_connection_credentials()
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let user = store.ensure_user("maker@example.com").await.unwrap();
     let mut made = Vec::new();
@@ -230,41 +231,18 @@ pub async fn data_connections(store: Arc<SqlStore>) {
     ));
     assert_eq!(store.count_data_connections().await.unwrap(), 7);
 
-    // Pages in id order, with the total beside each.
+    // Every connection, as the snapshots load them, in id order.
     let all: Vec<i64> = made.iter().map(|c| c.id).collect();
     assert!(all.windows(2).all(|w| w[0] < w[1]));
-    let ids = |page: &[DataConnection]| page.iter().map(|c| c.id).collect::<Vec<_>>();
-    let (first, total) = store
-        .list_data_connections(PageStart::Offset(0), 3)
+    let mut loaded: Vec<i64> = store
+        .data_connection_credentials()
         .await
-        .unwrap();
-    assert_eq!(total, 7);
-    assert_eq!(ids(&first), all[..3]);
-    let (last, _) = store
-        .list_data_connections(PageStart::Offset(6), 3)
-        .await
-        .unwrap();
-    assert_eq!(ids(&last), all[6..]);
-    let (beyond, total) = store
-        .list_data_connections(PageStart::Offset(50), 3)
-        .await
-        .unwrap();
-    assert!(beyond.is_empty());
-    assert_eq!(total, 7);
-    // From an id: the same pages as by offset, found by seeking.
-    for (at, id) in all.iter().enumerate() {
-        let (by_id, total) = store
-            .list_data_connections(PageStart::FromId(*id), 3)
-            .await
-            .unwrap();
-        assert_eq!(total, 7);
-        assert_eq!(ids(&by_id), all[at..(at + 3).min(all.len())]);
-    }
-    let (past, _) = store
-        .list_data_connections(PageStart::FromId(all[6] + 1), 3)
-        .await
-        .unwrap();
-    assert!(past.is_empty());
+        .unwrap()
+        .iter()
+        .map(|(c, _)| c.id)
+        .collect();
+    loaded.sort_unstable();
+    assert_eq!(loaded, all);
 
     // What is read back is what was written.
     let got = store
@@ -320,11 +298,6 @@ pub async fn data_connections(store: Arc<SqlStore>) {
             .is_none()
     );
     assert_eq!(store.count_data_connections().await.unwrap(), 6);
-    let (_, total) = store
-        .list_data_connections(PageStart::Offset(0), 1)
-        .await
-        .unwrap();
-    assert_eq!(total, 6);
     let recorded = changes(&store).await;
     assert_eq!(recorded.len(), 8, "7 creates and 1 delete: {recorded:?}");
     assert!(recorded.iter().all(|(e, _)| *e == Entity::DataConnection));
@@ -1423,7 +1396,8 @@ pub async fn data_connection_changes(store: Arc<SqlStore>) {
             .is_none()
     );
 
-    // Usage adds up batch by batch, the latest use kept; no change is recorded for it.
+    // Usage adds up batch by batch, the latest use kept; each batch records a usage change
+    // naming the connections it touched (a gone one included: nothing reads it).
     use switchboard::domain::usage::Tally;
     let before_usage = store.latest_change().await.unwrap();
     let tally = |queries, response_bytes, last_used_at| Tally {
@@ -1447,12 +1421,42 @@ pub async fn data_connection_changes(store: Arc<SqlStore>) {
         .usage;
     assert_eq!((used.queries, used.response_bytes), (5, 150));
     assert_eq!(used.last_used_at, Some(Timestamp::from_millis(5_000)));
-    let (page, _) = store
-        .list_data_connections(PageStart::FromId(made.id), 1)
-        .await
-        .unwrap();
-    assert_eq!(page[0].usage, used, "a page reads it too");
-    assert_eq!(store.latest_change().await.unwrap(), before_usage);
+    assert_eq!(
+        store
+            .data_connection_usages(&[made.id, 424_242])
+            .await
+            .unwrap(),
+        [(made.id, used)],
+        "read by id, a gone one left out"
+    );
+    let (recorded, _) = store.changes_after(before_usage, 100).await.unwrap();
+    let recorded: Vec<(Entity, String)> = recorded.into_iter().map(|c| (c.entity, c.id)).collect();
+    assert_eq!(
+        recorded,
+        [
+            (Entity::DataConnectionUsage, format!("{},424242", made.id)),
+            (Entity::DataConnectionUsage, made.id.to_string()),
+        ]
+    );
+    // A large batch is named by several changes, each small enough for a notification.
+    let before_large = store.latest_change().await.unwrap();
+    let many: Vec<(i64, Tally)> = (1_000_000..1_000_450)
+        .map(|id| (id, tally(1, 1, 1)))
+        .collect();
+    store.add_data_connection_usage(&many).await.unwrap();
+    let (recorded, _) = store.changes_after(before_large, 100).await.unwrap();
+    let named: Vec<i64> = recorded
+        .iter()
+        .flat_map(|c| c.id.split(',').map(|id| id.parse::<i64>().unwrap()))
+        .collect();
+    assert_eq!(recorded.len(), 3);
+    assert_eq!(named, (1_000_000..1_000_450).collect::<Vec<_>>());
+    let ids: Vec<i64> = (1_000_000..1_000_450).chain([made.id]).collect();
+    assert_eq!(
+        store.data_connection_usages(&ids).await.unwrap(),
+        [(made.id, used)],
+        "more ids than one statement takes"
+    );
 
     // Rotation: the old hash kept until the overlap's end, or dropped at once.
     let original = store

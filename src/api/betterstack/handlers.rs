@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ConnectionId, GlobalToken, JsonObject, OptionalJsonObject};
@@ -85,17 +86,17 @@ pub(super) async fn list_connections(
     State(state): State<AppState>,
     _caller: GlobalToken,
     RawQuery(query): RawQuery,
-) -> Result<Json<ConnectionList>, ApiError> {
+) -> Result<Response, ApiError> {
     let page = parse_list_query(query.as_deref())?;
-    let (rows, total) = state.services.data_connections.list(page).await?;
+    let (rows, total) = state.services.data_connections.list(page);
     let pagination = pagination(PageLinks::new(page, total), page.size, |p, size| {
         page_link(&state, p, size)
     });
     let data = rows
-        .into_iter()
+        .iter()
         .map(|c| resource(&state, c, View::ListItem))
         .collect();
-    Ok(Json(ConnectionList { data, pagination }))
+    Ok(Json(ConnectionList { data, pagination }).into_response())
 }
 
 /// Create a connection. The response is the only one that ever contains the password.
@@ -118,7 +119,7 @@ pub(super) async fn create_connection(
     GlobalToken(caller): GlobalToken,
     audit: AuditSlot,
     JsonObject(body): JsonObject,
-) -> Result<(StatusCode, Json<ConnectionEnvelope>), ApiError> {
+) -> Result<Response, ApiError> {
     let service = &state.services.data_connections;
     let request = parse_create_checked(&body, |draft| {
         service.check_fields(
@@ -130,8 +131,12 @@ pub(super) async fn create_connection(
     })?;
     let created = service.create(&caller, request).await?;
     audit.target(created.connection.id.to_string());
-    let data = resource(&state, created.connection, View::Created(&created.password));
-    Ok((StatusCode::CREATED, Json(ConnectionEnvelope { data })))
+    let data = resource(
+        &state,
+        &created.connection,
+        View::Created(&created.password),
+    );
+    Ok((StatusCode::CREATED, Json(ConnectionEnvelope { data })).into_response())
 }
 
 /// Get one connection, with its sample query and data sources.
@@ -150,11 +155,12 @@ pub(super) async fn get_connection(
     State(state): State<AppState>,
     _caller: GlobalToken,
     ConnectionId(id): ConnectionId,
-) -> Result<Json<ConnectionEnvelope>, ApiError> {
+) -> Result<Response, ApiError> {
     let connection = state.services.data_connections.get(id).await?;
     Ok(Json(ConnectionEnvelope {
-        data: resource(&state, connection, View::Detail),
-    }))
+        data: resource(&state, &connection, View::Detail),
+    })
+    .into_response())
 }
 
 /// Delete a connection; its credentials stop working at once.
@@ -203,12 +209,13 @@ pub(super) async fn update_connection(
     _caller: GlobalToken,
     ConnectionId(id): ConnectionId,
     JsonObject(body): JsonObject,
-) -> Result<Json<ConnectionEnvelope>, ApiError> {
+) -> Result<Response, ApiError> {
     let update = parse_update(&body)?;
     let connection = state.services.data_connections.update(id, update).await?;
     Ok(Json(ConnectionEnvelope {
-        data: resource(&state, connection, View::Detail),
-    }))
+        data: resource(&state, &connection, View::Detail),
+    })
+    .into_response())
 }
 
 /// Give a connection a new password, returned once as create returns it. The old one
@@ -235,15 +242,19 @@ pub(super) async fn rotate_password(
     _caller: GlobalToken,
     ConnectionId(id): ConnectionId,
     OptionalJsonObject(body): OptionalJsonObject,
-) -> Result<Json<ConnectionEnvelope>, ApiError> {
+) -> Result<Response, ApiError> {
     let overlap = parse_rotate(body.as_ref())?;
     let rotated = state
         .services
         .data_connections
         .rotate_password(id, overlap)
         .await?;
-    let data = resource(&state, rotated.connection, View::Created(&rotated.password));
-    Ok(Json(ConnectionEnvelope { data }))
+    let data = resource(
+        &state,
+        &rotated.connection,
+        View::Created(&rotated.password),
+    );
+    Ok(Json(ConnectionEnvelope { data }).into_response())
 }
 
 /// The audit log, newest first: every change made through the API, the console or the

@@ -19,9 +19,9 @@ impl Serialize for RevealedSecret {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct CreatedBy {
+pub struct CreatedBy<'a> {
     id: i64,
-    email: String,
+    email: &'a str,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -33,28 +33,30 @@ pub struct DataSourceEntry {
     data_sources: Vec<String>,
 }
 
+/// Borrowed from the connection: a list page is written from the in-memory snapshot
+/// without copying its strings.
 #[derive(Serialize, ToSchema)]
-pub struct ConnectionAttributes {
+pub struct ConnectionAttributes<'a> {
     id: i64,
     #[schema(example = "clickhouse")]
     client_type: &'static str,
-    note: Option<String>,
+    note: Option<&'a str>,
     #[schema(example = "2025-11-07T13:20:55.652Z")]
     created_at: String,
     valid_until: Option<String>,
-    host: String,
+    host: &'a str,
     port: u16,
-    username: String,
+    username: &'a str,
     /// Present only in the create response.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     password: Option<RevealedSecret>,
     #[schema(example = "eu-nbg-2")]
-    data_region: String,
+    data_region: &'a str,
     ip_allowlist: Vec<String>,
     team_ids: Vec<i64>,
-    team_names: Vec<String>,
-    created_by: Option<CreatedBy>,
+    team_names: Vec<&'a str>,
+    created_by: Option<CreatedBy<'a>>,
     /// A Switchboard extension: queries admitted through the gateway (added in batches,
     /// a few seconds behind).
     query_count: u64,
@@ -71,18 +73,18 @@ pub struct ConnectionAttributes {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct ConnectionResource {
+pub struct ConnectionResource<'a> {
     /// The id as a string, JSON:API style.
     id: String,
     #[serde(rename = "type")]
     #[schema(example = "connection")]
     kind: &'static str,
-    attributes: ConnectionAttributes,
+    attributes: ConnectionAttributes<'a>,
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct ConnectionEnvelope {
-    pub data: ConnectionResource,
+pub struct ConnectionEnvelope<'a> {
+    pub data: ConnectionResource<'a>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -94,8 +96,8 @@ pub struct Pagination {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct ConnectionList {
-    pub data: Vec<ConnectionResource>,
+pub struct ConnectionList<'a> {
+    pub data: Vec<ConnectionResource<'a>>,
     pub pagination: Pagination,
 }
 
@@ -136,9 +138,13 @@ pub enum View<'a> {
     Created(&'a SecretString),
 }
 
-pub fn resource(state: &AppState, c: DataConnection, view: View<'_>) -> ConnectionResource {
+pub fn resource<'a>(
+    state: &'a AppState,
+    c: &'a DataConnection,
+    view: View<'_>,
+) -> ConnectionResource<'a> {
     let service = &state.services.data_connections;
-    let teams = service.teams_of(&c);
+    let teams = service.teams_of(c);
     let (sample_query, data_sources, password) = match view {
         View::ListItem => (None, None, None),
         View::Detail | View::Created(_) => {
@@ -147,7 +153,7 @@ pub fn resource(state: &AppState, c: DataConnection, view: View<'_>) -> Connecti
                 _ => None,
             };
             let sources = service
-                .data_sources(&c)
+                .data_sources(c)
                 .into_iter()
                 .map(|g| DataSourceEntry {
                     source_name: g.source_name,
@@ -157,34 +163,34 @@ pub fn resource(state: &AppState, c: DataConnection, view: View<'_>) -> Connecti
                 })
                 .collect();
             (
-                Some(service.sample_query(&c, password.map(|p| p.expose_secret()))),
+                Some(service.sample_query(c, password.map(|p| p.expose_secret()))),
                 Some(sources),
                 password.map(|p| RevealedSecret(p.clone())),
             )
         }
     };
     let team_ids = teams.iter().map(|t| t.id).collect();
-    let team_names = teams.iter().map(|t| t.name.clone()).collect();
+    let team_names = teams.iter().map(|t| t.name.as_str()).collect();
     ConnectionResource {
         id: c.id.to_string(),
         kind: "connection",
         attributes: ConnectionAttributes {
             id: c.id,
             client_type: c.client_type.as_str(),
-            note: c.note,
+            note: c.note.as_deref(),
             created_at: c.created_at.to_iso8601_millis(),
             valid_until: c.valid_until.map(Timestamp::to_iso8601_millis),
-            host: c.host,
+            host: &c.host,
             port: c.port,
-            username: c.username,
+            username: &c.username,
             password,
-            data_region: c.region_id,
+            data_region: &c.region_id,
             ip_allowlist: c.ip_allowlist.to_strings(),
             team_ids,
             team_names,
-            created_by: c.created_by.map(|u| CreatedBy {
+            created_by: c.created_by.as_ref().map(|u| CreatedBy {
                 id: u.id,
-                email: u.email,
+                email: &u.email,
             }),
             query_count: c.usage.queries,
             response_bytes: c.usage.response_bytes,

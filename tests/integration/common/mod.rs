@@ -422,6 +422,16 @@ impl TestServer {
             a["password"].as_str().unwrap().to_owned(),
         )
     }
+
+    /// Deletes a data connection, which must exist.
+    pub async fn delete_connection(&self, id: i64) {
+        let resp = self
+            .delete(&format!("/api/v1/connections/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), reqwest::StatusCode::NO_CONTENT);
+    }
 }
 
 impl Drop for TestServer {
