@@ -8,13 +8,16 @@
 //! so the next data-plane request on this process sees it.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use crate::domain::ports::{Change, ChangeLog, ChangeSeq, ChangeSignal, ChangeSync, StoreError};
+use crate::domain::ports::{
+    Change, ChangeLog, ChangeSeq, ChangeSignal, ChangeSync, Entity, StoreError,
+};
 
 /// Every snapshot is rebuilt from the store this often.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(30);
@@ -88,6 +91,8 @@ pub struct ChangeFeed {
     signals: tokio::sync::Mutex<Option<mpsc::Receiver<ChangeSignal>>>,
     /// The store cannot push its changes: they are polled, in seq order.
     polled: std::sync::atomic::AtomicBool,
+    /// Per entity ([`Entity::ALL`]'s order): see [`ChangeSync::generation`].
+    generations: [AtomicU64; Entity::ALL.len()],
 }
 
 impl ChangeFeed {
@@ -99,6 +104,7 @@ impl ChangeFeed {
             poke: Notify::new(),
             signals: tokio::sync::Mutex::new(None),
             polled: std::sync::atomic::AtomicBool::new(false),
+            generations: Default::default(),
         }
     }
 
@@ -124,6 +130,9 @@ impl ChangeFeed {
         for follower in &self.followers {
             follower.reload().await?;
         }
+        for generation in &self.generations {
+            generation.fetch_add(1, Ordering::Release);
+        }
         metrics::counter!("switchboard_feed_reloads_total").increment(1);
         let polled = self.polled.load(std::sync::atomic::Ordering::Relaxed);
         let mut applied = self.applied.lock().expect("not poisoned");
@@ -139,6 +148,7 @@ impl ChangeFeed {
         for follower in &self.followers {
             follower.apply(change).await?;
         }
+        self.generations[change.entity as usize].fetch_add(1, Ordering::Release);
         metrics::counter!("switchboard_feed_changes_applied_total", "entity" => change.entity.as_str())
             .increment(1);
         Ok(())
@@ -244,6 +254,10 @@ impl ChangeSync for ChangeFeed {
             );
         }
     }
+
+    fn generation(&self, entity: Entity) -> Option<u64> {
+        Some(self.generations[entity as usize].load(Ordering::Acquire))
+    }
 }
 
 /// For processes that keep no snapshot (the CLI): nothing to wait for.
@@ -252,6 +266,10 @@ pub struct NoSnapshots;
 #[async_trait]
 impl ChangeSync for NoSnapshots {
     async fn applied(&self, _: ChangeSeq) {}
+
+    fn generation(&self, _: Entity) -> Option<u64> {
+        None
+    }
 }
 
 /// A snapshot readers load without waiting on anything: immutable, swapped atomically.
@@ -286,5 +304,19 @@ impl<T: Clone> SnapshotCell<T> {
     pub fn replace(&self, next: T) {
         let _writer = self.writers.lock().expect("not poisoned");
         self.current.store(Arc::new(next));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A generation is found by the entity's discriminant: the list must be in its order.
+    #[test]
+    fn every_entity_has_its_own_generation() {
+        for (at, entity) in Entity::ALL.into_iter().enumerate() {
+            assert_eq!(entity as usize, at, "{entity:?}");
+            assert_eq!(Entity::parse(entity.as_str()), Some(entity));
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! What a passthrough call says about a connection's credential: accepted (`operational`)
 //! or refused with 401 (`failed`, until the credential is replaced). The data plane never
 //! waits on the database, so the change is queued and written behind the answer by one
-//! background writer; control-plane reads flush the queue first, so they see every
-//! observation this process made.
+//! background writer, which waits for each write to reach this process's snapshots before
+//! the next; control-plane reads flush the queue first, so they see every observation this
+//! process made, in the store and in memory alike.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::integration::ConnectionState;
-use super::ports::IntegrationStore;
+use super::ports::{ChangeSync, IntegrationStore};
 
 /// Observations waiting beyond this many are dropped (logged): the snapshot already holds
 /// them, and the next call observes again.
@@ -46,7 +47,7 @@ pub struct StateWriter {
 
 impl StateWriter {
     /// Starts the writer on the current runtime; it ends when the writer is dropped.
-    pub fn start(store: Arc<dyn IntegrationStore>) -> Self {
+    pub fn start(store: Arc<dyn IntegrationStore>, snapshots: Arc<dyn ChangeSync>) -> Self {
         let (queue, mut jobs) = mpsc::channel(QUEUE);
         tokio::spawn(async move {
             while let Some(job) = jobs.recv().await {
@@ -59,14 +60,17 @@ impl StateWriter {
                     } => {
                         let write = || store.set_integration_state(&id, state, error, at);
                         let written = match write().await {
-                            Ok(_) => Ok(()),
+                            Ok(seq) => Ok(seq),
                             Err(_) => {
                                 tokio::time::sleep(RETRY_AFTER).await;
-                                write().await.map(drop)
+                                write().await
                             }
                         };
-                        if let Err(e) = written {
-                            tracing::warn!(connection_id = %id, state = state.as_str(), error = %e, "cannot record the connection state");
+                        match written {
+                            Ok(seq) => snapshots.applied(seq).await,
+                            Err(e) => {
+                                tracing::warn!(connection_id = %id, state = state.as_str(), error = %e, "cannot record the connection state");
+                            }
                         }
                     }
                     Job::Flush(done) => {

@@ -57,6 +57,14 @@ pub enum Entity {
 }
 
 impl Entity {
+    pub const ALL: [Entity; 5] = [
+        Self::DataConnection,
+        Self::DataConnectionUsage,
+        Self::Integration,
+        Self::VaultSecret,
+        Self::ApiToken,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::DataConnection => "data_connection",
@@ -100,6 +108,11 @@ pub enum ChangeSignal {
 #[async_trait]
 pub trait ChangeSync: Send + Sync {
     async fn applied(&self, seq: ChangeSeq);
+    /// Moves each time changes of `entity` are applied here (and at every reload): what
+    /// was computed from the store while it stayed put is still what the store holds,
+    /// up to changes on their way to this process. `None` when nothing follows the store
+    /// (then nothing may be kept).
+    fn generation(&self, entity: Entity) -> Option<u64>;
 }
 
 #[async_trait]
@@ -280,6 +293,14 @@ pub trait IntegrationStore: Send + Sync {
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<IntegrationConnection>, u64), StoreError>;
+    /// [`Self::list_integrations`]'s page alone, for a caller that knows the total.
+    async fn integration_page(
+        &self,
+        environment: Environment,
+        filter: &ListFilter,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<IntegrationConnection>, StoreError>;
     async fn get_integration(
         &self,
         environment: Environment,

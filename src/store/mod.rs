@@ -677,6 +677,22 @@ impl IntegrationStore for SqlStore {
         Ok((connections, total as u64))
     }
 
+    async fn integration_page(
+        &self,
+        environment: Environment,
+        filter: &ListFilter,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<IntegrationConnection>, StoreError> {
+        let list = sql::integration_list(environment, filter, offset, limit);
+        self.reader
+            .fetch(&list.page)
+            .await?
+            .into_iter()
+            .map(|mut r| row::integration(&mut r))
+            .collect()
+    }
+
     async fn get_integration(
         &self,
         environment: Environment,

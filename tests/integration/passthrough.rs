@@ -721,3 +721,72 @@ async fn one_connection_carries_passthrough_calls_and_control_plane_requests_in_
     let again = on_one_connection(&server, vec![passthrough()]).await;
     assert_eq!(again[0].0, 200);
 }
+
+/// A list's total is kept in memory per filter until an integration change is applied
+/// here; every way the matching rows change moves it at once: a create, a patch of tags
+/// or `active`, a delete, and a state a call observed.
+#[tokio::test]
+async fn list_totals_follow_every_change_at_once() {
+    let platform = platform().await;
+    let server = TestServer::start(&config(&platform)).await;
+    let total = |query: &'static str| {
+        let server = &server;
+        async move {
+            let page = crate::vault::list(server, TEST_SECRET, query).await;
+            page["total"].as_u64().unwrap()
+        }
+    };
+    let patch = |id: String, body: Value| {
+        let req = server
+            .client
+            .patch(server.url(&format!("/v1/vault/connections/{id}")))
+            .header("x-pica-secret", TEST_SECRET)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        async move { assert_eq!(req.send().await.unwrap().status(), StatusCode::OK) }
+    };
+    let tagged = |credentials: Value| {
+        let body = json!({"platform": "acme", "identity": "me", "identityType": "user",
+                          "tags": ["counted"], "credentials": credentials});
+        crate::vault::create(&server, TEST_SECRET, body)
+    };
+
+    let first = tagged(json!({"api_key": "a"})).await;
+    tagged(json!({"api_key": "b"})).await;
+    // Counted, then asked again: the same answer, now from memory.
+    assert_eq!(total("tags=counted").await, 2);
+    assert_eq!(total("tags=counted").await, 2);
+    assert_eq!(total("tags=counted&state=failed").await, 0);
+
+    let third = tagged(json!({"api_key": "c"})).await;
+    assert_eq!(total("tags=counted").await, 3, "after a create");
+    let third_id = third["id"].as_str().unwrap().to_owned();
+    patch(third_id.clone(), json!({"tags": ["other"]})).await;
+    assert_eq!(total("tags=counted").await, 2, "after a patch of tags");
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    patch(first_id.clone(), json!({"active": false})).await;
+    assert_eq!(total("tags=counted").await, 1, "after a deactivation");
+    assert_eq!(total("tags=counted&active=false").await, 1);
+    patch(first_id, json!({"active": true})).await;
+    assert_eq!(total("tags=counted").await, 2);
+
+    // A platform's 401 fails the connection; the next list counts it among the failed.
+    let key = first["key"].as_str().unwrap();
+    let refused = call(&server, reqwest::Method::GET, "unauthorized", key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(total("tags=counted&state=failed").await, 1, "after a call");
+
+    let resp = server
+        .client
+        .delete(server.url(&format!("/v1/vault/connections/{third_id}")))
+        .header("x-pica-secret", TEST_SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert_eq!(total("tags=other").await, 0, "after a delete");
+    assert_eq!(total("tags=counted").await, 2);
+}

@@ -413,6 +413,11 @@ pub async fn integrations(store: Arc<SqlStore>) {
         assert_eq!(total, 12);
         let end = (offset + limit).min(12) as usize;
         assert_eq!(ids(&page), expected[offset as usize..end]);
+        let alone = store
+            .integration_page(Environment::Test, &everything, offset, limit)
+            .await
+            .unwrap();
+        assert_eq!(alone, page, "the page alone is the same page");
     }
     // Filters, alone and together.
     let tag_a = ListFilter {

@@ -31,7 +31,7 @@ fn vault(
         .header("x-pica-secret", secret)
 }
 
-async fn create(server: &TestServer, secret: &str, body: Value) -> Value {
+pub async fn create(server: &TestServer, secret: &str, body: Value) -> Value {
     let resp = vault(
         server,
         reqwest::Method::POST,
@@ -52,7 +52,7 @@ async fn create(server: &TestServer, secret: &str, body: Value) -> Value {
     resp.json().await.unwrap()
 }
 
-async fn list(server: &TestServer, secret: &str, query: &str) -> Value {
+pub async fn list(server: &TestServer, secret: &str, query: &str) -> Value {
     let resp = vault(
         server,
         reqwest::Method::GET,
