@@ -13,7 +13,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use clickhouse::{ClickHouse, TEAM_A_PASSWORD};
-use common::{Figures, Switchboard, TOKEN, arg, drive, json_of, nginx_proxy, start_switchboard};
+use common::{
+    Figures, Switchboard, TOKEN, arg, drive, json_of, nginx_proxy, start_switchboard, with_cpu_of,
+};
 
 fn start_gateway(ch: &ClickHouse) -> Switchboard {
     let config = format!(
@@ -135,7 +137,7 @@ fn main() {
         let ch = ClickHouse::start().await;
         let switchboard = start_gateway(&ch);
         let (api, gateway_url) = (switchboard.api.clone(), switchboard.gateway.clone());
-        let (_nginx, nginx_url) = nginx_proxy(ch.port, "");
+        let (nginx, nginx_url) = nginx_proxy(ch.port, "");
         let client = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
         let created = json_of(
             client
@@ -163,18 +165,30 @@ fn main() {
             team("nginx", &nginx_url),
         ];
         let gateway_pid = switchboard.process.child.id();
+        // Each proxy's CPU time per request: its cost, which a busy neighbour on a shared
+        // machine disturbs far less than its latency.
+        let proxy_pid = |name: &str| match name {
+            "gateway" => Some(gateway_pid),
+            "nginx" => Some(nginx.child.id()),
+            _ => None,
+        };
 
         println!("gateway benchmark: {}s per measurement, {stream_mb} MB stream; client, proxies and ClickHouse share this machine\n", seconds.as_secs());
-        println!("{:<8} {:>5} {:>10} {:>10} {:>10}", "target", "conc", "req/s", "p50 ms", "p99 ms");
+        println!("{:<8} {:>5} {:>10} {:>10} {:>10} {:>12}", "target", "conc", "req/s", "p50 ms", "p99 ms", "cpu us/req");
         let mut results = std::collections::HashMap::new();
         for concurrency in [1usize, 64] {
             for t in &targets {
                 // Warm the connection pools first.
                 select_one(&client, t, concurrency, Duration::from_millis(300)).await;
-                let l = select_one(&client, t, concurrency, seconds).await;
+                let measured = select_one(&client, t, concurrency, seconds);
+                let l = match proxy_pid(t.name) {
+                    Some(pid) => with_cpu_of(pid, measured).await,
+                    None => measured.await,
+                };
+                let cpu = l.cpu.map_or("-".to_owned(), |c| format!("{:.1}", c.as_secs_f64() * 1e6 / l.requests as f64));
                 println!(
-                    "{:<8} {:>5} {:>10.0} {:>10.3} {:>10.3}   ({} requests)",
-                    t.name, concurrency, l.rps(), l.p50_ms(), l.p99_ms(), l.requests
+                    "{:<8} {:>5} {:>10.0} {:>10.3} {:>10.3} {:>12}   ({} requests)",
+                    t.name, concurrency, l.rps(), l.p50_ms(), l.p99_ms(), cpu, l.requests
                 );
                 results.insert((t.name, concurrency), l);
             }
@@ -198,13 +212,19 @@ fn main() {
 
         let r = |name, c| &results[&(name, c)];
         println!("\nratios (gateway vs direct; nginx vs direct for reference)");
+        let cpu_us = |name, c| {
+            let f: &Figures = r(name, c);
+            f.cpu.unwrap_or_default().as_secs_f64() * 1e6 / f.requests as f64
+        };
         for c in [1usize, 64] {
             println!(
-                "  conc {c:>2}: added p50 {:+.3} ms (nginx {:+.3} ms); req/s {:.2}x (nginx {:.2}x)",
+                "  conc {c:>2}: added p50 {:+.3} ms (nginx {:+.3} ms); req/s {:.2}x (nginx {:.2}x); CPU per request {:.1} us (nginx {:.1} us)",
                 r("gateway", c).p50_ms() - r("direct", c).p50_ms(),
                 r("nginx", c).p50_ms() - r("direct", c).p50_ms(),
                 r("gateway", c).rps() / r("direct", c).rps(),
                 r("nginx", c).rps() / r("direct", c).rps(),
+                cpu_us("gateway", c),
+                cpu_us("nginx", c),
             );
         }
         println!(
