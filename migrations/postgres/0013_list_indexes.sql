@@ -5,3 +5,10 @@
 DROP INDEX integration_connections_identity;
 CREATE INDEX integration_connections_identity
     ON integration_connections (environment, identity, active, platform, created_at, id);
+
+-- The data-connection list is served from memory (its total is the snapshot's size):
+-- nothing reads the count the trigger kept, so each insert and delete no longer updates
+-- a counter row.
+DROP TRIGGER data_connections_count ON data_connections;
+DROP FUNCTION count_data_connections();
+DROP TABLE data_connection_counts;

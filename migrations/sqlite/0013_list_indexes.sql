@@ -9,3 +9,9 @@ CREATE INDEX integration_connections_identity
 
 -- The data-connection list is served from memory: nothing reads this index any more.
 DROP INDEX data_connections_page;
+
+-- Nor does anything read the count the triggers kept for it (the list's total is the
+-- snapshot's size): each insert and delete no longer updates a counter row.
+DROP TRIGGER data_connections_count_insert;
+DROP TRIGGER data_connections_count_delete;
+DROP TABLE data_connection_counts;

@@ -184,7 +184,6 @@ pub trait DataConnectionStore: Send + Sync {
         &self,
         new: NewDataConnection,
     ) -> Result<(DataConnection, ChangeSeq), StoreError>;
-    async fn count_data_connections(&self) -> Result<u64, StoreError>;
     /// A page, in id order, of the connections that reach exactly this one team, and how
     /// many there are.
     async fn list_team_data_connections(

@@ -448,14 +448,6 @@ impl DataConnectionStore for SqlStore {
         Ok((page, total.int(0)? as u64))
     }
 
-    async fn count_data_connections(&self) -> Result<u64, StoreError> {
-        let mut row = self
-            .reader
-            .fetch_one(&sql::count_data_connections())
-            .await?;
-        Ok(row.opt_int(0)?.unwrap_or(0) as u64)
-    }
-
     async fn get_data_connection(&self, id: i64) -> Result<Option<DataConnection>, StoreError> {
         self.reader
             .fetch_optional(&self.connections.one(id))

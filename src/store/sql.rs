@@ -354,13 +354,6 @@ fn page_size_literal(limit: i64) -> String {
     limit.clamp(0, 10_000).to_string()
 }
 
-/// The exact number of data connections, kept by a trigger in per-slot counters so no list
-/// page counts the table.
-pub fn count_data_connections() -> Statement {
-    Statement::new("SELECT CAST(SUM(n) AS BIGINT) FROM data_connection_counts")
-        .returns(&[Kind::Int])
-}
-
 pub fn count_team_data_connections(team: i64) -> Statement {
     Statement::new("SELECT CAST(COUNT(*) AS BIGINT) FROM data_connections WHERE team_ids = $1")
         .bind(Bind::Json(Some(serde_json::json!([team]))))

@@ -193,7 +193,6 @@ pub async fn first_token_under_concurrency(store: Arc<SqlStore>) {
 }
 
 pub async fn data_connections(store: Arc<SqlStore>) {
-    assert_eq!(store.count_data_connections().await.unwrap(), 0);
     assert!(
         store
             .data_connection_credentials()
@@ -229,7 +228,6 @@ pub async fn data_connections(store: Arc<SqlStore>) {
             .await,
         Err(StoreError::Conflict(_))
     ));
-    assert_eq!(store.count_data_connections().await.unwrap(), 7);
 
     // Every connection, as the snapshots load them, in id order.
     let all: Vec<i64> = made.iter().map(|c| c.id).collect();
@@ -297,7 +295,7 @@ pub async fn data_connections(store: Arc<SqlStore>) {
             .unwrap()
             .is_none()
     );
-    assert_eq!(store.count_data_connections().await.unwrap(), 6);
+    assert_eq!(store.data_connection_credentials().await.unwrap().len(), 6);
     let recorded = changes(&store).await;
     assert_eq!(recorded.len(), 8, "7 creates and 1 delete: {recorded:?}");
     assert!(recorded.iter().all(|(e, _)| *e == Entity::DataConnection));
@@ -858,7 +856,7 @@ pub async fn export_import(from: Arc<SqlStore>, into: Arc<SqlStore>) {
             .username,
         "moved"
     );
-    assert_eq!(into.count_data_connections().await.unwrap(), 1);
+    assert_eq!(into.data_connection_credentials().await.unwrap().len(), 1);
     let (moved, hashes) = into
         .data_connection_credential(c.id)
         .await
