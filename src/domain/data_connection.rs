@@ -380,7 +380,10 @@ impl DataConnections {
     /// within the change feed's delay.
     pub fn list(&self, page: PageRequest) -> (Vec<Arc<DataConnection>>, u64) {
         // Beyond any representable offset: certainly past the end.
-        let offset = page.offset().map_or(u64::MAX, i64::unsigned_abs);
+        let offset = page
+            .offset()
+            .and_then(|o| u64::try_from(o).ok())
+            .unwrap_or(u64::MAX);
         self.pages
             .page(offset, usize::try_from(page.size).unwrap_or(usize::MAX))
     }

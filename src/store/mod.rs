@@ -662,11 +662,7 @@ impl IntegrationStore for SqlStore {
         let rows = tx.fetch(&list.page).await?;
         let total = tx.fetch_one(&list.count).await?.int(0)?;
         tx.commit().await?;
-        let connections = rows
-            .into_iter()
-            .map(|mut r| row::integration(&mut r))
-            .collect::<Result<_, _>>()?;
-        Ok((connections, total as u64))
+        Ok((row::integrations(rows)?, total as u64))
     }
 
     async fn integration_page(
@@ -677,12 +673,7 @@ impl IntegrationStore for SqlStore {
         limit: i64,
     ) -> Result<Vec<IntegrationConnection>, StoreError> {
         let list = sql::integration_list(environment, filter, offset, limit);
-        self.reader
-            .fetch(&list.page)
-            .await?
-            .into_iter()
-            .map(|mut r| row::integration(&mut r))
-            .collect()
+        row::integrations(self.reader.fetch(&list.page).await?)
     }
 
     async fn get_integration(

@@ -77,11 +77,7 @@ impl ConnectionRow {
             ip_allowlist: IpAllowlist::new(allowlist),
             teams: self.team_ids.map_or(TeamScope::All, TeamScope::Teams),
             created_by,
-            usage: Usage {
-                queries: self.query_count.max(0) as u64,
-                response_bytes: self.response_bytes.max(0) as u64,
-                last_used_at: self.last_used_at.map(Timestamp::from_millis),
-            },
+            usage: stored_usage(self.query_count, self.response_bytes, self.last_used_at),
         })
     }
 }
@@ -95,15 +91,20 @@ pub fn data_connection(json: &str) -> Result<DataConnection, StoreError> {
     parse_json::<ConnectionRow>(json)?.into_domain()
 }
 
+/// Usage from its columns: the counters, and the last use in milliseconds.
+fn stored_usage(queries: i64, response_bytes: i64, last_used_at: Option<i64>) -> Usage {
+    Usage {
+        queries: queries.max(0) as u64,
+        response_bytes: response_bytes.max(0) as u64,
+        last_used_at: last_used_at.map(Timestamp::from_millis),
+    }
+}
+
 /// A row of `sql::data_connection_usages`: a connection's id and its usage.
 pub fn data_connection_usage(mut row: Row) -> Result<(i64, Usage), StoreError> {
     Ok((
         row.int(0)?,
-        Usage {
-            queries: row.int(1)?.max(0) as u64,
-            response_bytes: row.int(2)?.max(0) as u64,
-            last_used_at: row.opt_int(3)?.map(Timestamp::from_millis),
-        },
+        stored_usage(row.int(1)?, row.int(2)?, row.opt_int(3)?),
     ))
 }
 
@@ -151,6 +152,11 @@ pub const SEALED_INTEGRATION_KINDS: &[Kind] = &{
     }
     kinds
 };
+
+/// A page of rows that start with [`INTEGRATION_COLUMNS`].
+pub fn integrations(rows: Vec<Row>) -> Result<Vec<IntegrationConnection>, StoreError> {
+    rows.into_iter().map(|mut r| integration(&mut r)).collect()
+}
 
 /// An integration connection from a row that starts with [`INTEGRATION_COLUMNS`].
 pub fn integration(row: &mut Row) -> Result<IntegrationConnection, StoreError> {

@@ -736,11 +736,12 @@ async fn list_totals_follow_every_change_at_once() {
             page["total"].as_u64().unwrap()
         }
     };
+    let at = |method, id: &str| {
+        let path = format!("/v1/vault/connections/{id}");
+        crate::vault::vault(&server, method, &path, TEST_SECRET)
+    };
     let patch = |id: String, body: Value| {
-        let req = server
-            .client
-            .patch(server.url(&format!("/v1/vault/connections/{id}")))
-            .header("x-pica-secret", TEST_SECRET)
+        let req = at(reqwest::Method::PATCH, &id)
             .header("content-type", "application/json")
             .body(body.to_string());
         async move { assert_eq!(req.send().await.unwrap().status(), StatusCode::OK) }
@@ -779,13 +780,7 @@ async fn list_totals_follow_every_change_at_once() {
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(total("tags=counted&state=failed").await, 1, "after a call");
 
-    let resp = server
-        .client
-        .delete(server.url(&format!("/v1/vault/connections/{third_id}")))
-        .header("x-pica-secret", TEST_SECRET)
-        .send()
-        .await
-        .unwrap();
+    let resp = at(reqwest::Method::DELETE, &third_id).send().await.unwrap();
     assert!(resp.status().is_success(), "{}", resp.status());
     assert_eq!(total("tags=other").await, 0, "after a delete");
     assert_eq!(total("tags=counted").await, 2);

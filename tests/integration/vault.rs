@@ -19,7 +19,7 @@ auth = "header"
 header_name = "x-acme-key"
 "#;
 
-fn vault(
+pub fn vault(
     server: &TestServer,
     method: reqwest::Method,
     path: &str,
