@@ -1,10 +1,14 @@
-//! Heap allocations per passthrough call, counted.
+//! Heap allocations per passthrough call and per gateway query, counted.
 //!
 //! Run: `cargo bench --bench allocations` (options: `-- --calls N`, `-- --sites N`: where
-//! the allocations of N passthrough calls come from, by call stack).
+//! the allocations of N passthrough calls come from, by call stack; `--gateway 1`: of the
+//! gateway's queries, or without `--sites` the gateway's counted alone, as a steady load
+//! for a profiler such as callgrind).
 //!
 //! The server runs in this process under a counting allocator (around mimalloc, as the
-//! binary uses), with nginx as the platform. The client is a plain thread writing one
+//! binary uses), with nginx as the platform and as the gateway's upstream (it answers
+//! every request alike, and the gateway never reads what it forwards, so it stands in for
+//! ClickHouse). The client is a plain thread writing one
 //! prepared request and reading the answer into a fixed buffer, so it allocates nothing
 //! per call; what the process allocates besides the calls (background tasks, the client)
 //! is measured the same way with the client calling the platform directly, and taken off.
@@ -262,7 +266,7 @@ fn asker(frames: &[Frame]) -> &str {
 
 /// Prints where the allocations recorded over `calls` calls come from: one line per call
 /// stack (its first frames outside the standard library), most frequent first.
-fn print_sites(calls: u64) {
+fn print_sites(calls: u64, what: &str) {
     let stacks = std::mem::take(&mut *STACKS.lock().unwrap());
     let mut sites: HashMap<Vec<Frame>, (u64, u64)> = HashMap::new();
     let mut askers: HashMap<String, u64> = HashMap::new();
@@ -277,7 +281,7 @@ fn print_sites(calls: u64) {
     let mut sites: Vec<_> = sites.into_iter().collect();
     sites.sort_by_key(|site| std::cmp::Reverse(site.1.0));
     println!(
-        "allocation sites over {calls} passthrough calls ({} allocations, {:.1} per call):",
+        "allocation sites over {calls} {what} ({} allocations, {:.1} per call):",
         stacks.len(),
         stacks.len() as f64 / calls as f64
     );
@@ -311,87 +315,19 @@ fn print_sites(calls: u64) {
     );
 }
 
-fn main() {
-    let calls = arg("--calls", 20_000);
-    let sites = arg("--sites", 0);
-    let (_platform, platform) = nginx_platform();
-    let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "data_dir = \"{}\"\n[log]\nlevel = \"warn\"\n[api]\nlisten = \"127.0.0.1:0\"\n[gateway]\nlisten = \"127.0.0.1:0\"\n\n[[platforms]]\nplatform = \"resend\"\nbase_url = \"{platform}\"\nallow_private_network = true\n",
-        dir.path().join("data").display()
-    );
-    let config_file = dir.path().join("switchboard.toml");
-    std::fs::write(&config_file, config).unwrap();
-    // SAFETY: set before any other thread of this process exists.
-    unsafe { std::env::set_var("SWITCHBOARD_BOOTSTRAP_TEST_SECRET", SECRET) };
-    let settings =
-        switchboard::config::Settings::load(Some(&config_file), Default::default()).unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let app = runtime
-        .block_on(switchboard::app::Application::build(settings))
-        .unwrap();
-    let api = app.api_addr().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
-
-    let created = runtime.block_on(json_of(
-        reqwest::Client::new()
-            .post(format!("http://{api}/v1/vault/connections"))
-            .header("x-pica-secret", SECRET)
-            .header("content-type", "application/json")
-            .body(r#"{"platform":"resend","identity":"me","identityType":"user","credentials":{"api_key":"re_bench_key"}}"#),
-    ));
-    let key = created["key"].as_str().expect("a connection key");
-
-    let platform_addr = platform.trim_start_matches("http://");
-    let direct = format!("GET /v1/ping HTTP/1.1\r\nHost: {platform_addr}\r\n\r\n");
-    let passthrough = format!(
-        "GET /v1/passthrough/v1/ping HTTP/1.1\r\nHost: {api}\r\nx-pica-secret: {SECRET}\r\nx-pica-connection-key: {key}\r\n\r\n"
-    );
-    if sites > 0 {
-        // Warmed as `count_calls` warms; then only the calls themselves recorded.
-        let mut stream = TcpStream::connect(&api).expect("connect");
-        stream.set_nodelay(true).unwrap();
-        let mut buffer = vec![0u8; 64 * 1024];
-        for _ in 0..1000 {
-            stream.write_all(passthrough.as_bytes()).unwrap();
-            read_answer(&mut stream, &mut buffer);
-        }
-        RECORDING.store(true, Ordering::Relaxed);
-        for _ in 0..sites {
-            stream.write_all(passthrough.as_bytes()).unwrap();
-            read_answer(&mut stream, &mut buffer);
-        }
-        RECORDING.store(false, Ordering::Relaxed);
-        print_sites(sites);
-        let _ = stop.send(());
-        let _ = runtime.block_on(server);
-        return;
-    }
-    // Direct first and last: what the process allocates without the passthrough's work.
-    let before = count_calls(platform_addr, direct.as_bytes(), calls);
-    let proxied = count_calls(&api, passthrough.as_bytes(), calls);
-    let after = count_calls(platform_addr, direct.as_bytes(), calls);
+/// What a proxy allocates per request beyond what the process allocates anyway (measured
+/// while calling the platform directly, before and after), printed by size.
+fn report(what: &str, calls: u64, before: &Allocated, proxied: &Allocated, after: &Allocated) {
     let per_call = |count: u64| count as f64 / calls as f64;
-    let background =
-        |of: fn(&Allocated) -> u64| (per_call(of(&before)) + per_call(of(&after))) / 2.0;
+    let background = |of: fn(&Allocated) -> u64| (per_call(of(before)) + per_call(of(after))) / 2.0;
     let (base_allocations, base_bytes) = (background(|a| a.allocations), background(|a| a.bytes));
-    println!("allocations per call, {calls} calls on one connection (1 client)");
     println!(
-        "  process while calling the platform directly:   {base_allocations:>6.1} allocations {base_bytes:>8.0} bytes"
-    );
-    println!(
-        "  process while calling through the passthrough: {:>6.1} allocations {:>8.0} bytes",
+        "  process while calling through the {what:<11}: {:>6.1} allocations {:>8.0} bytes",
         per_call(proxied.allocations),
         per_call(proxied.bytes)
     );
     println!(
-        "  the passthrough's own, per call: {:.1} allocations, {:.0} bytes; by size:",
+        "  the {what}'s own, per call: {:.1} allocations, {:.0} bytes; by size:",
         per_call(proxied.allocations) - base_allocations,
         per_call(proxied.bytes) - base_bytes
     );
@@ -402,6 +338,124 @@ fn main() {
             println!("    {:>7} B and up: {own:>5.1}", 1u64 << bucket);
         }
     }
+}
+
+fn main() {
+    let calls = arg("--calls", 20_000);
+    let sites = arg("--sites", 0);
+    let gateway_only = arg("--gateway", 0) == 1;
+    let (_platform, platform) = nginx_platform();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "data_dir = \"{}\"\n[log]\nlevel = \"warn\"\n[api]\nlisten = \"127.0.0.1:0\"\n[gateway]\nlisten = \"127.0.0.1:0\"\nmax_concurrent_queries_per_connection = 0\nmax_requests_per_minute_per_connection = 0\n[upstream]\nurl = \"{platform}\"\n\n[[platforms]]\nplatform = \"resend\"\nbase_url = \"{platform}\"\nallow_private_network = true\n",
+        dir.path().join("data").display()
+    );
+    let config_file = dir.path().join("switchboard.toml");
+    std::fs::write(&config_file, config).unwrap();
+    // SAFETY: set before any other thread of this process exists.
+    unsafe {
+        std::env::set_var("SWITCHBOARD_BOOTSTRAP_TEST_SECRET", SECRET);
+        std::env::set_var("SWITCHBOARD_BOOTSTRAP_TOKEN", common::TOKEN);
+    }
+    let settings =
+        switchboard::config::Settings::load(Some(&config_file), Default::default()).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let app = runtime
+        .block_on(switchboard::app::Application::build(settings))
+        .unwrap();
+    let (api, gateway) = (app.api_addr().to_string(), app.gateway_addr().to_string());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+
+    let client = reqwest::Client::new();
+    let created = runtime.block_on(json_of(
+        client
+            .post(format!("http://{api}/v1/vault/connections"))
+            .header("x-pica-secret", SECRET)
+            .header("content-type", "application/json")
+            .body(r#"{"platform":"resend","identity":"me","identityType":"user","credentials":{"api_key":"re_bench_key"}}"#),
+    ));
+    let key = created["key"].as_str().expect("a connection key");
+    let issued = runtime.block_on(json_of(
+        client
+            .post(format!("http://{api}/api/v1/connections"))
+            .bearer_auth(common::TOKEN)
+            .header("content-type", "application/json")
+            .body(r#"{"client_type":"clickhouse"}"#),
+    ));
+    let attributes = &issued["data"]["attributes"];
+    let login = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!(
+            "{}:{}",
+            attributes["username"].as_str().expect("a username"),
+            attributes["password"].as_str().expect("a password")
+        ),
+    );
+
+    let platform_addr = platform.trim_start_matches("http://");
+    let direct = format!("GET /v1/ping HTTP/1.1\r\nHost: {platform_addr}\r\n\r\n");
+    let passthrough = format!(
+        "GET /v1/passthrough/v1/ping HTTP/1.1\r\nHost: {api}\r\nx-pica-secret: {SECRET}\r\nx-pica-connection-key: {key}\r\n\r\n"
+    );
+    let query = format!(
+        "POST / HTTP/1.1\r\nHost: {gateway}\r\nAuthorization: Basic {login}\r\nContent-Length: 8\r\n\r\nSELECT 1"
+    );
+    if sites > 0 {
+        let (addr, request, what) = if gateway_only {
+            (&gateway, &query, "gateway queries")
+        } else {
+            (&api, &passthrough, "passthrough calls")
+        };
+        // Warmed as `count_calls` warms; then only the calls themselves recorded.
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        let mut buffer = vec![0u8; 64 * 1024];
+        for _ in 0..1000 {
+            stream.write_all(request.as_bytes()).unwrap();
+            read_answer(&mut stream, &mut buffer);
+        }
+        RECORDING.store(true, Ordering::Relaxed);
+        for _ in 0..sites {
+            stream.write_all(request.as_bytes()).unwrap();
+            read_answer(&mut stream, &mut buffer);
+        }
+        RECORDING.store(false, Ordering::Relaxed);
+        print_sites(sites, what);
+        let _ = stop.send(());
+        let _ = runtime.block_on(server);
+        return;
+    }
+    if gateway_only {
+        let queried = count_calls(&gateway, query.as_bytes(), calls);
+        println!(
+            "{calls} gateway queries: {:.1} allocations per query",
+            queried.allocations as f64 / calls as f64
+        );
+        let _ = stop.send(());
+        let _ = runtime.block_on(server);
+        return;
+    }
+    // Direct first and last: what the process allocates without a proxy's work.
+    let before = count_calls(platform_addr, direct.as_bytes(), calls);
+    let proxied = count_calls(&api, passthrough.as_bytes(), calls);
+    let queried = count_calls(&gateway, query.as_bytes(), calls);
+    let after = count_calls(platform_addr, direct.as_bytes(), calls);
+    let per_call = |count: u64| count as f64 / calls as f64;
+    let base = |of: fn(&Allocated) -> u64| (per_call(of(&before)) + per_call(of(&after))) / 2.0;
+    println!("allocations per call, {calls} calls on one connection (1 client)");
+    println!(
+        "  process while calling the platform directly:   {:>6.1} allocations {:>8.0} bytes",
+        base(|a| a.allocations),
+        base(|a| a.bytes)
+    );
+    report("passthrough", calls, &before, &proxied, &after);
+    report("gateway", calls, &before, &queried, &after);
 
     let _ = stop.send(());
     let _ = runtime.block_on(server);

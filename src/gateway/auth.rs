@@ -1,5 +1,6 @@
 //! Who is calling: the credentials a ClickHouse HTTP client presents, and its address.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use axum::http::{HeaderMap, header};
@@ -7,6 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ipnet::IpNet;
 use secrecy::SecretString;
+use zeroize::Zeroizing;
 
 use super::error::GatewayError;
 
@@ -41,7 +43,10 @@ pub fn presented_credentials(
         return Err(GatewayError::AmbiguousAuthentication);
     }
     let (user, password) = if uses_headers {
-        (header_user, header_key)
+        (
+            header_user.map(Cow::into_owned),
+            header_key.map(|key| SecretString::from(key.into_owned())),
+        )
     } else if let Some(value) = authorization {
         let (user, password) = parse_basic(&value).ok_or(GatewayError::AuthenticationFailed {
             user: String::new(),
@@ -49,29 +54,30 @@ pub fn presented_credentials(
         })?;
         (Some(user), Some(password))
     } else {
-        (param_user, param_password)
+        (param_user, param_password.map(SecretString::from))
     };
     Ok(Presented {
         user: user.unwrap_or_else(|| "default".to_owned()),
-        password: SecretString::from(password.unwrap_or_default()),
+        password: password.unwrap_or_else(|| SecretString::from(String::new())),
     })
 }
 
-fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+/// A header's text, borrowed unless it has to be repaired.
+fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<Cow<'h, str>> {
     headers
         .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
 }
 
-fn parse_basic(value: &str) -> Option<(String, String)> {
+fn parse_basic(value: &str) -> Option<(String, SecretString)> {
     let (scheme, encoded) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = BASE64.decode(encoded.trim()).ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, password) = text.split_once(':')?;
-    Some((user.to_owned(), password.to_owned()))
+    // Holds the password: wiped when dropped.
+    let decoded = Zeroizing::new(BASE64.decode(encoded.trim()).ok()?);
+    let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    Some((user.to_owned(), SecretString::from(password.to_owned())))
 }
 
 /// The client's address: the peer, or, when the peer is a trusted proxy, the right-most

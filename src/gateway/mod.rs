@@ -31,6 +31,7 @@ use crate::domain::data_connection::{IssuedCredential, TeamScope};
 use crate::domain::time::Timestamp;
 use crate::domain::topology::{Team, Topology};
 use crate::net::http::{ReplayableBody, strip_hop_by_hop};
+use crate::net::pool::{Http1Pool, SendError};
 
 pub mod auth;
 pub mod directory;
@@ -88,12 +89,16 @@ pub fn upstream_client(settings: &GatewaySettings) -> anyhow::Result<UpstreamCli
     upstream_connector(settings).map(client_with)
 }
 
-/// What one serving thread of the gateway holds: the shared gateway, and a client whose
-/// upstream connections stay on that thread.
+/// What one serving thread of the gateway holds: the shared gateway, and the upstream
+/// connections that stay on that thread.
 pub struct Worker {
     gateway: Arc<Gateway>,
-    client: UpstreamClient,
+    upstreams: Arc<Http1Pool<UpstreamConnector>>,
 }
+
+/// Idle upstream connections kept per node and serving thread, and for how long.
+const MAX_IDLE_PER_NODE: usize = 256;
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Gateway {
     directory: Arc<CredentialDirectory>,
@@ -161,10 +166,14 @@ impl Gateway {
 
     /// The gateway's routes for one serving thread (see [`crate::net::serve_on_workers`]).
     pub fn router(self: Arc<Self>) -> Router {
-        let client = client_with(self.connector.clone());
+        let upstreams = Http1Pool::new(
+            self.connector.clone(),
+            MAX_IDLE_PER_NODE,
+            UPSTREAM_IDLE_TIMEOUT,
+        );
         Router::new().fallback(handle).with_state(Arc::new(Worker {
             gateway: self,
-            client,
+            upstreams,
         }))
     }
 
@@ -462,12 +471,12 @@ async fn forward(
         };
         let attempt = tokio::time::timeout(
             gateway.response_timeout,
-            worker.client.request(upstream_request),
+            worker.upstreams.send(upstream_request),
         )
         .await;
         let response = match attempt {
             Ok(Ok(response)) => response,
-            Ok(Err(e)) if e.is_connect() => {
+            Ok(Err(e @ SendError::Connect(_))) => {
                 tracing::warn!(upstream = %node.base, error = %e, "upstream refused the connection; trying the next");
                 node.mark(false);
                 last_error = GatewayError::UpstreamUnreachable;

@@ -16,6 +16,10 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes the hop-by-hop headers, plus any the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most requests carry none: one look at each name is cheaper than eight removals.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     // `Connection` mostly names only options (`close`, `keep-alive`) or headers removed
     // below anyway: only other names are gathered, so the common case builds no list.
     let named: Vec<HeaderName> = headers

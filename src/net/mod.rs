@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod outbound;
+pub mod pool;
 pub mod serve;
 pub mod tls;
 

@@ -5,18 +5,22 @@
 //! is refused too.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, Response};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::rt::TokioExecutor;
 use url::Url;
 
 use super::http::strip_hop_by_hop;
+use super::pool::Http1Pool;
+
+/// Idle connections kept per platform and serving thread, and for how long.
+const MAX_IDLE_PER_PLATFORM: usize = 256;
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
@@ -97,8 +101,8 @@ fn refused_as_private(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-type Guarded = Client<HttpsConnector<HttpConnector<PublicResolver>>, Body>;
-type Open = Client<HttpsConnector<HttpConnector>, Body>;
+type Guarded = Arc<Http1Pool<HttpsConnector<HttpConnector<PublicResolver>>>>;
+type Open = Arc<Http1Pool<HttpsConnector<HttpConnector>>>;
 
 /// Resolves names and keeps public addresses only.
 #[derive(Clone)]
@@ -151,8 +155,8 @@ fn platform_connector<R>(
         .wrap_connector(http)
 }
 
-/// The two clients of one serving thread: their pools' connections are driven by that
-/// thread's runtime, so a call never waits on another thread to write or read for it.
+/// The two pools of one serving thread: their connections are driven by that thread's
+/// runtime, so a call never waits on another thread to write or read for it.
 struct Clients {
     guarded: Guarded,
     open: Open,
@@ -185,8 +189,8 @@ impl OutboundClient {
 
     fn clients(&self) -> &Clients {
         self.per_thread.get_or(|| Clients {
-            guarded: Client::builder(TokioExecutor::new()).build(self.guarded.clone()),
-            open: Client::builder(TokioExecutor::new()).build(self.open.clone()),
+            guarded: Http1Pool::new(self.guarded.clone(), MAX_IDLE_PER_PLATFORM, IDLE_TIMEOUT),
+            open: Http1Pool::new(self.open.clone(), MAX_IDLE_PER_PLATFORM, IDLE_TIMEOUT),
         })
     }
 
@@ -203,13 +207,9 @@ impl OutboundClient {
             return Err(OutboundError::PrivateAddress);
         }
         let sent = if allow_private {
-            tokio::time::timeout(self.response_timeout, self.clients().open.request(outgoing)).await
+            tokio::time::timeout(self.response_timeout, self.clients().open.send(outgoing)).await
         } else {
-            tokio::time::timeout(
-                self.response_timeout,
-                self.clients().guarded.request(outgoing),
-            )
-            .await
+            tokio::time::timeout(self.response_timeout, self.clients().guarded.send(outgoing)).await
         };
         let response = match sent {
             Err(_) => return Err(OutboundError::Timeout),

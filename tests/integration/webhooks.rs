@@ -430,7 +430,12 @@ async fn every_event_type_arrives_signed() {
     assert_eq!(
         expiring.len(),
         2,
-        "once per connection, at the nearest lead time"
+        "once per connection, at the nearest lead time: {:?}",
+        // What arrived, to tell a repeat from an announcement of another connection.
+        expiring
+            .iter()
+            .map(|r| (&r.id, &r.body))
+            .collect::<Vec<_>>()
     );
     assert!(
         expiring
