@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::uri::{Parts, PathAndQuery};
+use axum::http::uri::{Authority, Parts, PathAndQuery, Scheme};
 use axum::http::{HeaderValue, Request, Response, Uri, header};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
@@ -52,9 +52,13 @@ struct Origin {
     host: HeaderValue,
 }
 
+/// Scheme and authority: cloning them shares their bytes, so a request builds its key
+/// without allocating.
+type OriginKey = (Scheme, Authority);
+
 pub struct Http1Pool<C> {
     connector: C,
-    origins: Mutex<HashMap<Box<str>, Origin>>,
+    origins: Mutex<HashMap<OriginKey, Origin>>,
     max_idle_per_origin: usize,
     idle_timeout: Duration,
 }
@@ -86,8 +90,8 @@ where
         let (Some(scheme), Some(authority)) = (parts.scheme.take(), parts.authority.take()) else {
             return Err(SendError::NoOrigin);
         };
-        let key = format_key(scheme.as_str(), authority.as_str());
-        let host = self.host_of(&key, authority.as_str())?;
+        let key: OriginKey = (scheme, authority);
+        let host = self.host_of(&key)?;
         request.headers_mut().entry(header::HOST).or_insert(host);
         // HTTP/1.1 to an origin server: the request line carries the path only.
         let mut origin_form = Parts::default();
@@ -101,7 +105,7 @@ where
         loop {
             let (mut sender, reused) = match self.take_idle(&key).await {
                 Some(sender) => (sender, true),
-                None => (self.connect(&scheme, &authority).await?, false),
+                None => (self.connect(&key).await?, false),
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {
@@ -125,14 +129,14 @@ where
         }
     }
 
-    fn host_of(&self, key: &str, authority: &str) -> Result<HeaderValue, SendError> {
+    fn host_of(&self, key: &OriginKey) -> Result<HeaderValue, SendError> {
         let mut origins = self.origins.lock().expect("not poisoned");
         if let Some(origin) = origins.get(key) {
             return Ok(origin.host.clone());
         }
-        let host = HeaderValue::from_str(authority).map_err(|_| SendError::NoOrigin)?;
+        let host = HeaderValue::from_str(key.1.as_str()).map_err(|_| SendError::NoOrigin)?;
         origins.insert(
-            key.into(),
+            key.clone(),
             Origin {
                 idle: Vec::new(),
                 host: host.clone(),
@@ -142,7 +146,7 @@ where
     }
 
     /// The most recently used idle connection to `key` that is still open and ready.
-    async fn take_idle(&self, key: &str) -> Option<http1::SendRequest<Body>> {
+    async fn take_idle(&self, key: &OriginKey) -> Option<http1::SendRequest<Body>> {
         loop {
             let idle = {
                 let mut origins = self.origins.lock().expect("not poisoned");
@@ -162,20 +166,16 @@ where
         }
     }
 
-    fn forget_idle(&self, key: &str) {
+    fn forget_idle(&self, key: &OriginKey) {
         if let Some(origin) = self.origins.lock().expect("not poisoned").get_mut(key) {
             origin.idle.clear();
         }
     }
 
-    async fn connect(
-        &self,
-        scheme: &axum::http::uri::Scheme,
-        authority: &axum::http::uri::Authority,
-    ) -> Result<http1::SendRequest<Body>, SendError> {
+    async fn connect(&self, key: &OriginKey) -> Result<http1::SendRequest<Body>, SendError> {
         let mut parts = Parts::default();
-        parts.scheme = Some(scheme.clone());
-        parts.authority = Some(authority.clone());
+        parts.scheme = Some(key.0.clone());
+        parts.authority = Some(key.1.clone());
         parts.path_and_query = Some(PathAndQuery::from_static("/"));
         let uri = Uri::from_parts(parts).expect("scheme, authority and path make a URI");
         let mut connector = self.connector.clone();
@@ -195,7 +195,7 @@ where
         Ok(sender)
     }
 
-    fn give_back(&self, key: &str, sender: http1::SendRequest<Body>) {
+    fn give_back(&self, key: &OriginKey, sender: http1::SendRequest<Body>) {
         if sender.is_closed() {
             return;
         }
@@ -218,37 +218,30 @@ where
         }
     }
 
-    /// How many idle connections are kept to the origin of `uri` (for tests).
-    pub fn idle_count(&self, uri: &Uri) -> usize {
-        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+    /// How many idle connections are kept to the origin of `uri`.
+    #[cfg(test)]
+    fn idle_count(&self, uri: &Uri) -> usize {
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
             return 0;
         };
         self.origins
             .lock()
             .expect("not poisoned")
-            .get(format_key(scheme, authority.as_str()).as_ref())
+            .get(&(scheme.clone(), authority.clone()))
             .map_or(0, |origin| origin.idle.len())
     }
-}
-
-fn format_key(scheme: &str, authority: &str) -> Box<str> {
-    let mut key = String::with_capacity(scheme.len() + 3 + authority.len());
-    key.push_str(scheme);
-    key.push_str("://");
-    key.push_str(authority);
-    key.into_boxed_str()
 }
 
 /// What a response body gives back to its pool when it has been read to the end.
 struct GiveBack {
     pool: Arc<dyn GiveBackTo>,
-    key: Box<str>,
+    key: OriginKey,
     sender: http1::SendRequest<Body>,
 }
 
 /// A pool as its bodies see it, whatever its connector.
 trait GiveBackTo: Send + Sync {
-    fn give_back_sender(&self, key: &str, sender: http1::SendRequest<Body>);
+    fn give_back_sender(&self, key: &OriginKey, sender: http1::SendRequest<Body>);
 }
 
 impl<C> GiveBackTo for Http1Pool<C>
@@ -258,7 +251,7 @@ where
     C::Future: Send,
     C::Error: Into<BoxError>,
 {
-    fn give_back_sender(&self, key: &str, sender: http1::SendRequest<Body>) {
+    fn give_back_sender(&self, key: &OriginKey, sender: http1::SendRequest<Body>) {
         self.give_back(key, sender);
     }
 }
