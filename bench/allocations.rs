@@ -2,8 +2,8 @@
 //!
 //! Run: `cargo bench --bench allocations` (options: `-- --calls N`, `-- --sites N`: where
 //! the allocations of N passthrough calls come from, by call stack; `--gateway 1`: of the
-//! gateway's queries, or without `--sites` the gateway's counted alone, as a steady load
-//! for a profiler such as callgrind).
+//! gateway's queries; without `--sites`, `--gateway 1` or `--passthrough 1` makes only
+//! those, as a steady load for a profiler such as callgrind).
 //!
 //! The server runs in this process under a counting allocator (around mimalloc, as the
 //! binary uses), with nginx as the platform and as the gateway's upstream (it answers
@@ -344,10 +344,11 @@ fn main() {
     let calls = arg("--calls", 20_000);
     let sites = arg("--sites", 0);
     let gateway_only = arg("--gateway", 0) == 1;
+    let passthrough_only = arg("--passthrough", 0) == 1;
     let (_platform, platform) = nginx_platform();
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
-        "data_dir = \"{}\"\n[log]\nlevel = \"warn\"\n[api]\nlisten = \"127.0.0.1:0\"\n[gateway]\nlisten = \"127.0.0.1:0\"\nmax_concurrent_queries_per_connection = 0\nmax_requests_per_minute_per_connection = 0\n[upstream]\nurl = \"{platform}\"\n\n[[platforms]]\nplatform = \"resend\"\nbase_url = \"{platform}\"\nallow_private_network = true\n",
+        "data_dir = \"{}\"\n[log]\nlevel = \"info\"\n[api]\nlisten = \"127.0.0.1:0\"\n[gateway]\nlisten = \"127.0.0.1:0\"\nmax_concurrent_queries_per_connection = 0\nmax_requests_per_minute_per_connection = 0\n[upstream]\nurl = \"{platform}\"\n\n[[platforms]]\nplatform = \"resend\"\nbase_url = \"{platform}\"\nallow_private_network = true\n",
         dir.path().join("data").display()
     );
     let config_file = dir.path().join("switchboard.toml");
@@ -431,11 +432,16 @@ fn main() {
         let _ = runtime.block_on(server);
         return;
     }
-    if gateway_only {
-        let queried = count_calls(&gateway, query.as_bytes(), calls);
+    if gateway_only || passthrough_only {
+        let (addr, request, what) = if gateway_only {
+            (&gateway, &query, "gateway queries")
+        } else {
+            (&api, &passthrough, "passthrough calls")
+        };
+        let counted = count_calls(addr, request.as_bytes(), calls);
         println!(
-            "{calls} gateway queries: {:.1} allocations per query",
-            queried.allocations as f64 / calls as f64
+            "{calls} {what}: {:.1} allocations each",
+            counted.allocations as f64 / calls as f64
         );
         let _ = stop.send(());
         let _ = runtime.block_on(server);

@@ -277,6 +277,10 @@ impl WebhookStore for SqlStore {
                 .await?;
             for mut candidate in due {
                 let (id, valid_until) = (candidate.int(0)?, candidate.int(1)?);
+                // A connection created while this scan ran can be missed by a shorter
+                // window's query and found by a longer one's: it is announced at the
+                // nearest lead its expiry is within all the same, not once for each.
+                let lead = nearest_lead(lead, &leads, valid_until - now);
                 let mut tx = self.writer.begin().await?;
                 // Whoever inserts the notice announces it: replicas scanning together
                 // announce each expiry once.
@@ -320,5 +324,35 @@ impl WebhookStore for SqlStore {
         tx.execute(&notices).await?;
         tx.commit().await?;
         Ok(pruned)
+    }
+}
+
+/// The lead an expiry `remaining_ms` away is announced at: the shortest of `leads`
+/// (ascending) it is within, or the `found` window's own lead (0 for an expiry passed).
+fn nearest_lead(found: i64, leads: &[i64], remaining_ms: i64) -> i64 {
+    if found == 0 {
+        return 0;
+    }
+    leads
+        .iter()
+        .copied()
+        .find(|lead| remaining_ms <= *lead)
+        .unwrap_or(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nearest_lead;
+
+    #[test]
+    fn an_expiry_is_announced_at_the_nearest_lead_it_is_within() {
+        let leads = [86_400_000, 604_800_000];
+        // Found by the 7-day window but due within a day: the 1-day lead.
+        assert_eq!(nearest_lead(604_800_000, &leads, 1_500), 86_400_000);
+        assert_eq!(nearest_lead(604_800_000, &leads, 86_400_000), 86_400_000);
+        assert_eq!(nearest_lead(604_800_000, &leads, 86_400_001), 604_800_000);
+        assert_eq!(nearest_lead(86_400_000, &leads, 1_500), 86_400_000);
+        // An expiry passed stays an expiry passed.
+        assert_eq!(nearest_lead(0, &leads, -5), 0);
     }
 }
