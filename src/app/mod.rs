@@ -317,7 +317,7 @@ impl Application {
             self.gateway_listener,
             "gateway",
             self.gateway_workers,
-            Arc::new(move || gateway.clone().router()),
+            Arc::new(move || gateway.clone().worker()),
             crate::net::Placement::Workers,
             self.gateway_tls,
             stop_rx,

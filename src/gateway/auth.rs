@@ -64,9 +64,14 @@ pub fn presented_credentials(
 
 /// A header's text, borrowed unless it has to be repaired.
 fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<Cow<'h, str>> {
+    // `from_utf8` checks a word at a time; the lossy decoder goes character by character
+    // (a thousand instructions for a Basic header), so it is only for what needs repair.
     headers
         .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .map(|v| match std::str::from_utf8(v.as_bytes()) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(v.as_bytes()),
+        })
 }
 
 fn parse_basic(value: &str) -> Option<(String, SecretString)> {

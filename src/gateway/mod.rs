@@ -13,11 +13,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
 use axum::http::uri::PathAndQuery;
-use axum::http::{HeaderName, HeaderValue, Method, Response, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -89,9 +87,24 @@ pub fn upstream_client(settings: &GatewaySettings) -> anyhow::Result<UpstreamCli
     upstream_connector(settings).map(client_with)
 }
 
+/// One serving thread's gateway: every request on its connections, whatever its path.
+#[derive(Clone)]
+pub struct Worker(Arc<WorkerState>);
+
+impl crate::net::Handler for Worker {
+    fn handle(
+        &self,
+        request: Request<hyper::body::Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send + use<> {
+        // Boxed: the future is kilobytes, and hyper moves it into place.
+        Box::pin(handle(self.0.clone(), peer, request.map(Body::new)))
+    }
+}
+
 /// What one serving thread of the gateway holds: the shared gateway, and the upstream
 /// connections that stay on that thread.
-pub struct Worker {
+struct WorkerState {
     gateway: Arc<Gateway>,
     upstreams: Arc<Http1Pool<UpstreamConnector>>,
 }
@@ -164,14 +177,14 @@ impl Gateway {
         })
     }
 
-    /// The gateway's routes for one serving thread (see [`crate::net::serve_on_workers`]).
-    pub fn router(self: Arc<Self>) -> Router {
+    /// The gateway's handler for one serving thread (see [`crate::net::serve_on_workers`]).
+    pub fn worker(self: Arc<Self>) -> Worker {
         let upstreams = Http1Pool::new(
             self.connector.clone(),
             MAX_IDLE_PER_NODE,
             UPSTREAM_IDLE_TIMEOUT,
         );
-        Router::new().fallback(handle).with_state(Arc::new(Worker {
+        Worker(Arc::new(WorkerState {
             gateway: self,
             upstreams,
         }))
@@ -287,9 +300,9 @@ fn ok_response() -> Response<Body> {
 }
 
 async fn handle(
-    State(worker): State<Arc<Worker>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
+    worker: Arc<WorkerState>,
+    peer: SocketAddr,
+    request: Request<Body>,
 ) -> Response<Body> {
     let mut params = QueryParams::parse(request.uri().query());
     // Liveness answers need no credentials, as in ClickHouse.
@@ -399,7 +412,7 @@ const UPSTREAM_LOGIN_REFUSED: &[u32] = &[192, 193, 516];
 const REFUSAL_BODY_LIMIT: usize = 64 * 1024;
 
 async fn forward(
-    worker: &Worker,
+    worker: &WorkerState,
     admitted: Admitted<'_>,
     mut parts: axum::http::request::Parts,
     body: Body,

@@ -3,7 +3,8 @@
 use axum::http::{HeaderMap, HeaderName, header};
 
 /// Headers that describe one hop, not the message (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOPS: usize = 8;
+const HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -16,8 +17,15 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes the hop-by-hop headers, plus any the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most requests carry none: one look at each name is cheaper than eight removals.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // One look at each name says which are there (most requests carry none, most answers
+    // only `Connection` and `Keep-Alive`): only those are removed, each removal a lookup.
+    let mut present = [false; HOPS];
+    for name in headers.keys() {
+        if let Some(at) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[at] = true;
+        }
+    }
+    if !present.contains(&true) {
         return;
     }
     // `Connection` mostly names only options (`close`, `keep-alive`) or headers removed
@@ -39,7 +47,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for (name, _) in HOP_BY_HOP
+        .into_iter()
+        .zip(present)
+        .filter(|(_, there)| *there)
+    {
         headers.remove(name);
     }
 }
@@ -90,5 +102,17 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-clickhouse-format"));
+    }
+
+    #[test]
+    fn every_hop_by_hop_header_is_stripped_with_or_without_connection() {
+        let mut h = HeaderMap::new();
+        for name in HOP_BY_HOP.iter().filter(|n| **n != header::CONNECTION) {
+            h.append(name.clone(), "x".parse().unwrap());
+        }
+        h.append(header::UPGRADE, "y".parse().unwrap());
+        h.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), [header::CONTENT_TYPE]);
     }
 }

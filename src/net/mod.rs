@@ -8,5 +8,5 @@ pub mod pool;
 pub mod serve;
 pub mod tls;
 
-pub use serve::{Placement, serve_on_workers};
+pub use serve::{Handler, Placement, serve_on_workers};
 pub use tls::{ReloadableTls, TlsFiles, client_tls_config};

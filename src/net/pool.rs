@@ -58,7 +58,9 @@ type OriginKey = (Scheme, Authority);
 
 pub struct Http1Pool<C> {
     connector: C,
-    origins: Mutex<HashMap<OriginKey, Origin>>,
+    /// Hashed with foldhash: the keys are configured origins, not a client's choice, and
+    /// SipHash takes an authority a byte at a time (a thousand instructions a lookup).
+    origins: Mutex<HashMap<OriginKey, Origin, foldhash::fast::RandomState>>,
     max_idle_per_origin: usize,
     idle_timeout: Duration,
 }
@@ -91,7 +93,7 @@ where
             return Err(SendError::NoOrigin);
         };
         let key: OriginKey = (scheme, authority);
-        let host = self.host_of(&key)?;
+        let (host, mut idle) = self.checkout(&key)?;
         request.headers_mut().entry(header::HOST).or_insert(host);
         // HTTP/1.1 to an origin server: the request line carries the path only.
         let mut origin_form = Parts::default();
@@ -103,7 +105,7 @@ where
         *request.uri_mut() = Uri::from_parts(origin_form).expect("a path alone is a URI");
 
         loop {
-            let (mut sender, reused) = match self.take_idle(&key).await {
+            let (mut sender, reused) = match self.ready_idle(&key, idle.take()).await {
                 Some(sender) => (sender, true),
                 None => (self.connect(&key).await?, false),
             };
@@ -129,10 +131,12 @@ where
         }
     }
 
-    fn host_of(&self, key: &OriginKey) -> Result<HeaderValue, SendError> {
+    /// The `Host` header of `key`'s requests and its most recently used idle connection,
+    /// in one look at the map.
+    fn checkout(&self, key: &OriginKey) -> Result<(HeaderValue, Option<Idle>), SendError> {
         let mut origins = self.origins.lock().expect("not poisoned");
-        if let Some(origin) = origins.get(key) {
-            return Ok(origin.host.clone());
+        if let Some(origin) = origins.get_mut(key) {
+            return Ok((origin.host.clone(), origin.idle.pop()));
         }
         let host = HeaderValue::from_str(key.1.as_str()).map_err(|_| SendError::NoOrigin)?;
         origins.insert(
@@ -142,20 +146,31 @@ where
                 host: host.clone(),
             },
         );
-        Ok(host)
+        Ok((host, None))
     }
 
-    /// The most recently used idle connection to `key` that is still open and ready.
-    async fn take_idle(&self, key: &OriginKey) -> Option<http1::SendRequest<Body>> {
+    /// `first`, or else the most recently used idle connection to `key`, that is still
+    /// open and ready.
+    async fn ready_idle(
+        &self,
+        key: &OriginKey,
+        mut first: Option<Idle>,
+    ) -> Option<http1::SendRequest<Body>> {
         loop {
-            let idle = {
-                let mut origins = self.origins.lock().expect("not poisoned");
-                origins.get_mut(key)?.idle.pop()?
+            let idle = match first.take() {
+                Some(idle) => idle,
+                None => self
+                    .origins
+                    .lock()
+                    .expect("not poisoned")
+                    .get_mut(key)?
+                    .idle
+                    .pop()?,
             };
             if idle.since.elapsed() > self.idle_timeout {
                 // Older than the rest: they are all past it.
                 self.forget_idle(key);
-                continue;
+                return None;
             }
             let mut sender = idle.sender;
             // Ready at once unless its connection has yet to see the end of its last

@@ -29,6 +29,36 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A worker's timer that is never further away than this (see [`heartbeat`]).
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// What answers a listener's requests on one serving thread: the API's router, or the
+/// gateway's own handler (it has one route, so a router's matching, boxing and
+/// extensions would be work for nothing on every query).
+pub trait Handler: Clone + Send + Sync + 'static {
+    fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response> + Send + use<Self>;
+}
+
+impl Handler for Router {
+    fn handle(
+        &self,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response> + Send + use<> {
+        request
+            .extensions_mut()
+            .insert(ConnectInfo::<SocketAddr>(peer));
+        let router = self.clone();
+        async move {
+            match router.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+    }
+}
+
 /// Where a listener's connections are served.
 #[derive(Clone, Copy)]
 pub enum Placement {
@@ -57,17 +87,17 @@ struct Shard {
     open: Arc<AtomicUsize>,
 }
 
-/// Serves the routers `make_router` makes until `stop` turns true, then drains in-flight
-/// requests: on `workers` threads of their own (named `{name}-{index}`), each a
-/// single-threaded runtime with its own router, as `placement` puts them. A connection on
+/// Serves with the handlers `make_handler` makes until `stop` turns true, then drains
+/// in-flight requests: on `workers` threads of their own (named `{name}-{index}`), each a
+/// single-threaded runtime with its own handler, as `placement` puts them. A connection on
 /// a worker stays there, so the tasks a request wakes (its handler, the upstream
 /// connection's) run on the thread that woke them: no hand-off between threads per
 /// request. Connections go to the worker with the fewest open.
-pub async fn serve_on_workers(
+pub async fn serve_on_workers<H: Handler>(
     listener: TcpListener,
     name: &str,
     workers: usize,
-    make_router: Arc<dyn Fn() -> Router + Send + Sync>,
+    make_handler: Arc<dyn Fn() -> H + Send + Sync>,
     placement: Placement,
     tls: Option<Arc<ReloadableTls>>,
     mut stop: watch::Receiver<bool>,
@@ -89,7 +119,7 @@ pub async fn serve_on_workers(
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (make_router, tls, shard_open) = (make_router.clone(), tls.clone(), open.clone());
+        let (make_handler, tls, shard_open) = (make_handler.clone(), tls.clone(), open.clone());
         let handoff = handoff.clone();
         std::thread::Builder::new()
             .name(format!("{name}-{index}"))
@@ -97,7 +127,7 @@ pub async fn serve_on_workers(
                 runtime.block_on(async move {
                     tokio::spawn(heartbeat());
                     let serving = Serving {
-                        router: make_router(),
+                        handler: make_handler(),
                         handoff,
                         tls,
                         http: http_builder(),
@@ -128,7 +158,7 @@ pub async fn serve_on_workers(
     let shards = Arc::new(shards);
     // The shared runtime's own connections.
     let serving = Serving {
-        router: make_router(),
+        handler: make_handler(),
         handoff: None,
         tls,
         http: http_builder(),
@@ -289,16 +319,14 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// `request` served by `router` on `runtime`, the answer coming back to this thread.
+/// `answer` run on `runtime`, coming back to this thread.
 async fn handed_off(
     runtime: tokio::runtime::Handle,
-    router: Router,
-    request: Request<Incoming>,
+    answer: impl Future<Output = Response> + Send + 'static,
 ) -> Response {
-    let mut task = AbortOnDrop(runtime.spawn(router.oneshot(request)));
+    let mut task = AbortOnDrop(runtime.spawn(answer));
     match (&mut task.0).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(never)) => match never {},
+        Ok(response) => response,
         // As if the router had panicked on this thread.
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         // Cancelled: the shared runtime is shutting down.
@@ -308,37 +336,34 @@ async fn handed_off(
 
 /// What one runtime serves its connections with.
 #[derive(Clone)]
-struct Serving {
-    router: Router,
+struct Serving<H> {
+    handler: H,
     handoff: Option<Handoff>,
     tls: Option<Arc<ReloadableTls>>,
     http: Arc<hyper::server::conn::http1::Builder>,
 }
 
-fn spawn_connection(
+fn spawn_connection<H: Handler>(
     stream: TcpStream,
     peer: SocketAddr,
-    serving: &Serving,
+    serving: &Serving<H>,
     watcher: hyper_util::server::graceful::Watcher,
     open: Option<Arc<AtomicUsize>>,
 ) {
     let open = OpenGuard(open);
     let _ = stream.set_nodelay(true);
-    let (router, handoff) = (serving.router.clone(), serving.handoff.clone());
-    let service = service_fn(move |mut request: Request<Incoming>| {
-        request
-            .extensions_mut()
-            .insert(ConnectInfo::<SocketAddr>(peer));
+    let (handler, handoff) = (serving.handler.clone(), serving.handoff.clone());
+    let service = service_fn(move |request: Request<Incoming>| {
         let elsewhere = handoff
             .as_ref()
             .filter(|handoff| !(handoff.on_worker)(request.uri().path()))
             .map(|handoff| handoff.runtime.clone());
-        let router = router.clone();
+        let answer = handler.handle(request, peer);
         async move {
-            match elsewhere {
-                Some(runtime) => Ok(handed_off(runtime, router, request).await),
-                None => router.oneshot(request).await,
-            }
+            Ok::<_, std::convert::Infallible>(match elsewhere {
+                Some(runtime) => handed_off(runtime, answer).await,
+                None => answer.await,
+            })
         }
     });
     let http = serving.http.clone();
