@@ -327,7 +327,7 @@ async fn handed_off(
     let mut task = AbortOnDrop(runtime.spawn(answer));
     match (&mut task.0).await {
         Ok(response) => response,
-        // As if the router had panicked on this thread.
+        // As if the handler had panicked on this thread.
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         // Cancelled: the shared runtime is shutting down.
         Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
