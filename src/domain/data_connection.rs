@@ -92,31 +92,23 @@ pub struct PasswordHashes {
     pub previous: Option<(CredentialHash, Timestamp)>,
 }
 
-/// What the gateway needs to authenticate a connection's credentials.
+/// What the gateway needs to authenticate a connection's credentials: the connection as
+/// the control plane lists it (shared with the list's entry, not copied) and its password
+/// hashes.
 #[derive(Debug, Clone)]
 pub struct IssuedCredential {
-    pub connection_id: i64,
-    pub username: String,
+    pub connection: Arc<DataConnection>,
     pub password_hash: CredentialHash,
     /// The replaced password during a rotation's overlap, and when it stops working.
     pub previous_password: Option<(CredentialHash, Timestamp)>,
-    pub valid_until: Option<Timestamp>,
-    pub ip_allowlist: IpAllowlist,
-    pub teams: TeamScope,
-    pub region_id: String,
 }
 
 impl IssuedCredential {
-    pub fn of(connection: &DataConnection, passwords: PasswordHashes) -> Self {
+    pub fn of(connection: Arc<DataConnection>, passwords: PasswordHashes) -> Self {
         Self {
-            connection_id: connection.id,
-            username: connection.username.clone(),
+            connection,
             password_hash: passwords.current,
             previous_password: passwords.previous,
-            valid_until: connection.valid_until,
-            ip_allowlist: connection.ip_allowlist.clone(),
-            teams: connection.teams.clone(),
-            region_id: connection.region_id.clone(),
         }
     }
 }

@@ -36,18 +36,20 @@ struct Snapshot {
 
 impl Snapshot {
     fn insert(&mut self, connection: DataConnection, passwords: PasswordHashes) {
-        let credential = IssuedCredential::of(&connection, passwords);
-        let id = connection.id;
-        match self.by_id.insert(id, Arc::new(connection)) {
+        let (id, connection) = (connection.id, Arc::new(connection));
+        let username = connection.username.clone();
+        match self.by_id.insert(id, connection.clone()) {
             // A connection's username never changes, but a stale entry must not linger.
-            Some(old) if old.username != credential.username => {
+            Some(old) if old.username != username => {
                 self.by_username.remove(&old.username);
             }
             Some(_) => {}
             None => self.ids.insert_ord(id),
         }
-        self.by_username
-            .insert(credential.username.clone(), Arc::new(credential));
+        self.by_username.insert(
+            username,
+            Arc::new(IssuedCredential::of(connection, passwords)),
+        );
     }
 
     fn remove(&mut self, connection_id: i64) {
@@ -90,8 +92,15 @@ impl CredentialDirectory {
     pub fn set_usage(&self, usages: &[(i64, Usage)]) {
         self.current.update(|s| {
             for (id, usage) in usages {
-                if let Some(connection) = s.by_id.get_mut(id) {
-                    Arc::make_mut(connection).usage = *usage;
+                let Some(connection) = s.by_id.get_mut(id) else {
+                    continue;
+                };
+                Arc::make_mut(connection).usage = *usage;
+                // The credential shares the listed connection: it takes the changed copy
+                // too, rather than keeping the old one alive beside it.
+                let connection = connection.clone();
+                if let Some(credential) = s.by_username.get_mut(&connection.username) {
+                    Arc::make_mut(credential).connection = connection;
                 }
             }
         });
@@ -107,11 +116,12 @@ impl CredentialDirectory {
         };
         for (connection, passwords) in connections {
             // The ids are in already: only the maps are filled.
-            let credential = IssuedCredential::of(&connection, passwords);
-            snapshot
-                .by_username
-                .insert(credential.username.clone(), Arc::new(credential));
-            snapshot.by_id.insert(connection.id, Arc::new(connection));
+            let connection = Arc::new(connection);
+            snapshot.by_username.insert(
+                connection.username.clone(),
+                Arc::new(IssuedCredential::of(connection.clone(), passwords)),
+            );
+            snapshot.by_id.insert(connection.id, connection);
         }
         self.current.replace(snapshot);
     }
@@ -265,7 +275,7 @@ mod tests {
     }
 
     #[test]
-    fn usage_changes_only_the_listed_connection() {
+    fn usage_changes_the_listed_connection_and_its_credential_alike() {
         let dir = CredentialDirectory::default();
         dir.replace_all(vec![connection(1), connection(2)]);
         let before = dir.lookup("u1").unwrap();
@@ -281,10 +291,11 @@ mod tests {
             (page[0].usage, page[1].usage, total),
             (used, Usage::default(), 2)
         );
-        assert!(
-            Arc::ptr_eq(&before, &dir.lookup("u1").unwrap()),
-            "the credential is untouched"
-        );
+        // One copy still: the credential takes the changed one, its passwords as they were.
+        let after = dir.lookup("u1").unwrap();
+        assert!(Arc::ptr_eq(&after.connection, &page[0]));
+        assert_eq!(after.password_hash, before.password_hash);
+        assert_eq!(before.connection.usage, Usage::default());
     }
 
     #[test]
@@ -295,7 +306,26 @@ mod tests {
         c.username = "renamed".into();
         dir.upsert(c, p);
         assert!(dir.lookup("u1").is_none());
-        assert_eq!(dir.lookup("renamed").unwrap().connection_id, 1);
+        assert_eq!(dir.lookup("renamed").unwrap().connection.id, 1);
         assert_eq!(dir.page(0, 10).1, 1);
+    }
+
+    /// The credential and the listed connection are one copy, however it was put in.
+    #[test]
+    fn a_credential_shares_its_listed_connection() {
+        let directory = CredentialDirectory::default();
+        directory.replace_all(vec![connection(1), connection(2)]);
+        let (listed, _) = directory.page(0, 10);
+        assert!(Arc::ptr_eq(
+            &directory.lookup("u1").unwrap().connection,
+            &listed[0]
+        ));
+        let (changed, passwords) = connection(2);
+        directory.upsert(changed, passwords);
+        let (listed, _) = directory.page(0, 10);
+        assert!(Arc::ptr_eq(
+            &directory.lookup("u2").unwrap().connection,
+            &listed[1]
+        ));
     }
 }

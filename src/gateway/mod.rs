@@ -240,12 +240,13 @@ impl Gateway {
             return Err(refuse("wrong_password"));
         }
         if credential
+            .connection
             .valid_until
             .is_some_and(|until| until <= Timestamp::now())
         {
             return Err(refuse("expired"));
         }
-        if !credential.ip_allowlist.allows(client) {
+        if !credential.connection.ip_allowlist.allows(client) {
             return Err(refuse("address_not_allowed"));
         }
         Ok(credential)
@@ -272,7 +273,7 @@ impl Gateway {
         credential: &IssuedCredential,
         database: Option<&str>,
     ) -> Result<&'a Team, GatewayError> {
-        let in_scope = |team: &&Team| match &credential.teams {
+        let in_scope = |team: &&Team| match &credential.connection.teams {
             TeamScope::All => true,
             TeamScope::Teams(ids) => ids.contains(&team.id),
         };
@@ -388,16 +389,16 @@ fn admit<'a>(
             .and_then(|v| v.to_str().ok())
     });
     let login = gateway.upstream_login(&credential, database)?;
-    let no_upstream = || GatewayError::NoUpstream(credential.region_id.clone());
+    let no_upstream = || GatewayError::NoUpstream(credential.connection.region_id.clone());
     let pool = gateway
         .pools
-        .region(&credential.region_id)
+        .region(&credential.connection.region_id)
         .ok_or_else(no_upstream)?;
     let candidates = pool.candidates(params.session_id.as_deref());
     if candidates.is_empty() {
         return Err(no_upstream());
     }
-    let admission = gateway.limits.admit(credential.connection_id)?;
+    let admission = gateway.limits.admit(credential.connection.id)?;
     Ok(Admitted {
         credential,
         login,
@@ -427,7 +428,7 @@ async fn forward(
     let gateway = &worker.gateway;
     gateway.meters.queries.increment(1);
     // Counted when the answer ends, or here if no upstream answers.
-    let usage = gateway.usage.ticket(credential.connection_id);
+    let usage = gateway.usage.ticket(credential.connection.id);
     let started = std::time::Instant::now();
 
     let path = parts.uri.path();
@@ -437,7 +438,7 @@ async fn forward(
         PathAndQuery::try_from(format!("{path}?{}", params.upstream))
     }
     // From a URI that parsed, less some of its parameters: cannot fail.
-    .map_err(|_| GatewayError::NoUpstream(credential.region_id.clone()))?;
+    .map_err(|_| GatewayError::NoUpstream(credential.connection.region_id.clone()))?;
 
     strip_hop_by_hop(&mut parts.headers);
     // The client's credentials and address claims never reach the upstream.
