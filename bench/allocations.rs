@@ -124,8 +124,8 @@ struct Allocated {
 }
 
 /// `calls` requests `request` on one keep-alive connection to `addr`; what the process
-/// allocated meanwhile.
-fn count_calls(addr: &str, request: &[u8], calls: u64) -> Allocated {
+/// allocated meanwhile, and with `record_sites`, each allocation's call stack.
+fn count_calls(addr: &str, request: &[u8], calls: u64, record_sites: bool) -> Allocated {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_nodelay(true).unwrap();
     let mut buffer = vec![0u8; 64 * 1024];
@@ -143,9 +143,11 @@ fn count_calls(addr: &str, request: &[u8], calls: u64) -> Allocated {
         BYTES.load(Ordering::Relaxed),
         by_size(),
     );
+    RECORDING.store(record_sites, Ordering::Relaxed);
     for _ in 0..calls {
         call(&mut stream);
     }
+    RECORDING.store(false, Ordering::Relaxed);
     let now = by_size();
     Allocated {
         allocations: ALLOCATIONS.load(Ordering::Relaxed) - allocations,
@@ -407,51 +409,34 @@ fn main() {
     let query = format!(
         "POST / HTTP/1.1\r\nHost: {gateway}\r\nAuthorization: Basic {login}\r\nContent-Length: 8\r\n\r\nSELECT 1"
     );
-    if sites > 0 {
-        let (addr, request, what) = if gateway_only {
-            (&gateway, &query, "gateway queries")
+    // One proxy's calls alone: their call stacks (`--sites`), or a steady load to profile.
+    let alone = if gateway_only {
+        Some((&gateway, &query, "gateway queries"))
+    } else if passthrough_only || sites > 0 {
+        Some((&api, &passthrough, "passthrough calls"))
+    } else {
+        None
+    };
+    if let Some((addr, request, what)) = alone {
+        if sites > 0 {
+            count_calls(addr, request.as_bytes(), sites, true);
+            print_sites(sites, what);
         } else {
-            (&api, &passthrough, "passthrough calls")
-        };
-        // Warmed as `count_calls` warms; then only the calls themselves recorded.
-        let mut stream = TcpStream::connect(addr).expect("connect");
-        stream.set_nodelay(true).unwrap();
-        let mut buffer = vec![0u8; 64 * 1024];
-        for _ in 0..1000 {
-            stream.write_all(request.as_bytes()).unwrap();
-            read_answer(&mut stream, &mut buffer);
+            let counted = count_calls(addr, request.as_bytes(), calls, false);
+            println!(
+                "{calls} {what}: {:.1} allocations each",
+                counted.allocations as f64 / calls as f64
+            );
         }
-        RECORDING.store(true, Ordering::Relaxed);
-        for _ in 0..sites {
-            stream.write_all(request.as_bytes()).unwrap();
-            read_answer(&mut stream, &mut buffer);
-        }
-        RECORDING.store(false, Ordering::Relaxed);
-        print_sites(sites, what);
-        let _ = stop.send(());
-        let _ = runtime.block_on(server);
-        return;
-    }
-    if gateway_only || passthrough_only {
-        let (addr, request, what) = if gateway_only {
-            (&gateway, &query, "gateway queries")
-        } else {
-            (&api, &passthrough, "passthrough calls")
-        };
-        let counted = count_calls(addr, request.as_bytes(), calls);
-        println!(
-            "{calls} {what}: {:.1} allocations each",
-            counted.allocations as f64 / calls as f64
-        );
         let _ = stop.send(());
         let _ = runtime.block_on(server);
         return;
     }
     // Direct first and last: what the process allocates without a proxy's work.
-    let before = count_calls(platform_addr, direct.as_bytes(), calls);
-    let proxied = count_calls(&api, passthrough.as_bytes(), calls);
-    let queried = count_calls(&gateway, query.as_bytes(), calls);
-    let after = count_calls(platform_addr, direct.as_bytes(), calls);
+    let before = count_calls(platform_addr, direct.as_bytes(), calls, false);
+    let proxied = count_calls(&api, passthrough.as_bytes(), calls, false);
+    let queried = count_calls(&gateway, query.as_bytes(), calls, false);
+    let after = count_calls(platform_addr, direct.as_bytes(), calls, false);
     let per_call = |count: u64| count as f64 / calls as f64;
     let base = |of: fn(&Allocated) -> u64| (per_call(of(&before)) + per_call(of(&after))) / 2.0;
     println!("allocations per call, {calls} calls on one connection (1 client)");

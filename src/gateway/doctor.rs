@@ -174,7 +174,7 @@ async fn ask(who: Asker<'_>, sql: &str, database: Option<&str>) -> Result<Answer
         key.set_sensitive(true);
         headers.insert(KEY_HEADER, key);
     }
-    let response = tokio::time::timeout(PROBE_TIMEOUT, client.request(request))
+    let response = tokio::time::timeout(PROBE_TIMEOUT, client.send(request))
         .await
         .map_err(|_| format!("{node} did not answer within {PROBE_TIMEOUT:?}"))?
         .map_err(|e| format!("{node} is unreachable: {e}"))?;

@@ -17,9 +17,7 @@ use axum::body::Body;
 use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
 use secrecy::ExposeSecret;
 
@@ -56,8 +54,9 @@ const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 const QUOTA_HEADER: &str = "x-clickhouse-quota";
 
-/// HTTP client to the upstream nodes: `http://` and `https://` alike.
-pub type UpstreamClient = Client<UpstreamConnector, Body>;
+/// Kept-alive connections to the upstream nodes, `http://` and `https://` alike: each
+/// serving thread's own, and one for the health checks and the doctor.
+pub type UpstreamClient = Arc<Http1Pool<UpstreamConnector>>;
 pub type UpstreamConnector = HttpsConnector<HttpConnector>;
 
 /// How the gateway reaches the upstream nodes: their connect timeout, the system's CAs and
@@ -76,11 +75,9 @@ pub fn upstream_connector(settings: &GatewaySettings) -> anyhow::Result<Upstream
         .wrap_connector(connector))
 }
 
-/// A client with a connection pool of its own.
+/// A pool of connections of its own.
 fn client_with(connector: UpstreamConnector) -> UpstreamClient {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector)
+    Http1Pool::new(connector, MAX_IDLE_PER_NODE, UPSTREAM_IDLE_TIMEOUT)
 }
 
 pub fn upstream_client(settings: &GatewaySettings) -> anyhow::Result<UpstreamClient> {
@@ -106,7 +103,7 @@ impl crate::net::Handler for Worker {
 /// connections that stay on that thread.
 struct WorkerState {
     gateway: Arc<Gateway>,
-    upstreams: Arc<Http1Pool<UpstreamConnector>>,
+    upstreams: UpstreamClient,
 }
 
 /// Idle upstream connections kept per node and serving thread, and for how long.
@@ -179,14 +176,9 @@ impl Gateway {
 
     /// The gateway's handler for one serving thread (see [`crate::net::serve_on_workers`]).
     pub fn worker(self: Arc<Self>) -> Worker {
-        let upstreams = Http1Pool::new(
-            self.connector.clone(),
-            MAX_IDLE_PER_NODE,
-            UPSTREAM_IDLE_TIMEOUT,
-        );
         Worker(Arc::new(WorkerState {
+            upstreams: client_with(self.connector.clone()),
             gateway: self,
-            upstreams,
         }))
     }
 

@@ -197,11 +197,22 @@ impl UpstreamPools {
             let checks = self.nodes().map(|node| {
                 let client = client.clone();
                 async move {
-                    let ok = match format!("{}/ping", node.base).parse::<axum::http::Uri>() {
-                        Ok(uri) => matches!(
-                            tokio::time::timeout(interval.max(Duration::from_secs(1)), client.get(uri)).await,
-                            Ok(Ok(resp)) if resp.status().is_success()
-                        ),
+                    let ping = axum::http::Request::get(format!("{}/ping", node.base))
+                        .body(axum::body::Body::empty());
+                    let ok = match ping {
+                        Ok(ping) => {
+                            let answer = async {
+                                let response = client.send(ping).await.ok()?;
+                                let healthy = response.status().is_success();
+                                // Read to the end, so the connection serves the next check.
+                                http_body_util::BodyExt::collect(response.into_body())
+                                    .await
+                                    .ok()?;
+                                Some(healthy)
+                            };
+                            let limit = interval.max(Duration::from_secs(1));
+                            matches!(tokio::time::timeout(limit, answer).await, Ok(Some(true)))
+                        }
                         Err(_) => false,
                     };
                     node.mark(ok);

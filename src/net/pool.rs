@@ -210,29 +210,6 @@ where
         Ok(sender)
     }
 
-    fn give_back(&self, key: &OriginKey, sender: http1::SendRequest<Body>) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut origins = self.origins.lock().expect("not poisoned");
-        let Some(origin) = origins.get_mut(key) else {
-            return;
-        };
-        // The oldest come first: drop those past their time, then keep within the cap.
-        let expired = origin
-            .idle
-            .iter()
-            .take_while(|idle| idle.since.elapsed() > self.idle_timeout)
-            .count();
-        origin.idle.drain(..expired);
-        if origin.idle.len() < self.max_idle_per_origin {
-            origin.idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
-        }
-    }
-
     /// How many idle connections are kept to the origin of `uri`.
     #[cfg(test)]
     fn idle_count(&self, uri: &Uri) -> usize {
@@ -267,7 +244,24 @@ where
     C::Error: Into<BoxError>,
 {
     fn give_back_sender(&self, key: &OriginKey, sender: http1::SendRequest<Body>) {
-        self.give_back(key, sender);
+        if sender.is_closed() {
+            return;
+        }
+        let mut origins = self.origins.lock().expect("not poisoned");
+        let Some(origin) = origins.get_mut(key) else {
+            return;
+        };
+        // The oldest come first: drop those past their time, then keep within the cap.
+        let now = Instant::now();
+        let expired = origin
+            .idle
+            .iter()
+            .take_while(|idle| now.duration_since(idle.since) > self.idle_timeout)
+            .count();
+        origin.idle.drain(..expired);
+        if origin.idle.len() < self.max_idle_per_origin {
+            origin.idle.push(Idle { sender, since: now });
+        }
     }
 }
 
