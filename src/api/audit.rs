@@ -5,7 +5,7 @@
 //! Who is calling is learnt where it is checked: the extractors that authenticate put the
 //! actor in the request's [`AuditSlot`], as does a handler that creates something (its id).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -116,71 +116,128 @@ fn path_id(route: &str, path: &str) -> Option<String> {
 
 /// Records what the request did once it is answered: a change before its answer leaves;
 /// anything else (a refusal on any route, a rejected or failed change) queued for the next
-/// batch.
+/// batch. The layer on the router's audited routes.
 pub async fn record(
     State(services): State<Arc<AppServices>>,
     mut req: Request<Body>,
     next: axum::middleware::Next,
 ) -> Response {
-    // Only cheap clones (reference counts) here: the passthrough's every call comes by;
-    // text is made only for a request that is recorded.
-    let method = req.method().clone();
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    let uri = req.uri().clone();
-    let request_id = req.headers().get("x-request-id").cloned();
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let slot = AuditSlot::default();
-    req.extensions_mut().insert(slot.clone());
-
+    let recording = Recording::begin(&mut req, route.map(Route::Matched), peer);
     let response = next.run(req).await;
+    recording.finish(&services, response).await
+}
 
-    let route = matched.as_ref().map_or("", MatchedPath::as_str);
-    let path = uri.path();
-    let status = response.status().as_u16();
-    let note = std::mem::take(&mut *slot.0.lock().expect("not poisoned"));
-    let outcome = if note.refused {
-        Outcome::Refused
-    } else {
-        Outcome::of_status(status)
-    };
-    let action = action_of(&method, route);
-    // Reads are recorded only when a credential was refused (401, or a caller the
-    // extractor turned away).
-    let refused_read = action.is_none() && (status == 401 || note.refused);
-    if action.is_none() && !refused_read {
-        return response;
+/// One request's audit record in the making: what it asked, taken before its handler runs.
+pub struct Recording {
+    method: Method,
+    route: Option<Route>,
+    uri: axum::http::Uri,
+    request_id: Option<axum::http::HeaderValue>,
+    peer: Option<IpAddr>,
+    slot: Option<AuditSlot>,
+}
+
+/// The pattern of the route a request matched (`/api/v1/connections/{id}`), not copied.
+pub enum Route {
+    /// As the router found it.
+    Matched(MatchedPath),
+    /// Known without a router.
+    Fixed(&'static str),
+}
+
+impl Route {
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Matched(matched) => matched.as_str(),
+            Self::Fixed(route) => route,
+        }
     }
-    let request_id = request_id
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let client_ip = peer.map(|ip| ip.to_canonical().to_string());
-    let event = AuditEvent {
-        target: note.target.or_else(|| path_id(route, path)).or_else(|| {
-            // A refused read names what it tried to reach (without a link's token).
-            refused_read.then(|| super::loggable_path(path).into_owned())
-        }),
-        request_id,
-        client_ip,
-        status: Some(status),
-        ..AuditEvent::now(
-            note.actor.unwrap_or_else(Actor::anonymous),
-            action.unwrap_or("access.refused"),
-            outcome,
-        )
-    };
-    // A change made is written before its answer leaves; what changed nothing (refused,
-    // rejected, failed), which a client can repeat at any rate, goes with the next batch.
-    if outcome != Outcome::Success {
-        services.audit.record_later(event);
-    } else if let Err(e) = services.audit.record(event).await {
-        // The change is made and its answer is due; the missing event is logged.
-        tracing::error!(error = %e, action = action.unwrap_or("-"), "writing an audit event failed");
+}
+
+impl Recording {
+    /// Starts recording `req`, which matched `route` and came from `peer`, and gives its
+    /// extractors and handler the slot they tell who is calling. Only cheap clones
+    /// (reference counts) here: the passthrough's every call comes by; text is made only
+    /// for a request that is recorded.
+    pub fn begin(req: &mut Request<Body>, route: Option<Route>, peer: Option<IpAddr>) -> Self {
+        let slot = AuditSlot::default();
+        req.extensions_mut().insert(slot.clone());
+        Self {
+            slot: Some(slot),
+            ..Self::without_slot(req, route, peer)
+        }
     }
-    response
+
+    /// As [`Recording::begin`], for a handler that tells the slot nothing (the
+    /// passthrough's): its record has what the request and its answer say.
+    pub fn without_slot<B>(req: &Request<B>, route: Option<Route>, peer: Option<IpAddr>) -> Self {
+        Self {
+            method: req.method().clone(),
+            route,
+            uri: req.uri().clone(),
+            request_id: req.headers().get("x-request-id").cloned(),
+            peer,
+            slot: None,
+        }
+    }
+
+    /// Records what the request did, now that `response` answers it, and gives it back.
+    pub async fn finish(self, services: &AppServices, response: Response) -> Response {
+        let route = self.route.as_ref().map_or("", Route::as_str);
+        let path = self.uri.path();
+        let status = response.status().as_u16();
+        let note = self
+            .slot
+            .map(|slot| std::mem::take(&mut *slot.0.lock().expect("not poisoned")))
+            .unwrap_or_default();
+        let outcome = if note.refused {
+            Outcome::Refused
+        } else {
+            Outcome::of_status(status)
+        };
+        let action = action_of(&self.method, route);
+        // Reads are recorded only when a credential was refused (401, or a caller the
+        // extractor turned away).
+        let refused_read = action.is_none() && (status == 401 || note.refused);
+        if action.is_none() && !refused_read {
+            return response;
+        }
+        let request_id = self
+            .request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let client_ip = self.peer.map(|ip| ip.to_canonical().to_string());
+        let event = AuditEvent {
+            target: note.target.or_else(|| path_id(route, path)).or_else(|| {
+                // A refused read names what it tried to reach (without a link's token).
+                refused_read.then(|| super::edge::loggable_path(path).into_owned())
+            }),
+            request_id,
+            client_ip,
+            status: Some(status),
+            ..AuditEvent::now(
+                note.actor.unwrap_or_else(Actor::anonymous),
+                action.unwrap_or("access.refused"),
+                outcome,
+            )
+        };
+        // A change made is written before its answer leaves; what changed nothing (refused,
+        // rejected, failed), which a client can repeat at any rate, goes with the next
+        // batch.
+        if outcome != Outcome::Success {
+            services.audit.record_later(event);
+        } else if let Err(e) = services.audit.record(event).await {
+            // The change is made and its answer is due; the missing event is logged.
+            tracing::error!(error = %e, action = action.unwrap_or("-"), "writing an audit event failed");
+        }
+        response
+    }
 }
 
 #[cfg(test)]

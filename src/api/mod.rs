@@ -17,8 +17,6 @@ use axum::http::{Request, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{OnResponse, TraceLayer};
 use url::Url;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -39,12 +37,14 @@ pub mod betterstack;
 mod body;
 pub mod connect;
 pub mod console;
+mod edge;
 mod health;
 mod html;
 mod openapi;
 pub mod pica;
 
 pub use body::{BodyError, json_object};
+pub use edge::{Api, DataPlaneAnswer, served_on_worker};
 
 pub struct AppServices {
     /// The store's health, for `/readyz`.
@@ -251,57 +251,8 @@ fn guarded<E: DialectError>(
     )
 }
 
-/// Marks a response as the data plane's (a platform's answer through the passthrough):
-/// logged at debug level, as the gateway logs its queries, so a busy data plane does not
-/// write a log line per call. Every control-plane answer, and every passthrough refusal,
-/// is logged at info.
-#[derive(Clone, Copy)]
-pub struct DataPlaneAnswer;
-
-#[derive(Clone, Copy)]
-struct AccessLog;
-
-impl<B> OnResponse<B> for AccessLog {
-    fn on_response(
-        self,
-        response: &axum::http::Response<B>,
-        latency: std::time::Duration,
-        _span: &tracing::Span,
-    ) {
-        let status = response.status().as_u16();
-        let latency_ms = latency.as_secs_f64() * 1000.0;
-        if response.extensions().get::<DataPlaneAnswer>().is_some() {
-            tracing::debug!(status, latency_ms, "finished processing request");
-        } else {
-            tracing::info!(status, latency_ms, "finished processing request");
-        }
-    }
-}
-
-/// A request path as the access log shows it: a connect session's token (the link's
-/// secret) is replaced by `{token}`.
-fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
-    const SESSIONS: &str = "/v1/connect/sessions/";
-    for prefix in [connect::PREFIX, SESSIONS] {
-        if let Some(rest) = path.strip_prefix(prefix)
-            && !rest.is_empty()
-        {
-            let after = rest.find('/').map_or("", |i| &rest[i..]);
-            return format!("{prefix}{{token}}{after}").into();
-        }
-    }
-    path.into()
-}
-
-/// Whether the request is a passthrough call (the API's data plane): one served on the
-/// worker thread that read it, with that thread's platform connections (see
-/// [`crate::net::Placement`]). The rest of the API is served on the shared runtime.
-pub fn served_on_worker(path: &str) -> bool {
-    path.starts_with(pica::passthrough::PREFIX)
-}
-
-/// The complete API router with its middleware.
-pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
+/// The API's routes with their guards; [`Api`] adds what every request meets.
+fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
     use betterstack::ApiError;
     use pica::PicaError;
     let state = AppState {
@@ -357,32 +308,8 @@ pub fn router(services: Arc<AppServices>, settings: &ApiSettings) -> Router {
         .set(openapi::render(openapi))
         .expect("set once");
 
-    // Outermost first: the request id exists before the span that records it; the span
-    // wraps everything so panics and timeouts are logged inside it; the id is copied to the
-    // response after the inner layers ran.
-    let middleware = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|req: &Request<Body>| {
-                    let request_id = req
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-");
-                    // The path only (query strings may carry credentials), without a
-                    // connect session's token.
-                    let path = loggable_path(req.uri().path());
-                    tracing::info_span!("request", method = %req.method(), path = %path, request_id)
-                })
-                .on_request(())
-                .on_response(AccessLog),
-        )
-        .layer(PropagateRequestIdLayer::x_request_id());
-
     router
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(route_not_found)
         .with_state(state)
-        .layer(middleware)
 }

@@ -38,12 +38,12 @@ pub use core::{Core, open_store, require_install};
 pub use tasks::shutdown_signal;
 use tasks::*;
 
-/// The running server: bound listeners and the routers behind them.
+/// The running server: bound listeners and the handlers behind them.
 pub struct Application {
     data_dir: std::path::PathBuf,
     api_listener: TcpListener,
     api_addr: SocketAddr,
-    router: axum::Router,
+    api: api::Api,
     gateway_listener: TcpListener,
     gateway_addr: SocketAddr,
     services: Arc<AppServices>,
@@ -200,7 +200,7 @@ impl Application {
             secure_cookies: settings.api.tls.is_some() || public_url.scheme() == "https",
             public_url: AppServices::public_base(&public_url),
         });
-        let router = api::router(services.clone(), &settings.api);
+        let api_handler = api::Api::new(services.clone(), &settings.api);
         let load_tls = |files: &Option<TlsFiles>, what: &str| {
             files
                 .clone()
@@ -217,7 +217,7 @@ impl Application {
             data_dir: settings.data_dir.clone(),
             api_listener,
             api_addr,
-            router,
+            api: api_handler,
             gateway_listener,
             gateway_addr,
             services,
@@ -302,12 +302,12 @@ impl Application {
             gateway: format!("{}://{}", scheme(&self.gateway_tls), self.gateway_addr),
         };
         listening.write(&self.data_dir)?;
-        let router = self.router;
+        let handler = self.api;
         let api = crate::net::serve_on_workers(
             self.api_listener,
             "api",
             self.api_workers,
-            Arc::new(move || router.clone()),
+            Arc::new(move || handler.clone()),
             crate::net::Placement::ByFirstRequest(crate::api::served_on_worker),
             self.api_tls,
             stop_rx.clone(),

@@ -107,7 +107,9 @@ where
         loop {
             let (mut sender, reused) = match self.ready_idle(&key, idle.take()).await {
                 Some(sender) => (sender, true),
-                None => (self.connect(&key).await?, false),
+                // Boxed: a connection is made once per many requests, and its future (the
+                // connector's, a TLS handshake's) would make every request's as large.
+                None => (Box::pin(self.connect(&key)).await?, false),
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {

@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
@@ -16,7 +14,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tower::ServiceExt;
 
 use super::tls::ReloadableTls;
 
@@ -29,34 +26,15 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A worker's timer that is never further away than this (see [`heartbeat`]).
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
-/// What answers a listener's requests on one serving thread: the API's router, or the
-/// gateway's own handler (it has one route, so a router's matching, boxing and
-/// extensions would be work for nothing on every query).
+/// What answers a listener's requests on one serving thread: the API's edge
+/// ([`crate::api::Api`]), or the gateway's own handler (it has one route, so a router's
+/// matching, boxing and extensions would be work for nothing on every query).
 pub trait Handler: Clone + Send + Sync + 'static {
     fn handle(
         &self,
         request: Request<Incoming>,
         peer: SocketAddr,
     ) -> impl Future<Output = Response> + Send + use<Self>;
-}
-
-impl Handler for Router {
-    fn handle(
-        &self,
-        mut request: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> impl Future<Output = Response> + Send + use<> {
-        request
-            .extensions_mut()
-            .insert(ConnectInfo::<SocketAddr>(peer));
-        let router = self.clone();
-        async move {
-            match router.oneshot(request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            }
-        }
-    }
 }
 
 /// Where a listener's connections are served.

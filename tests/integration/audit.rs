@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::common::{TEST_SECRET, TOKEN, TestServer};
 use crate::console::{Console, start};
 
-async fn events(server: &TestServer, query: &str) -> Value {
+pub async fn events(server: &TestServer, query: &str) -> Value {
     let resp = server
         .get(&format!("/api/v1/audit-events?{query}"))
         .send()
@@ -20,7 +20,7 @@ async fn events(server: &TestServer, query: &str) -> Value {
     resp.json().await.unwrap()
 }
 
-fn attributes(list: &Value) -> Vec<Value> {
+pub fn attributes(list: &Value) -> Vec<Value> {
     list["data"]
         .as_array()
         .unwrap()

@@ -785,3 +785,99 @@ async fn list_totals_follow_every_change_at_once() {
     assert_eq!(total("tags=other").await, 0, "after a delete");
     assert_eq!(total("tags=counted").await, 2);
 }
+
+/// The refused request `request_id` names, from the audit log (refusals are written in
+/// batches).
+async fn refusal_audited(server: &TestServer, request_id: &str) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let found =
+            crate::audit::attributes(&crate::audit::events(server, "outcome=refused").await)
+                .into_iter()
+                .find(|event| event["request_id"] == request_id);
+        if let Some(event) = found {
+            return event;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{request_id} not audited"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_call_meets_what_every_route_meets() {
+    let base = platform().await;
+    let server = TestServer::start(&config(&base)).await;
+    let conn = connect(&server, "resend", json!({"api_key": "k1"})).await;
+    let key = conn["key"].as_str().unwrap().to_owned();
+
+    // A request id, the client's or a new one, on the answer and as the platform saw it.
+    let sent = call(&server, reqwest::Method::GET, "echo", &key)
+        .header("x-request-id", "trace-77")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), StatusCode::OK);
+    assert_eq!(sent.headers()["x-request-id"], "trace-77");
+    let seen: Value = sent.json().await.unwrap();
+    assert_eq!(seen["headers"]["x-request-id"], "trace-77");
+    let made = call(&server, reqwest::Method::GET, "echo", &key)
+        .send()
+        .await
+        .unwrap();
+    let id = made.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(uuid::Uuid::try_parse(&id).is_ok(), "{id}");
+    let seen: Value = made.json().await.unwrap();
+    assert_eq!(seen["headers"]["x-request-id"], id.as_str());
+
+    // HEAD is the router's (as GET, without the body); a method the route lacks, and no
+    // platform path at all, answer in Pica's shape.
+    let head = call(&server, reqwest::Method::HEAD, "echo", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert!(head.headers().contains_key("x-request-id"));
+    assert!(head.bytes().await.unwrap().is_empty());
+    for (method, path, status) in [
+        (reqwest::Method::OPTIONS, "/v1/passthrough/echo", 405),
+        (reqwest::Method::GET, "/v1/passthrough/", 404),
+    ] {
+        let resp = server
+            .client
+            .request(method.clone(), server.url(path))
+            .header("x-pica-secret", TEST_SECRET)
+            .header("x-pica-connection-key", &key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{method} {path}");
+        assert!(resp.headers().contains_key("x-request-id"));
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], status, "{body}");
+        assert!(body["message"].is_string(), "{body}");
+    }
+
+    // A refused secret is in the audit log, with the request's id and the path it tried.
+    let refused = server
+        .client
+        .get(server.url("/v1/passthrough/echo?token=hidden"))
+        .header("x-pica-secret", "sk_test_wrong")
+        .header("x-pica-connection-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let request_id = refused.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let event = refusal_audited(&server, &request_id).await;
+    assert_eq!(event["action"], "access.refused", "{event}");
+    assert_eq!(event["actor_kind"], "anonymous", "{event}");
+    assert_eq!(event["status"], 401, "{event}");
+    assert_eq!(event["target"], "/v1/passthrough/echo", "{event}");
+    assert_eq!(event["client_ip"], "127.0.0.1", "{event}");
+}

@@ -87,7 +87,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PlatformPath {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, PicaError> {
         let raw = parts.uri.path();
         let rest = raw
-            .strip_prefix(super::PASSTHROUGH_PREFIX)
+            .strip_prefix(super::passthrough::PREFIX)
             .ok_or_else(|| PicaError::invalid("path", "the path names no platform path"))?;
         Ok(Self(rest.to_owned()))
     }

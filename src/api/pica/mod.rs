@@ -23,9 +23,6 @@ use sessions::*;
 
 pub const SECRET_HEADER: &str = "x-pica-secret";
 
-/// Where passthrough calls live; the rest of the path is the platform's.
-pub const PASSTHROUGH_PREFIX: &str = "/v1/passthrough/";
-
 /// Where this dialect's routes live: every answer under it is in this dialect's shape.
 pub const PREFIX: &str = "/v1/";
 

@@ -7,11 +7,11 @@ use axum::response::Response;
 use super::SECRET_HEADER;
 use super::error::{PicaError, PicaErrorBody};
 use super::extract::{PlatformPath, value_text};
-use crate::api::AppState;
+use crate::api::{AppServices, AppState};
 use crate::net::outbound::OutboundError;
 use crate::passthrough::{CONNECTION_KEY_HEADER, ForwardError, PassthroughError};
 
-/// Every passthrough call's path starts so.
+/// Every passthrough call's path starts so; the rest of it is the platform's.
 pub const PREFIX: &str = "/v1/passthrough/";
 
 /// Call the connection's platform: `{path}` is appended to the platform's base URL and the
@@ -36,6 +36,20 @@ pub(super) async fn passthrough(
     State(state): State<AppState>,
     PlatformPath(path): PlatformPath,
     RawQuery(query): RawQuery,
+    request: Request,
+) -> Result<Response, PicaError> {
+    let mut answer = call(&state.services, &path, query.as_deref(), request).await?;
+    answer.extensions_mut().insert(crate::api::DataPlaneAnswer);
+    Ok(answer)
+}
+
+/// A passthrough call to `path` (what follows [`PREFIX`], still percent-encoded): the
+/// route's handler, and what the API's edge calls directly (see [`crate::api::Api`]). An
+/// `Ok` answer is the platform's.
+pub async fn call(
+    services: &AppServices,
+    path: &str,
+    query: Option<&str>,
     mut request: Request,
 ) -> Result<Response, PicaError> {
     // Taken out of the request (they are ours, never the platform's), not copied.
@@ -51,15 +65,10 @@ pub(super) async fn passthrough(
             "the x-pica-connection-key header is required",
         )
     })?;
-    state
-        .services
+    services
         .passthrough
-        .forward(secret, key, &path, query.as_deref(), request)
+        .forward(secret, key, path, query, request)
         .await
-        .map(|mut answer| {
-            answer.extensions_mut().insert(crate::api::DataPlaneAnswer);
-            answer
-        })
         .map_err(|e| match e {
             ForwardError::Unauthorized => PicaError::Unauthorized,
             ForwardError::Connection(e) => e.into(),
