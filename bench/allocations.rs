@@ -375,7 +375,7 @@ fn main() {
         let _ = stopped.await;
     }));
 
-    let client = reqwest::Client::new();
+    let client = common::http_client(1);
     let created = runtime.block_on(json_of(
         client
             .post(format!("http://{api}/v1/vault/connections"))

@@ -41,7 +41,7 @@ fn main() {
         .unwrap();
     runtime.block_on(async move {
         println!("switchboard API benchmark: {connections} connections, {concurrency} concurrent clients\n");
-        let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap();
+        let client = common::http_client(concurrency);
         let sqlite = start_server(None);
         println!("SQLite (embedded)");
         let on_sqlite = run_suite(&client, &sqlite.api, connections, concurrency, seconds).await;

@@ -138,7 +138,7 @@ fn main() {
         let switchboard = start_gateway(&ch);
         let (api, gateway_url) = (switchboard.api.clone(), switchboard.gateway.clone());
         let (nginx, nginx_url) = nginx_proxy(ch.port, "");
-        let client = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
+        let client = common::http_client(128);
         let created = json_of(
             client
                 .post(format!("{api}/api/v1/connections"))

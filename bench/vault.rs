@@ -56,7 +56,7 @@ fn main() {
         );
         let server = start_server(&platform);
         let api = Arc::new(server.api.clone());
-        let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+        let client = common::http_client(64);
         println!("vault benchmark: {connections} integration connections (embedded SQLite)\n");
 
         let (c, a) = (client.clone(), api.clone());
@@ -121,7 +121,7 @@ fn main() {
         // The passthrough's own connections, as a client making passthrough calls opens
         // them: the server places a connection by its first request (the control-plane
         // calls above came on connections of their own).
-        let calls = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+        let calls = common::http_client(64);
         let mut ratios = Vec::new();
         for concurrency in [1usize, 64] {
             let mut best = [Best::default(), Best::default(), Best::default()];
