@@ -56,6 +56,20 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failed bench shows what the process logged: its temp dir goes with it.
+        if std::thread::panicking() {
+            for name in ["stderr.log", "error.log"] {
+                let path = self.dir.path().join(name);
+                let Ok(text) = std::fs::read_to_string(&path) else {
+                    continue;
+                };
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!("--- the last lines of {} ---", path.display());
+                for line in &lines[lines.len().saturating_sub(40)..] {
+                    eprintln!("{line}");
+                }
+            }
+        }
     }
 }
 
