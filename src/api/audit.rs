@@ -127,7 +127,7 @@ pub async fn record(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let recording = Recording::begin(&mut req, route.map(Route::Matched), peer);
+    let recording = Recording::begin(&mut req, route, peer);
     let response = next.run(req).await;
     recording.finish(&services, response).await
 }
@@ -135,28 +135,12 @@ pub async fn record(
 /// One request's audit record in the making: what it asked, taken before its handler runs.
 pub struct Recording {
     method: Method,
-    route: Option<Route>,
+    /// The pattern of the route it matched (`/api/v1/connections/{id}`).
+    route: Option<MatchedPath>,
     uri: axum::http::Uri,
     request_id: Option<axum::http::HeaderValue>,
     peer: Option<IpAddr>,
     slot: Option<AuditSlot>,
-}
-
-/// The pattern of the route a request matched (`/api/v1/connections/{id}`), not copied.
-pub enum Route {
-    /// As the router found it.
-    Matched(MatchedPath),
-    /// Known without a router.
-    Fixed(&'static str),
-}
-
-impl Route {
-    fn as_str(&self) -> &str {
-        match self {
-            Self::Matched(matched) => matched.as_str(),
-            Self::Fixed(route) => route,
-        }
-    }
 }
 
 impl Recording {
@@ -164,7 +148,11 @@ impl Recording {
     /// extractors and handler the slot they tell who is calling. Only cheap clones
     /// (reference counts) here: the passthrough's every call comes by; text is made only
     /// for a request that is recorded.
-    pub fn begin(req: &mut Request<Body>, route: Option<Route>, peer: Option<IpAddr>) -> Self {
+    pub fn begin(
+        req: &mut Request<Body>,
+        route: Option<MatchedPath>,
+        peer: Option<IpAddr>,
+    ) -> Self {
         let slot = AuditSlot::default();
         req.extensions_mut().insert(slot.clone());
         Self {
@@ -175,12 +163,16 @@ impl Recording {
 
     /// As [`Recording::begin`], for a handler that tells the slot nothing (the
     /// passthrough's): its record has what the request and its answer say.
-    pub fn without_slot<B>(req: &Request<B>, route: Option<Route>, peer: Option<IpAddr>) -> Self {
+    pub fn without_slot<B>(
+        req: &Request<B>,
+        route: Option<MatchedPath>,
+        peer: Option<IpAddr>,
+    ) -> Self {
         Self {
             method: req.method().clone(),
             route,
             uri: req.uri().clone(),
-            request_id: req.headers().get("x-request-id").cloned(),
+            request_id: req.headers().get(&super::edge::REQUEST_ID).cloned(),
             peer,
             slot: None,
         }
@@ -188,7 +180,7 @@ impl Recording {
 
     /// Records what the request did, now that `response` answers it, and gives it back.
     pub async fn finish(self, services: &AppServices, response: Response) -> Response {
-        let route = self.route.as_ref().map_or("", Route::as_str);
+        let route = self.route.as_ref().map_or("", MatchedPath::as_str);
         let path = self.uri.path();
         let status = response.status().as_u16();
         let note = self

@@ -3,7 +3,9 @@
 //! have their guards as layers (see `guarded`); a passthrough call, the API's data plane,
 //! takes the short way past the router to its handler, with the same guards as plain calls:
 //! a router's matching, boxing, extension maps and per-layer futures were a third of its
-//! allocations and much of its CPU (see `bench/README.md`).
+//! allocations and much of its CPU (see `bench/README.md`). Every method the passthrough's
+//! route has comes this way, so the router's passthrough route only documents it and
+//! answers the methods it lacks.
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -20,15 +22,12 @@ use hyper::body::Incoming;
 use tower::ServiceExt;
 use tracing::Instrument;
 
-use super::audit::{Recording, Route};
+use super::audit::Recording;
 use super::pica::{self, PicaError};
 use super::{AppServices, EdgeFailure, connect};
 use crate::config::ApiSettings;
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The pattern of the passthrough's route, as the audit log names it.
-const PASSTHROUGH_ROUTE: &str = "/v1/passthrough/{*path}";
+pub(super) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The API as a serving thread answers it (see [`crate::net::serve_on_workers`]).
 #[derive(Clone)]
@@ -52,11 +51,9 @@ impl Api {
     /// body streams outside it), and a refused call goes to the audit log. With the answer,
     /// whether it is the platform's.
     async fn passthrough(self, request: Request<Body>, peer: SocketAddr) -> (Response, bool) {
-        let recording = Recording::without_slot(
-            &request,
-            Some(Route::Fixed(PASSTHROUGH_ROUTE)),
-            Some(peer.ip()),
-        );
+        // No route pattern: the passthrough changes nothing, so its record (a refusal) is
+        // the same without one.
+        let recording = Recording::without_slot(&request, None, Some(peer.ip()));
         let uri = request.uri().clone();
         let path = &uri.path()[pica::passthrough::PREFIX.len()..];
         let guarded = async {
@@ -93,20 +90,17 @@ impl crate::net::Handler for Api {
         let span = request_span(request.method(), request.uri().path(), &request_id);
         let this = self.clone();
         async move {
-            let request = request.map(Body::new);
+            let mut request = request.map(Body::new);
             let (mut response, data_plane) = if is_passthrough_call(&request) {
                 // Boxed: unboxed, the call's future (kilobytes) made every future around it
                 // as large, and each was moved a few times per call.
                 Box::pin(this.passthrough(request, peer)).await
             } else {
-                let mut request = request;
                 request.extensions_mut().insert(ConnectInfo(peer));
-                let response = match this.router.oneshot(request).await {
-                    Ok(response) => response,
+                match this.router.oneshot(request).await {
+                    Ok(response) => (response, false),
                     Err(never) => match never {},
-                };
-                let data_plane = response.extensions().get::<DataPlaneAnswer>().is_some();
-                (response, data_plane)
+                }
             };
             log_answer(&response, started.elapsed(), data_plane);
             // A platform's own request id, through the passthrough, is left as it is.
@@ -120,15 +114,21 @@ impl crate::net::Handler for Api {
     }
 }
 
-/// Whether the request is for the passthrough's handler: one of its route's methods (the
-/// rest, `HEAD` included, go to the router, which answers them as it does any route's).
+/// Whether the request is for the passthrough's handler: a platform path and one of its
+/// route's methods (`HEAD` as `GET`; the platform answers it without a body). The rest go
+/// to the router, which answers them as it does any route's (405, or 404 for no path).
 fn is_passthrough_call(request: &Request<Body>) -> bool {
     let path = request.uri().path();
-    path.len() > pica::passthrough::PREFIX.len()
-        && path.starts_with(pica::passthrough::PREFIX)
+    served_on_worker(path)
+        && path.len() > pica::passthrough::PREFIX.len()
         && matches!(
             *request.method(),
-            Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+            Method::GET
+                | Method::HEAD
+                | Method::POST
+                | Method::PUT
+                | Method::PATCH
+                | Method::DELETE
         )
 }
 
@@ -152,11 +152,6 @@ fn request_span(method: &Method, path: &str, request_id: &HeaderValue) -> tracin
     let path = loggable_path(path);
     tracing::info_span!("request", method = %method, path = %path, request_id)
 }
-
-/// Marks a response of the router's as the data plane's (a platform's answer through the
-/// passthrough's route).
-#[derive(Clone, Copy)]
-pub struct DataPlaneAnswer;
 
 /// The access log line. The data plane's answers (a platform's, through the passthrough)
 /// are logged at debug level, as the gateway logs its queries, so a busy data plane does
@@ -212,36 +207,27 @@ mod tests {
     fn only_the_routes_methods_on_a_platform_path_take_the_short_way() {
         for method in [
             Method::GET,
+            Method::HEAD,
             Method::POST,
             Method::PUT,
             Method::PATCH,
             Method::DELETE,
         ] {
-            assert!(is_passthrough_call(&request(
-                method,
-                "/v1/passthrough/x?y=1"
-            )));
+            let path = "/v1/passthrough/x?y=1";
+            assert!(
+                is_passthrough_call(&request(method.clone(), path)),
+                "{method}"
+            );
         }
-        assert!(!is_passthrough_call(&request(
-            Method::HEAD,
-            "/v1/passthrough/x"
-        )));
-        assert!(!is_passthrough_call(&request(
-            Method::OPTIONS,
-            "/v1/passthrough/x"
-        )));
-        assert!(!is_passthrough_call(&request(
-            Method::GET,
-            "/v1/passthrough/"
-        )));
-        assert!(!is_passthrough_call(&request(
-            Method::GET,
-            "/v1/passthrough"
-        )));
-        assert!(!is_passthrough_call(&request(
-            Method::GET,
-            "/v1/vault/connections"
-        )));
+        for (method, path) in [
+            (Method::OPTIONS, "/v1/passthrough/x"),
+            (Method::GET, "/v1/passthrough/"),
+            (Method::GET, "/v1/passthrough"),
+            (Method::GET, "/v1/vault/connections"),
+        ] {
+            let to_router = !is_passthrough_call(&request(method.clone(), path));
+            assert!(to_router, "{method} {path}");
+        }
     }
 
     #[test]

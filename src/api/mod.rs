@@ -44,7 +44,7 @@ mod openapi;
 pub mod pica;
 
 pub use body::{BodyError, json_object};
-pub use edge::{Api, DataPlaneAnswer, served_on_worker};
+pub use edge::{Api, served_on_worker};
 
 pub struct AppServices {
     /// The store's health, for `/readyz`.

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::common::{TEST_SECRET, TOKEN, TestServer};
 use crate::console::{Console, start};
 
-pub async fn events(server: &TestServer, query: &str) -> Value {
+async fn events(server: &TestServer, query: &str) -> Value {
     let resp = server
         .get(&format!("/api/v1/audit-events?{query}"))
         .send()
@@ -20,7 +20,7 @@ pub async fn events(server: &TestServer, query: &str) -> Value {
     resp.json().await.unwrap()
 }
 
-pub fn attributes(list: &Value) -> Vec<Value> {
+fn attributes(list: &Value) -> Vec<Value> {
     list["data"]
         .as_array()
         .unwrap()
@@ -30,7 +30,7 @@ pub fn attributes(list: &Value) -> Vec<Value> {
 }
 
 /// Waits until `query` lists `n` events (refusals are written in batches).
-async fn until_listed(server: &TestServer, query: &str, n: usize) -> Vec<Value> {
+pub async fn until_listed(server: &TestServer, query: &str, n: usize) -> Vec<Value> {
     let start = Instant::now();
     loop {
         let found = attributes(&events(server, query).await);

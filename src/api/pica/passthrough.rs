@@ -38,9 +38,7 @@ pub(super) async fn passthrough(
     RawQuery(query): RawQuery,
     request: Request,
 ) -> Result<Response, PicaError> {
-    let mut answer = call(&state.services, &path, query.as_deref(), request).await?;
-    answer.extensions_mut().insert(crate::api::DataPlaneAnswer);
-    Ok(answer)
+    call(&state.services, &path, query.as_deref(), request).await
 }
 
 /// A passthrough call to `path` (what follows [`PREFIX`], still percent-encoded): the
